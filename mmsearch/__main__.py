@@ -1,0 +1,5 @@
+"""`python -m mmsearch` runs the CLI."""
+
+from mmsearch.cli import main
+
+main()

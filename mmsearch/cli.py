@@ -1,0 +1,184 @@
+"""The `mmsearch` command: a thin shell over the Python API."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from mmsearch import config
+from mmsearch.errors import MmsearchError, UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Index media and find it by meaning.")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+StoreOpt = Annotated[Path | None, typer.Option(
+    "--store", help="Store folder [env MMSEARCH_STORE; default ./indexes/default].",
+    show_default=False)]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="ARCH:PRETRAINED (open_clip tag or local checkpoint) [env MMSEARCH_MODEL].",
+    show_default=False)]
+DeviceOpt = Annotated[str | None, typer.Option(
+    "--device", help="cpu, cuda, cuda:1 ... [env MMSEARCH_DEVICE; default: CUDA if present].",
+    show_default=False)]
+
+
+def _err(message: str) -> None:
+    print(f"mmsearch: {message}", file=sys.stderr)
+
+
+def handle_errors(fn: F) -> F:
+    """Map library errors to exit codes: 2 for usage errors, 1 for real failures."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UsageError as e:
+            _err(f"error: {e}")
+            raise typer.Exit(2) from None
+        except MmsearchError as e:
+            _err(f"error: {e}")
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            _err("interrupted; the store keeps everything committed so far")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _open(store: Path | None, model: str | None = None, device: str | None = None) -> Any:
+    import mmsearch
+
+    return mmsearch.open(config.store_path(store), model=model, device=device)
+
+
+@app.command()
+@handle_errors
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders to index (recursive).",
+                                                show_default=False)],
+    store: StoreOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per encoder batch.")] =
+    config.BATCH_SIZE,
+    workers: Annotated[int | None, typer.Option(min=1, help="Decode threads.",
+                                                show_default="auto")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List skipped files.")] = False,
+) -> None:
+    """Index files and folders; re-running is incremental."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    col = _open(store, model, device)
+    report = col.index(paths, progress=False if quiet else None, batch_size=batch_size,
+                       workers=workers)
+    if verbose:
+        for path, reason in report.failures:
+            _err(f"skipped {path}: {reason}")
+    elif report.failed:
+        _err(f"{report.failed} file(s) skipped (use --verbose to list them)")
+    if not quiet or report.failed:
+        print(report.summary(), file=sys.stderr)
+
+
+@app.command()
+@handle_errors
+def query(
+    text: Annotated[str | None, typer.Argument(help="What to look for.", show_default=False)]
+    = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Query by an example image.",
+                                               show_default=False)] = None,
+    audio: Annotated[Path | None, typer.Option("--audio", help="Query by an example sound.",
+                                               show_default=False)] = None,
+    store: StoreOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of results.")] = 10,
+    where: Annotated[str | None, typer.Option(
+        "--where", help="SQL condition on metadata, e.g. \"width >= 300\".",
+        show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Search the store by text, image or both."""
+    if text is None and image is None and audio is None:
+        raise UsageError("give a text query, --image or --audio")
+    for opt, path in (("--image", image), ("--audio", audio)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{opt}: no such file: {path}")
+    col = _open(store, model, device)
+    if not col.path.exists():
+        raise UsageError(f"no store at {col.path}; run `mmsearch index PATH` first")
+    results = col.search(text=text, image=image, audio=audio, k=k, where=where)
+    if as_json:
+        for r in results:
+            print(json.dumps(r.to_dict(), ensure_ascii=False, default=str))
+        return
+    if not results:
+        _err("no results")
+        return
+    for rank, r in enumerate(results, 1):
+        at = f"  @ {_clock(r.start_s)}-{_clock(r.end_s)}" if r.start_s is not None else ""
+        print(f"{rank:>3}  {r.score:7.4f}  {r.path or r.id}{at}")
+
+
+@app.command()
+@handle_errors
+def info(store: StoreOpt = None,
+         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Describe what the store holds."""
+    col = _open(store)
+    if not col.path.exists():
+        raise UsageError(f"no store at {col.path}")
+    data = col.info()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    mods = ", ".join(f"{n} {m}" for m, n in data["modalities"].items()) or "nothing"
+    print(f"store      {data['store']}\nmodel      {data['model']} ({data['dim']}-d)\n"
+          f"items      {data['items']} ({mods})\nvectors    {data['vectors']}\n"
+          f"index      {data['index']}\nsegments   {data['segments']} "
+          f"(generation {data['generation']})\nsize       {_size(data['bytes_on_disk'])}\n"
+          f"columns    {', '.join(data['columns'])}")
+
+
+@app.command()
+@handle_errors
+def remove(paths: Annotated[list[Path], typer.Argument(
+        help="Files or folders whose items leave the store.", show_default=False)],
+        store: StoreOpt = None) -> None:
+    """Remove items by file or folder (the files themselves are not touched)."""
+    col = _open(store)
+    if not col.path.exists():
+        raise UsageError(f"no store at {col.path}")
+    n = col.remove_paths(paths)
+    print(f"removed {n} item(s)", file=sys.stderr)
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    m, s = divmod(float(seconds), 60)
+    return f"{int(m)}:{s:04.1f}"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Defaults and environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_MODEL = "ViT-B-32-256:datacomp_s34b_b86k"
+DEFAULT_STORE = Path("indexes") / "default"
+
+#: Images larger than this many pixels are downscaled right after decoding.
+MAX_IMAGE_PIXELS = 16_000_000
+#: Rows written per atomic commit while indexing (a kill loses at most this much work).
+COMMIT_EVERY = int(os.environ.get("MMSEARCH_COMMIT_EVERY", "512"))
+#: Seconds between commits while indexing, whatever the row count.
+COMMIT_SECONDS = 30.0
+BATCH_SIZE = 32
+
+
+def store_path(store: str | os.PathLike[str] | None = None) -> Path:
+    """The store folder: the argument, else $MMSEARCH_STORE, else ./indexes/default."""
+    if store:
+        return Path(store)
+    env = os.environ.get("MMSEARCH_STORE")
+    return Path(env) if env else DEFAULT_STORE
+
+
+def model_spec(model: str | None = None) -> str | None:
+    """The model asked for: the argument, else $MMSEARCH_MODEL, else None (store's or default)."""
+    return model or os.environ.get("MMSEARCH_MODEL") or None
+
+
+def device_name(device: str | None = None) -> str | None:
+    """The device asked for: the argument, else $MMSEARCH_DEVICE, else None (auto)."""
+    return device or os.environ.get("MMSEARCH_DEVICE") or None

@@ -1,0 +1,239 @@
+"""Incremental indexing of files: change detection, reuse by content hash, atomic commits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmsearch import config
+from mmsearch.encoders.base import Encoder
+from mmsearch.ingest.discover import Found, Skipped, discover, is_under
+from mmsearch.ingest.pipeline import Prepared, default_workers, ordered_map, prepare_file
+from mmsearch.progress import progress_bar
+from mmsearch.store.schema import file_id, file_rows_table, utc_naive
+from mmsearch.store.store import Batch, Store
+
+
+@dataclass
+class IndexReport:
+    """What an index run did."""
+
+    added: int = 0
+    updated: int = 0
+    renamed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def processed(self) -> int:
+        return self.added + self.updated + self.renamed + self.unchanged
+
+    def summary(self) -> str:
+        """The one-line summary the CLI prints."""
+        rate = self.processed / self.seconds if self.seconds > 0 else 0.0
+        return (f"{self.added} added, {self.updated} updated, {self.renamed} renamed, "
+                f"{self.removed} removed, {self.unchanged} unchanged, {self.failed} failed "
+                f"in {self.seconds:.1f} s ({rate:.1f} items/s)")
+
+    def fail(self, path: str, reason: str) -> None:
+        self.failed += 1
+        self.failures.append((path, reason))
+
+
+@dataclass
+class _Stored:
+    key: int
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    row: dict[str, Any]
+
+
+class Indexer:
+    """One `index` run over a store, holding its write lock."""
+
+    def __init__(self, store: Store, encoder_factory: Callable[[], Encoder],
+                 model_pin: Callable[[Encoder], dict[str, Any]], *,
+                 batch_size: int = config.BATCH_SIZE, workers: int | None = None,
+                 commit_every: int = config.COMMIT_EVERY,
+                 max_pixels: int = config.MAX_IMAGE_PIXELS, progress: bool | None = None) -> None:
+        self.store = store
+        self._encoder_factory = encoder_factory
+        self._model_pin = model_pin
+        self.batch_size = batch_size
+        self.workers = workers or default_workers()
+        self.commit_every = commit_every
+        self.max_pixels = max_pixels
+        self.progress = progress
+        self.report = IndexReport()
+        self._rows: list[dict[str, Any]] = []
+        self._vectors: list[np.ndarray] = []
+        self._deletes: list[int] = []
+        self._last_commit = time.monotonic()
+        self._encoder: Encoder | None = None
+        self._stored_vectors = np.zeros((0, 0), np.float32)
+        self._failed: dict[str, list[Any]] = {}
+        self._key_rows: dict[int, int] = {}
+
+    def run(self, paths: Iterable[str]) -> IndexReport:
+        start = time.monotonic()
+        roots = list(paths)
+        table, self._stored_vectors = self.store.read_live()
+        self._key_rows = {int(k): i for i, k in enumerate(table.column("key").to_numpy())}
+        stored = _stored_files(table.to_pylist() if "path" in table.column_names else [])
+        by_path = {s.path: s for s in stored}
+        by_hash = {s.content_hash: s for s in stored if s.content_hash}
+        known_failed: dict[str, list[Any]] = self.store.manifest.get("failed") or {}
+        self._failed = {}
+        seen: set[str] = set()
+        todo: list[Found] = []
+        for entry in discover(roots, exclude=[self.store.root]):
+            if isinstance(entry, Skipped):
+                self.report.fail(entry.path, entry.reason)
+                continue
+            seen.add(entry.path)
+            old = by_path.get(entry.path)
+            failed = known_failed.get(entry.path)
+            if old and old.size == entry.size and old.mtime_ns == entry.mtime_ns:
+                self.report.unchanged += 1
+            elif failed and failed[:2] == [entry.size, entry.mtime_ns]:
+                self._failed[entry.path] = failed
+                self.report.fail(entry.path, f"{failed[2]} (unchanged since it failed)")
+            else:
+                todo.append(entry)
+        gone = {s.path: s for s in stored if s.path not in seen and is_under(s.path, roots)}
+        if todo:
+            encoder = self._get_encoder()
+            work = partial(prepare_file, known_hashes=by_hash, preprocess=encoder.preprocess,
+                           max_pixels=self.max_pixels)
+            batch: list[Prepared] = []
+            with progress_bar(len(todo), "indexing", self.progress) as bar:
+                for item in ordered_map(work, todo, self.workers):
+                    old = by_path.get(item.found.path)
+                    if item.error:
+                        self.report.fail(item.found.path, item.error)
+                        self._failed[item.found.path] = [item.found.size, item.found.mtime_ns,
+                                                         item.error]
+                        if old:
+                            self._deletes.append(old.key)
+                    elif item.known:
+                        self._reuse(item, by_hash[item.content_hash], old, gone)
+                    else:
+                        batch.append(item)
+                        if len(batch) >= self.batch_size:
+                            self._embed(batch, by_path)
+                            batch = []
+                    bar.advance()
+                    self._maybe_commit()
+                if batch:
+                    self._embed(batch, by_path)
+        for old in gone.values():
+            self._deletes.append(old.key)
+            self.report.removed += 1
+        # failures outside this run's roots stay remembered; inside, only current ones
+        kept = {p: v for p, v in known_failed.items() if not is_under(p, roots)}
+        self._commit(final_failed={**kept, **self._failed})
+        self.report.seconds = time.monotonic() - start
+        return self.report
+
+    def _get_encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = self._encoder_factory()
+        return self._encoder
+
+    def _reuse(self, item: Prepared, source: _Stored, old: _Stored | None,
+               gone: dict[str, _Stored]) -> None:
+        """Content already embedded under another path (or the same): copy its vector."""
+        vector = self._stored_vector(source.key)
+        row = dict(source.row)
+        if old is not None:
+            self._deletes.append(old.key)
+            if old.content_hash == item.content_hash:
+                self.report.unchanged += 1  # touched: same content, refreshed metadata
+            else:
+                self.report.updated += 1
+        elif source.path in gone:
+            del gone[source.path]
+            self._deletes.append(source.key)
+            self.report.renamed += 1
+        else:
+            self.report.added += 1
+        self._add(item, row, vector)
+
+    def _embed(self, batch: list[Prepared], by_path: dict[str, _Stored]) -> None:
+        encoder = self._get_encoder()
+        vectors = encoder.encode_images(torch.stack([p.pixels for p in batch]))
+        for item, vector in zip(batch, vectors, strict=True):
+            old = by_path.get(item.found.path)
+            if old is not None:
+                self._deletes.append(old.key)
+                self.report.updated += 1
+            else:
+                self.report.added += 1
+            self._add(item, dict(item.meta), vector)
+
+    def _add(self, item: Prepared, meta: dict[str, Any], vector: np.ndarray) -> None:
+        f = item.found
+        meta.update(id=file_id(f.path), path=f.path, modality=f.modality, bytes=f.size,
+                    mtime=utc_naive(f.mtime_ns), mtime_ns=f.mtime_ns,
+                    content_hash=item.content_hash, indexed_at=utc_naive())
+        self._rows.append(meta)
+        self._vectors.append(vector)
+
+    def _stored_vector(self, key: int) -> np.ndarray:
+        return self._stored_vectors[self._key_rows[key]]
+
+    def _maybe_commit(self) -> None:
+        due = time.monotonic() - self._last_commit > config.COMMIT_SECONDS
+        if len(self._rows) >= self.commit_every or (due and self._rows):
+            self._commit()
+
+    def _commit(self, final_failed: dict[str, list[Any]] | None = None) -> None:
+        if not self._rows and not self._deletes and (
+                final_failed is None or final_failed == self.store.manifest.get("failed", {})):
+            return
+        batches = []
+        model = None
+        if self._rows:
+            table = file_rows_table(self._rows)
+            keys = self.store.allocate_keys(len(table))
+            table = table.set_column(0, "key", _int64(keys))
+            batches.append(Batch(table, np.stack(self._vectors)))
+            if self._encoder is not None and not self.store.model:
+                model = self._model_pin(self._encoder)
+        dim = self._encoder.dim if self._encoder is not None else None
+        extra = {"failed": final_failed} if final_failed is not None else None
+        self.store.commit(batches, np.array(self._deletes, dtype=np.int64), model=model,
+                          dim=dim if not self.store.manifest.get("dim") else None, extra=extra)
+        self._rows, self._vectors, self._deletes = [], [], []
+        self._last_commit = time.monotonic()
+
+
+def _int64(values: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    return pa.array(values, pa.int64())
+
+
+def _stored_files(rows: list[dict[str, Any]]) -> list[_Stored]:
+    """Stored rows that came from files (one per file; moments share their file's row data)."""
+    out: dict[str, _Stored] = {}
+    for row in rows:
+        path = row.get("path")
+        if not path or row.get("mtime_ns") is None or path in out:
+            continue
+        meta = {k: row.get(k) for k in ("width", "height", "taken_at", "camera_make",
+                                        "camera_model", "gps_lat", "gps_lon")}
+        out[path] = _Stored(int(row["key"]), path, int(row.get("bytes") or -1),
+                            int(row["mtime_ns"]), row.get("content_hash") or "", meta)
+    return list(out.values())

@@ -1,0 +1,131 @@
+"""Decode images safely and read their EXIF metadata."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mmsearch.errors import BadMediaError
+
+_EXIF_IFD = 0x8769
+_GPS_IFD = 0x8825
+_DATETIME_ORIGINAL = 0x9003
+_DATETIME = 0x0132
+_MAKE = 0x010F
+_MODEL = 0x0110
+_ORIENTATION = 0x0112
+
+
+@dataclass
+class DecodedImage:
+    """An RGB image ready for the encoder, with metadata of the original file."""
+
+    image: Image.Image
+    meta: dict[str, Any]
+
+
+def decode_image(data: bytes, max_pixels: int, min_side: int = 0) -> DecodedImage:
+    """Decode bytes into an upright RGB image no larger than `max_pixels`.
+
+    JPEGs much larger than needed are decoded at reduced scale (DCT scaling), so a
+    100-megapixel photo costs little memory. Raises BadMediaError on anything unreadable.
+    """
+    if not data:
+        raise BadMediaError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            width, height = im.size
+            meta = _exif_meta(im)
+            if meta.pop("_orientation", 1) in (5, 6, 7, 8):
+                width, height = height, width
+            meta.update(width=width, height=height)
+            if im.format == "JPEG" and width * height > max_pixels:
+                scale = (max_pixels / (width * height)) ** 0.5
+                target = (max(min_side, int(width * scale)), max(min_side, int(height * scale)))
+                im.draft("RGB", target)
+            im.seek(0)
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            im = _to_rgb(im)
+            if im.width * im.height > max_pixels:
+                scale = (max_pixels / (im.width * im.height)) ** 0.5
+                im.thumbnail((max(1, int(im.width * scale)), max(1, int(im.height * scale))),
+                             Image.Resampling.BICUBIC)
+    except Image.DecompressionBombError as e:
+        raise BadMediaError(f"image too large to decode safely ({e})") from None
+    except UnidentifiedImageError:
+        raise BadMediaError("not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise BadMediaError(f"cannot decode image: {e}") from None
+    return DecodedImage(im, meta)
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGB", im.size, (255, 255, 255))
+        background.paste(im, mask=im.getchannel("A"))
+        return background
+    return im.convert("RGB")
+
+
+def _exif_meta(im: Image.Image) -> dict[str, Any]:
+    meta: dict[str, Any] = {"taken_at": None, "camera_make": None, "camera_model": None,
+                            "gps_lat": None, "gps_lon": None}
+    try:
+        exif = im.getexif()
+    except Exception:
+        return meta
+    if not exif:
+        return meta
+    meta["_orientation"] = exif.get(_ORIENTATION, 1)
+    meta["camera_make"] = _text(exif.get(_MAKE))
+    meta["camera_model"] = _text(exif.get(_MODEL))
+    try:
+        sub = exif.get_ifd(_EXIF_IFD)
+        meta["taken_at"] = _date(sub.get(_DATETIME_ORIGINAL) or exif.get(_DATETIME))
+        gps = exif.get_ifd(_GPS_IFD)
+        meta["gps_lat"] = _gps_degrees(gps.get(2), gps.get(1))
+        meta["gps_lon"] = _gps_degrees(gps.get(4), gps.get(3))
+    except Exception:
+        pass
+    return meta
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    value = value.strip("\x00 ").strip()
+    return value or None
+
+
+def _date(value: Any) -> datetime | None:
+    text = _text(value)
+    if not text:
+        return None
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d"):
+        try:
+            return datetime.strptime(text[:19], fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def _gps_degrees(dms: Any, ref: Any) -> float | None:
+    try:
+        d, m, s = (float(x) for x in dms)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    value = d + m / 60 + s / 3600
+    return -value if _text(ref) in ("S", "W") else value

@@ -1,0 +1,40 @@
+"""Search results: the same fields as the CLI's JSON lines."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+
+@dataclass
+class Result:
+    """One hit. `score` is higher-is-better; moments carry `start_s`/`end_s`."""
+
+    id: str
+    path: str | None
+    modality: str
+    score: float
+    start_s: float | None = None
+    end_s: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["metadata"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: core fields, then metadata (None values dropped)."""
+        out: dict[str, Any] = {"id": self.id, "path": self.path, "modality": self.modality,
+                               "score": round(float(self.score), 6)}
+        if self.start_s is not None:
+            out["start_s"] = self.start_s
+            out["end_s"] = self.end_s
+        for key, value in self.metadata.items():
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            out[key] = value.isoformat() if isinstance(value, datetime | date) else value
+        return out

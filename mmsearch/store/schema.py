@@ -1,0 +1,48 @@
+"""Column types of the rows the engine writes itself (user columns are kept as given)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+
+FILE_SCHEMA = pa.schema([
+    ("key", pa.int64()),
+    ("id", pa.string()),
+    ("path", pa.string()),
+    ("modality", pa.string()),
+    ("start_s", pa.float64()),
+    ("end_s", pa.float64()),
+    ("bytes", pa.int64()),
+    ("mtime", pa.timestamp("us")),
+    ("mtime_ns", pa.int64()),
+    ("content_hash", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("taken_at", pa.timestamp("us")),
+    ("camera_make", pa.string()),
+    ("camera_model", pa.string()),
+    ("gps_lat", pa.float64()),
+    ("gps_lon", pa.float64()),
+    ("indexed_at", pa.timestamp("us")),
+])
+
+
+def file_id(path: str) -> str:
+    """Stable item id of a file: a short hash of its absolute path."""
+    return hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def utc_naive(ns: int | None = None) -> datetime:
+    """A naive UTC datetime from epoch nanoseconds (now when None)."""
+    if ns is None:
+        return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).replace(tzinfo=None)
+
+
+def file_rows_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows (dicts with FILE_SCHEMA fields; missing ones null) as an Arrow table."""
+    names = FILE_SCHEMA.names
+    return pa.Table.from_pylist([{n: r.get(n) for n in names} for r in rows], schema=FILE_SCHEMA)

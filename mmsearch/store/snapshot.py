@@ -1,0 +1,75 @@
+"""A consistent, read-only view of one store generation: rows, vectors, index, SQL."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from mmsearch.errors import UsageError
+from mmsearch.index import build_index
+from mmsearch.index.flat import FlatIndex
+
+#: Columns used internally and not shown in results.
+HIDDEN_COLUMNS = frozenset({"key", "mtime_ns", "_row"})
+CORE_COLUMNS = frozenset({"id", "path", "modality", "start_s", "end_s"})
+
+
+class Snapshot:
+    """Live rows of a store generation. Row positions align table, vectors and index."""
+
+    def __init__(self, generation: int, table: pa.Table, vectors: np.ndarray) -> None:
+        self.generation = generation
+        self.table = table
+        self.vectors = vectors
+        self._index: FlatIndex | None = None
+        self._db: duckdb.DuckDBPyConnection | None = None
+        self._cursors = threading.local()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def index(self) -> FlatIndex:
+        with self._lock:
+            if self._index is None:
+                self._index = build_index(self.vectors)
+            return self._index
+
+    def sql(self, query: str, params: list[Any] | None = None) -> duckdb.DuckDBPyConnection:
+        """Run SQL where the table `items` holds the live rows (with a `_row` position).
+
+        Each thread gets its own DuckDB cursor (DuckDB connections are not thread-safe);
+        the Arrow table is shared zero-copy.
+        """
+        cursor = getattr(self._cursors, "cursor", None)
+        if cursor is None:
+            with self._lock:
+                if self._db is None:
+                    self._db = duckdb.connect()
+                    rows = pa.array(np.arange(len(self.table), dtype=np.int64))
+                    self._items = self.table.append_column("_row", rows)
+                cursor = self._db.cursor()
+            cursor.register("items", self._items)
+            self._cursors.cursor = cursor
+        return cursor.execute(query, params or [])
+
+    def matching_rows(self, where: str, params: list[Any] | None = None) -> np.ndarray:
+        """Row positions matching a SQL condition over the `items` columns (`?` = params)."""
+        try:
+            result = self.sql(f"SELECT _row FROM items WHERE {where}", params).fetchnumpy()
+        except duckdb.Error as e:
+            columns = ", ".join(c for c in self.table.column_names if c not in HIDDEN_COLUMNS)
+            raise UsageError(f"bad filter {where!r}: {str(e).splitlines()[0]} "
+                             f"(columns: {columns})") from None
+        return np.sort(result["_row"].astype(np.int64))
+
+    def records(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """Metadata dicts of the given row positions, in that order."""
+        if len(rows) == 0:
+            return []
+        return self.table.take(pa.array(rows, pa.int64())).to_pylist()
