@@ -1,0 +1,1 @@
+"""Model families behind one interface (see base.Encoder) and a registry."""

@@ -1,0 +1,1 @@
+"""Getting media in: discovery, decoding, the parallel preprocessing pipeline."""

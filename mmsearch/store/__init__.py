@@ -1,0 +1,1 @@
+"""The on-disk store: segments, manifest, atomic commits, snapshots."""
