@@ -235,6 +235,7 @@ class Collection:
     def _embed_image(self, image: ImageQuery) -> np.ndarray:
         from PIL import Image
 
+        encoder = self.encoder
         if isinstance(image, Image.Image):
             pil = image.convert("RGB")
         else:
@@ -246,10 +247,10 @@ class Collection:
                 except OSError as e:
                     raise UsageError(f"cannot read image {image}: {e.strerror or e}") from None
             try:
-                pil = decode_image(data, config.MAX_IMAGE_PIXELS).image
+                pil = decode_image(data, config.MAX_IMAGE_PIXELS,
+                                   2 * (encoder.image_size or 0)).image
             except BadMediaError as e:
                 raise UsageError(f"cannot use image {image!r:.80}: {e}") from None
-        encoder = self.encoder
         return encoder.encode_images(encoder.preprocess(pil)[None])
 
     @staticmethod

@@ -115,7 +115,7 @@ class Indexer:
         if todo:
             encoder = self._get_encoder()
             work = partial(prepare_file, known_hashes=by_hash, preprocess=encoder.preprocess,
-                           max_pixels=self.max_pixels)
+                           max_pixels=self.max_pixels, min_side=2 * (encoder.image_size or 0))
             batch: list[Prepared] = []
             with progress_bar(len(todo), "indexing", self.progress) as bar:
                 for item in ordered_map(work, todo, self.workers):

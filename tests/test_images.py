@@ -68,3 +68,14 @@ def test_truncated_jpeg_raises_bad_media():
     data = _encode(img, "JPEG")
     with pytest.raises(BadMediaError, match="truncated"):
         decode_image(data[: len(data) // 2], max_pixels=10**6)
+
+
+def test_jpeg_draft_decodes_large_photos_reduced_but_keeps_enough_pixels():
+    big = Image.fromarray(np.random.default_rng(2).integers(0, 255, (2400, 3200, 3), np.uint8))
+    data = _encode(big, "JPEG")
+    out = decode_image(data, max_pixels=10**8, min_side=512)
+    assert 512 <= min(out.image.size) < 1200            # decoded at 1/2 or 1/4 scale
+    assert (out.meta["width"], out.meta["height"]) == (3200, 2400)
+    small = decode_image(_encode(big.resize((600, 450)), "JPEG"), max_pixels=10**8,
+                         min_side=512)
+    assert small.image.size == (600, 450)                 # not worth reducing: untouched

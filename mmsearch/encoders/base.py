@@ -17,11 +17,14 @@ class Encoder(ABC):
         spec: canonical model spec; a store pins it and refuses other models.
         dim: vector dimension.
         device: torch device the model runs on ("cpu", "cuda").
+        image_size: side of the square input the image tower sees (decoders may decode
+            large JPEGs at reduced scale down to twice this); None when unknown.
     """
 
     spec: str
     dim: int
     device: str
+    image_size: int | None = None
 
     @abstractmethod
     def preprocess(self, image: Image.Image) -> torch.Tensor:

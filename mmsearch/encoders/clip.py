@@ -13,6 +13,9 @@ from PIL import Image
 from mmsearch.encoders.base import Encoder, normalize, pick_device
 from mmsearch.errors import MmsearchError, UsageError
 
+#: Pretrained tag meaning "random weights" (speed benchmarks and tests only).
+RANDOM = "random"
+
 
 class ClipEncoder(Encoder):
     """An open_clip model; fp16 on CUDA, fp32 on the CPU."""
@@ -21,6 +24,10 @@ class ClipEncoder(Encoder):
         import open_clip
 
         self.device = pick_device(device)
+        if not pretrained:
+            raise UsageError(f"model {arch!r} names no weights: use {arch}:TAG (an open_clip "
+                             f"pretrained tag), {arch}:/path/to/checkpoint, or {arch}:random "
+                             "(random weights, for speed tests only)")
         self.spec = canonical_spec(arch, pretrained)
         arch = _register_config(arch)
         if arch not in open_clip.list_models():
@@ -29,7 +36,8 @@ class ClipEncoder(Encoder):
         precision = "fp16" if self.device.startswith("cuda") else "fp32"
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                arch, pretrained=pretrained or None, device=self.device, precision=precision)
+                arch, pretrained=None if pretrained == RANDOM else pretrained,
+                device=self.device, precision=precision)
         except Exception as e:
             hint = ("" if pretrained and os.path.exists(pretrained) else
                     " If this machine is offline, pass a local checkpoint: "
@@ -39,6 +47,8 @@ class ClipEncoder(Encoder):
         self._preprocess = preprocess
         self._tokenizer = open_clip.get_tokenizer(arch)
         self.dim = int(open_clip.get_model_config(arch)["embed_dim"])
+        size = getattr(self.model.visual, "image_size", None)
+        self.image_size = int(max(size) if isinstance(size, tuple | list) else size or 0) or None
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self._preprocess(image)

@@ -48,7 +48,7 @@ def content_hash(data: bytes) -> str:
 
 def prepare_file(found: Found, known_hashes: Container[str],
                  preprocess: Callable[[Image.Image], torch.Tensor],
-                 max_pixels: int) -> Prepared:
+                 max_pixels: int, min_side: int = 0) -> Prepared:
     """Worker stage for one file. Never raises for bad input: errors land in `.error`."""
     out = Prepared(found)
     try:
@@ -61,7 +61,7 @@ def prepare_file(found: Found, known_hashes: Container[str],
     if out.content_hash in known_hashes:
         return out
     try:
-        decoded = decode_image(data, max_pixels)
+        decoded = decode_image(data, max_pixels, min_side)
         out.pixels = preprocess(decoded.image)
         out.meta = decoded.meta
     except BadMediaError as e:
@@ -72,8 +72,12 @@ def prepare_file(found: Found, known_hashes: Container[str],
 
 
 def default_workers() -> int:
-    """Decode threads: enough to keep the encoder fed on small and large machines."""
-    return max(2, min(8, os.cpu_count() or 2))
+    """Decode threads: one core's worth less than the machine, so the encoder keeps its own.
+
+    On 2 cores one thread decodes far faster than a CLIP model embeds; more threads only
+    preempt the encoder's compute threads.
+    """
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
