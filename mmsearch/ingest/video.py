@@ -59,6 +59,7 @@ class VideoOptions:
     fps: float = DEFAULT_FPS
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD
     time_limit: float = DEFAULT_TIME_LIMIT
+    crop_borders: bool = True
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
@@ -173,6 +174,8 @@ def decode_video(path: str, options: VideoOptions | None = None,
                 return
             last_thumb = thumb
             image = _to_image(frame)
+            if opts.crop_borders:
+                image = crop_borders(image)
             kept.append((t, on_frame(image) if on_frame else image))
 
         try:
@@ -239,18 +242,24 @@ def _origin(container: Any, stream: Any) -> float:
 
 
 def _dense_keyframes(stream: Any, step: float, origin: float) -> bool:
-    """True when the container index shows a keyframe at least every `step` seconds."""
+    """True when the container index shows a keyframe at least every `step` seconds.
+
+    Index timestamps are decode times, a few frames off presentation times when there
+    are B-frames, hence the tolerance of a few frame durations.
+    """
     try:
         entries = stream.index_entries
         times = [float(e.timestamp * stream.time_base) - origin
                  for e in entries if e.is_keyframe]
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
     except Exception:
         return False
     if len(times) < 2:
         return False
+    tolerance = step + 3.0 / rate
     gaps = np.diff(np.asarray(sorted(times)))
     duration = float(stream.duration * stream.time_base) if stream.duration else times[-1]
-    return float(gaps.max()) <= step * 1.01 and duration - times[-1] <= step * 1.01
+    return float(gaps.max()) <= tolerance and duration - times[-1] <= tolerance
 
 
 def _rotation(stream_or_frame: Any) -> int:
@@ -270,6 +279,37 @@ def _to_image(frame: Any) -> Image.Image:
     if rotation:
         image = image.rotate(rotation, expand=True)
     return image
+
+
+#: Border rows/columns whose brightest pixel is at most this (0-255) count as black bars.
+_BAR_LEVEL = 24
+
+
+def crop_borders(image: Image.Image) -> Image.Image:
+    """Cut black letterbox / pillarbox bars off a frame (like FFmpeg's cropdetect).
+
+    Bars must be uniformly dark (brightest pixel <= 24), about symmetric (a dark band on
+    one side only is more likely a night sky than a bar) and leave at least 30% of each
+    side; otherwise the frame is returned unchanged. Bars hurt embeddings: the encoder's
+    centre crop would spend its pixels on black.
+    """
+    luma = np.asarray(image.convert("L"))
+    h, w = luma.shape
+    rows = np.flatnonzero(luma.max(axis=1) > _BAR_LEVEL)
+    cols = np.flatnonzero(luma.max(axis=0) > _BAR_LEVEL)
+    if not len(rows) or not len(cols):
+        return image
+    box = [0, 0, w, h]
+    for lo, hi, size, axis in ((rows[0], h - 1 - rows[-1], h, 1),
+                               (cols[0], w - 1 - cols[-1], w, 0)):
+        bar = min(lo, hi)
+        if bar >= max(2, 0.02 * size) and abs(lo - hi) <= max(2, 0.05 * size) \
+                and size - lo - hi >= 0.3 * size:
+            box[axis] = lo
+            box[axis + 2] = size - hi
+    if box == [0, 0, w, h]:
+        return image
+    return image.crop(tuple(box))
 
 
 def read_frame(path: str, at_s: float) -> Image.Image:
