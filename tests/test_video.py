@@ -299,3 +299,64 @@ def test_rename_reuses_all_moments_and_unchanged_is_skipped(clips, tmp_path, tin
                                                                  "renamed.mp4")
     assert len(old) == 3 and old == new, "every moment kept its span and vector"
     assert not [r for r in after if r["path"].endswith("/a.mp4")]
+
+
+def test_all_moments_of_a_file_land_in_one_commit(clips, tmp_path, tiny_spec):
+    from mmsearch.store.store import Store
+
+    store = tmp_path / "store"
+    with mmsearch.open(store, model=tiny_spec) as col:
+        col.index([clips], progress=False, commit_every=1, batch_size=2)
+    st = Store(store)
+    assert st.generation >= 3, "several commits happened"
+    owner: dict[str, str] = {}
+    for seg in st.segments:
+        table, _ = st.read_segment(seg)
+        for path in table.column("path").to_pylist():
+            assert owner.setdefault(path, seg.name) == seg.name, f"{path} split across commits"
+    assert len(owner) == 4
+
+
+def test_crop_borders_removes_letterbox_only():
+    from PIL import Image
+
+    from mmsearch.ingest.video import crop_borders
+
+    picture = scene_image(7, (60, 40))
+    canvas = np.zeros((64, 96, 3), np.uint8)
+    canvas[12:52, 18:78] = picture
+    cropped = crop_borders(Image.fromarray(canvas))
+    assert cropped.size == (60, 40)
+    night = canvas.copy()
+    night[:12] = 0
+    night[52:] = 200  # dark band on top only: not a letterbox
+    assert crop_borders(Image.fromarray(night)).size[1] == 64
+
+
+def test_slideshow_subset_finds_the_right_moment(tmp_path, tiny_spec):
+    """Real data: 5 Flickr8k slideshow videos; each source photo finds its moment."""
+    from conftest import SHARED_DATA
+
+    root = SHARED_DATA / "flickr8k_slideshow"
+    if not (root / "segments.csv").is_file():
+        pytest.skip(f"evaluation data absent: {root} (see ../shared/data/README.md)")
+    import csv
+
+    files = sorted((root / "video").glob("*.mp4"))[:5]
+    names = {f.name for f in files}
+    segments = {}
+    with open(root / "segments.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if Path(row["video"]).name in names:
+                segments[(Path(row["video"]).name, row["segment"])] = (
+                    float(row["start_s"]), float(row["end_s"]),
+                    SHARED_DATA / "flickr8k" / row["source_file"])
+    assert len(segments) == 50
+    with mmsearch.open(tmp_path / "store", model=tiny_spec) as col:
+        report = col.index(files, progress=False)
+        assert report.added == 5 and len(col) == 5
+        hits = 0
+        for (video, _), (start, end, source) in segments.items():
+            top = col.search(image=source, k=3)[0]
+            hits += Path(top.path).name == video and start <= top.start_s < end
+    assert hits >= 0.95 * len(segments), f"{hits}/50 moments found"
