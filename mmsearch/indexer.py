@@ -199,7 +199,8 @@ class Indexer:
         encoder = self._get_encoder()
         frames = [fr for item in batch for fr in item.frames]
         vectors = np.concatenate([
-            encoder.encode_images(torch.stack([fr.pixels for fr in frames[i:i + self.batch_size]]))
+            encoder.encode_images(torch.stack([fr.pixels.float()
+                                               for fr in frames[i:i + self.batch_size]]))
             for i in range(0, len(frames), self.batch_size)])
         at = 0
         for item in batch:
