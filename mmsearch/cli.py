@@ -13,6 +13,7 @@ import typer
 
 from mmsearch import config
 from mmsearch.errors import MmsearchError, UsageError
+from mmsearch.ingest.video import DEFAULT_FPS, DEFAULT_SCENE_THRESHOLD, DEFAULT_TIME_LIMIT
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Index media and find it by meaning.")
@@ -70,8 +71,19 @@ def index(
     config.BATCH_SIZE,
     workers: Annotated[int | None, typer.Option(min=1, help="Decode threads.",
                                                 show_default="auto")] = None,
+    fps: Annotated[float, typer.Option(
+        min=0.001, help="Video frames sampled per second (near-identical ones are dropped).")]
+    = DEFAULT_FPS,
+    scene_threshold: Annotated[float, typer.Option(
+        min=0.0, help="Keep a sampled frame when its 32x32 gray thumbnail differs from the "
+        "last kept one by more than this (mean abs difference, 0-255).")]
+    = DEFAULT_SCENE_THRESHOLD,
+    video_time_limit: Annotated[float, typer.Option(
+        min=0.001, help="Seconds of decoding per video at most (what was decoded is kept).")]
+    = DEFAULT_TIME_LIMIT,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List skipped files.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="List skipped and partly decoded files.")] = False,
 ) -> None:
     """Index files and folders; re-running is incremental."""
     missing = [str(p) for p in paths if not p.exists()]
@@ -79,13 +91,19 @@ def index(
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
     col = _open(store, model, device)
     report = col.index(paths, progress=False if quiet else None, batch_size=batch_size,
-                       workers=workers)
+                       workers=workers, fps=fps, scene_threshold=scene_threshold,
+                       video_time_limit=video_time_limit)
     if verbose:
         for path, reason in report.failures:
             _err(f"skipped {path}: {reason}")
-    elif report.failed:
-        _err(f"{report.failed} file(s) skipped (use --verbose to list them)")
-    if not quiet or report.failed:
+        for path, reason in report.warnings:
+            _err(f"partly indexed {path}: {reason}")
+    else:
+        if report.failed:
+            _err(f"{report.failed} file(s) skipped (use --verbose to list them)")
+        if report.partial:
+            _err(f"{report.partial} file(s) only partly decoded (use --verbose to list them)")
+    if not quiet or report.failed or report.partial:
         print(report.summary(), file=sys.stderr)
 
 
@@ -103,6 +121,12 @@ def query(
     where: Annotated[str | None, typer.Option(
         "--where", help="SQL condition on metadata, e.g. \"width >= 300\".",
         show_default=False)] = None,
+    modality: Annotated[str | None, typer.Option(
+        "--modality", help="Only these kinds of items, comma-separated: image,video,...",
+        show_default=False)] = None,
+    thumbnails: Annotated[Path | None, typer.Option(
+        "--thumbnails", help="Write a JPEG thumbnail of each result (a video's best moment) "
+        "into this folder.", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Search the store by text, image or both."""
@@ -114,7 +138,14 @@ def query(
     col = _open(store, model, device)
     if not col.path.exists():
         raise UsageError(f"no store at {col.path}; run `mmsearch index PATH` first")
-    results = col.search(text=text, image=image, audio=audio, k=k, where=where)
+    results = col.search(text=text, image=image, audio=audio, k=k, where=where,
+                         modality=modality)
+    if thumbnails is not None:
+        from mmsearch.thumbnails import write_thumbnails
+
+        for res, _, error in write_thumbnails(results, thumbnails):
+            if error:
+                _err(f"no thumbnail for {res.path or res.id}: {error}")
     if as_json:
         for r in results:
             print(json.dumps(r.to_dict(), ensure_ascii=False, default=str))

@@ -19,12 +19,19 @@ from mmsearch.filters import compile_filters
 from mmsearch.indexer import Indexer, IndexReport
 from mmsearch.ingest.discover import is_under
 from mmsearch.ingest.images import decode_image
+from mmsearch.ingest.video import (
+    DEFAULT_FPS,
+    DEFAULT_SCENE_THRESHOLD,
+    DEFAULT_TIME_LIMIT,
+    VideoOptions,
+)
 from mmsearch.records import RecordBatch, to_record_batch
 from mmsearch.results import Result
 from mmsearch.store.snapshot import CORE_COLUMNS, HIDDEN_COLUMNS, Snapshot
 from mmsearch.store.store import Batch, Store
 
 ImageQuery = str | os.PathLike[str] | bytes | Any  # a path, raw bytes or a PIL image
+MODALITIES = ("image", "video", "audio", "text")
 
 
 class Collection:
@@ -89,13 +96,24 @@ class Collection:
     # -- writing ----------------------------------------------------------------------
     def index(self, paths: Iterable[str | os.PathLike[str]], *, progress: bool | None = None,
               batch_size: int = config.BATCH_SIZE, workers: int | None = None,
-              commit_every: int = config.COMMIT_EVERY) -> IndexReport:
+              commit_every: int = config.COMMIT_EVERY, fps: float = DEFAULT_FPS,
+              scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
+              video_time_limit: float = DEFAULT_TIME_LIMIT) -> IndexReport:
         """Index files and folders recursively; re-runs are incremental.
 
         Unchanged files are skipped without decoding, renamed files keep their vectors
         (matched by content hash), deleted files leave the store, bad files are reported
         in the returned report and never stop the run.
+
+        Videos become moments: `fps` frames sampled per second, a sampled frame kept when
+        its 32x32 grayscale thumbnail differs from the last kept one by more than
+        `scene_threshold` (mean abs difference, 0-255); `video_time_limit` seconds of
+        decoding per file at most (what was decoded by then is kept and reported).
         """
+        try:
+            video = VideoOptions(fps, scene_threshold, video_time_limit)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         roots = [os.path.abspath(os.fspath(p)) for p in paths]
         missing = [p for p in roots if not os.path.exists(p)]
         if missing:
@@ -104,7 +122,7 @@ class Collection:
             self._check_model(self._asked_model)
             indexer = Indexer(store, lambda: self.encoder, self._model_pin,
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
-                              progress=progress)
+                              progress=progress, video=video)
             report = indexer.run(roots)
             self._snapshot = None
         return report
@@ -195,24 +213,29 @@ class Collection:
     def search(self, text: str | None = None, image: ImageQuery | None = None,
                audio: Any = None, vector: Sequence[float] | np.ndarray | None = None,
                k: int = 10, where: str | None = None,
-               filters: Mapping[str, Any] | None = None) -> list[Result]:
+               filters: Mapping[str, Any] | None = None,
+               modality: str | Sequence[str] | None = None) -> list[Result]:
         """Find the k best items for a text, an image, a vector, or several of them.
 
         Several queries are combined by adding their unit vectors. `where` is a SQL
         condition over the metadata columns (trusted input); `filters` is a structured,
-        injection-safe alternative (see mmsearch.filters). Both may be given.
+        injection-safe alternative (see mmsearch.filters). Both may be given. `modality`
+        ("video", "image,video" or a list) keeps only those kinds of items.
+
+        Items with several rows (the moments of a video) appear once, as their best
+        moment (its `start_s`/`end_s` say where it is).
         """
         if k < 1:
             raise UsageError("k must be at least 1")
         if audio is not None:
             raise UsageError("audio queries need an audio channel, which this store lacks")
+        where = _with_modality(where, modality)
         query = self._query_vector(text, image, vector)
         snap = self.snapshot()
         if len(snap) == 0:
             return []
         rows = self._filter_rows(snap, where, filters)
-        scores, found = snap.index.search(query[None, :], k, rows)
-        hits = [(float(s), int(r)) for s, r in zip(scores[0], found[0], strict=True) if r >= 0]
+        hits = _best_per_item(snap, query, k, rows)
         records = snap.records(np.array([r for _, r in hits], dtype=np.int64))
         return [_to_result(score, rec) for (score, _), rec in zip(hits, records, strict=True)]
 
@@ -308,6 +331,45 @@ class Collection:
 
     def __repr__(self) -> str:
         return f"Collection({str(self.path)!r}, model={self.model!r})"
+
+
+def _best_per_item(snap: Snapshot, query: np.ndarray, k: int,
+                   rows: np.ndarray | None) -> list[tuple[float, int]]:
+    """The best row of each of the k best items (rows sharing an `id` are one item).
+
+    Over-fetches from the index, growing the fetch until k distinct items are found or
+    every candidate row has been seen.
+    """
+    total = len(snap) if rows is None else len(rows)
+    fetch = k
+    while True:
+        scores, found = snap.index.search(query[None, :], min(fetch, total), rows)
+        keep = found[0] >= 0
+        valid, scores = found[0][keep], scores[0][keep]
+        ids = snap.table.column("id").take(pa.array(valid, pa.int64())).to_pylist()
+        best: dict[str, tuple[float, int]] = {}
+        for score, row, item in zip(scores, valid, ids, strict=True):
+            if item not in best:
+                best[item] = (float(score), int(row))
+                if len(best) == k:
+                    return list(best.values())
+        if fetch >= total or len(valid) < min(fetch, total):
+            return list(best.values())
+        fetch *= 4
+
+
+def _with_modality(where: str | None, modality: str | Sequence[str] | None) -> str | None:
+    """`where` with a condition on the `modality` column added (names are validated)."""
+    if modality is None:
+        return where
+    names = modality.split(",") if isinstance(modality, str) else list(modality)
+    names = [str(n).strip().lower() for n in names if str(n).strip()]
+    bad = [n for n in names if n not in MODALITIES]
+    if bad or not names:
+        raise UsageError(f"unknown modality {', '.join(bad) or repr(modality)}; "
+                         f"choose from {', '.join(MODALITIES)}")
+    clause = "modality IN (" + ", ".join(f"'{n}'" for n in names) + ")"
+    return f"({where}) AND {clause}" if where else clause
 
 
 def _to_result(score: float, record: dict[str, Any]) -> Result:

@@ -15,6 +15,7 @@ from mmsearch import config
 from mmsearch.encoders.base import Encoder
 from mmsearch.ingest.discover import Found, Skipped, discover, is_under
 from mmsearch.ingest.pipeline import Prepared, default_workers, ordered_map, prepare_file
+from mmsearch.ingest.video import VideoOptions
 from mmsearch.progress import progress_bar
 from mmsearch.store.schema import file_id, file_rows_table, utc_naive
 from mmsearch.store.store import Batch, Store
@@ -30,8 +31,10 @@ class IndexReport:
     removed: int = 0
     unchanged: int = 0
     failed: int = 0
+    partial: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def processed(self) -> int:
@@ -41,22 +44,36 @@ class IndexReport:
         """The one-line summary the CLI prints."""
         rate = self.processed / self.seconds if self.seconds > 0 else 0.0
         return (f"{self.added} added, {self.updated} updated, {self.renamed} renamed, "
-                f"{self.removed} removed, {self.unchanged} unchanged, {self.failed} failed "
+                f"{self.removed} removed, {self.unchanged} unchanged, {self.failed} failed"
+                f"{f', {self.partial} partial' if self.partial else ''} "
                 f"in {self.seconds:.1f} s ({rate:.1f} items/s)")
 
     def fail(self, path: str, reason: str) -> None:
         self.failed += 1
         self.failures.append((path, reason))
 
+    def warn(self, path: str, warnings: list[str]) -> None:
+        """A file indexed only in part (a truncated video keeps the frames it decoded)."""
+        self.partial += 1
+        self.warnings.extend((path, w) for w in warnings)
+
+
+#: Metadata of a file's rows that a rename or touch carries over with its vectors.
+_FILE_META = ("width", "height", "taken_at", "camera_make", "camera_model", "gps_lat",
+              "gps_lon", "duration_s", "fps", "codec")
+
 
 @dataclass
 class _Stored:
-    key: int
+    """A stored file: its rows (one per image, one per moment of a video) and metadata."""
+
+    keys: list[int]
     path: str
     size: int
     mtime_ns: int
     content_hash: str
     row: dict[str, Any]
+    spans: list[tuple[float | None, float | None]] = field(default_factory=list)
 
 
 class Indexer:
@@ -66,7 +83,8 @@ class Indexer:
                  model_pin: Callable[[Encoder], dict[str, Any]], *,
                  batch_size: int = config.BATCH_SIZE, workers: int | None = None,
                  commit_every: int = config.COMMIT_EVERY,
-                 max_pixels: int = config.MAX_IMAGE_PIXELS, progress: bool | None = None) -> None:
+                 max_pixels: int = config.MAX_IMAGE_PIXELS, progress: bool | None = None,
+                 video: VideoOptions | None = None) -> None:
         self.store = store
         self._encoder_factory = encoder_factory
         self._model_pin = model_pin
@@ -75,6 +93,7 @@ class Indexer:
         self.commit_every = commit_every
         self.max_pixels = max_pixels
         self.progress = progress
+        self.video = video or VideoOptions()
         self.report = IndexReport()
         self._rows: list[dict[str, Any]] = []
         self._vectors: list[np.ndarray] = []
@@ -115,30 +134,37 @@ class Indexer:
         if todo:
             encoder = self._get_encoder()
             work = partial(prepare_file, known_hashes=by_hash, preprocess=encoder.preprocess,
-                           max_pixels=self.max_pixels, min_side=2 * (encoder.image_size or 0))
+                           max_pixels=self.max_pixels, min_side=2 * (encoder.image_size or 0),
+                           video=self.video)
             batch: list[Prepared] = []
+            frames = 0
+            # a video holds all its moments' pixels until embedded: keep fewer in flight
+            window = 256 if all(f.modality != "video" for f in todo) else 2 * self.workers
             with progress_bar(len(todo), "indexing", self.progress) as bar:
-                for item in ordered_map(work, todo, self.workers):
+                for item in ordered_map(work, todo, self.workers, window=window):
                     old = by_path.get(item.found.path)
                     if item.error:
                         self.report.fail(item.found.path, item.error)
                         self._failed[item.found.path] = [item.found.size, item.found.mtime_ns,
                                                          item.error]
                         if old:
-                            self._deletes.append(old.key)
+                            self._deletes.extend(old.keys)
                     elif item.known:
                         self._reuse(item, by_hash[item.content_hash], old, gone)
                     else:
+                        if item.warnings:
+                            self.report.warn(item.found.path, item.warnings)
                         batch.append(item)
-                        if len(batch) >= self.batch_size:
+                        frames += len(item.frames)
+                        if frames >= self.batch_size:
                             self._embed(batch, by_path)
-                            batch = []
+                            batch, frames = [], 0
                     bar.advance()
                     self._maybe_commit()
                 if batch:
                     self._embed(batch, by_path)
         for old in gone.values():
-            self._deletes.append(old.key)
+            self._deletes.extend(old.keys)
             self.report.removed += 1
         # failures outside this run's roots stay remembered; inside, only current ones
         kept = {p: v for p, v in known_failed.items() if not is_under(p, roots)}
@@ -153,42 +179,54 @@ class Indexer:
 
     def _reuse(self, item: Prepared, source: _Stored, old: _Stored | None,
                gone: dict[str, _Stored]) -> None:
-        """Content already embedded under another path (or the same): copy its vector."""
-        vector = self._stored_vector(source.key)
-        row = dict(source.row)
+        """Content already embedded under another path (or the same): copy its vectors."""
+        vectors = [self._stored_vector(key) for key in source.keys]
         if old is not None:
-            self._deletes.append(old.key)
+            self._deletes.extend(old.keys)
             if old.content_hash == item.content_hash:
                 self.report.unchanged += 1  # touched: same content, refreshed metadata
             else:
                 self.report.updated += 1
         elif source.path in gone:
             del gone[source.path]
-            self._deletes.append(source.key)
+            self._deletes.extend(source.keys)
             self.report.renamed += 1
         else:
             self.report.added += 1
-        self._add(item, row, vector)
+        self._add(item, source.row, vectors, source.spans)
 
     def _embed(self, batch: list[Prepared], by_path: dict[str, _Stored]) -> None:
+        """Embed every frame of the batch's files (in encoder batches), then add their rows."""
         encoder = self._get_encoder()
-        vectors = encoder.encode_images(torch.stack([p.pixels for p in batch]))
-        for item, vector in zip(batch, vectors, strict=True):
+        frames = [fr for item in batch for fr in item.frames]
+        vectors = np.concatenate([
+            encoder.encode_images(torch.stack([fr.pixels.float()
+                                               for fr in frames[i:i + self.batch_size]]))
+            for i in range(0, len(frames), self.batch_size)])
+        at = 0
+        for item in batch:
             old = by_path.get(item.found.path)
             if old is not None:
-                self._deletes.append(old.key)
+                self._deletes.extend(old.keys)
                 self.report.updated += 1
             else:
                 self.report.added += 1
-            self._add(item, dict(item.meta), vector)
+            n = len(item.frames)
+            self._add(item, item.meta, list(vectors[at:at + n]),
+                      [(fr.start_s, fr.end_s) for fr in item.frames])
+            at += n
 
-    def _add(self, item: Prepared, meta: dict[str, Any], vector: np.ndarray) -> None:
+    def _add(self, item: Prepared, meta: dict[str, Any], vectors: list[np.ndarray],
+             spans: list[tuple[float | None, float | None]]) -> None:
+        """Queue a file's rows (one per vector) for the next commit, all together."""
         f = item.found
-        meta.update(id=file_id(f.path), path=f.path, modality=f.modality, bytes=f.size,
+        base = dict(meta)
+        base.update(id=file_id(f.path), path=f.path, modality=f.modality, bytes=f.size,
                     mtime=utc_naive(f.mtime_ns), mtime_ns=f.mtime_ns,
                     content_hash=item.content_hash, indexed_at=utc_naive())
-        self._rows.append(meta)
-        self._vectors.append(vector)
+        for vector, (start_s, end_s) in zip(vectors, spans, strict=True):
+            self._rows.append({**base, "start_s": start_s, "end_s": end_s})
+            self._vectors.append(vector)
 
     def _stored_vector(self, key: int) -> np.ndarray:
         return self._stored_vectors[self._key_rows[key]]
@@ -226,14 +264,24 @@ def _int64(values: np.ndarray) -> Any:
 
 
 def _stored_files(rows: list[dict[str, Any]]) -> list[_Stored]:
-    """Stored rows that came from files (one per file; moments share their file's row data)."""
+    """Stored files from their rows (moments share their file's row data), moments in order."""
     out: dict[str, _Stored] = {}
     for row in rows:
         path = row.get("path")
-        if not path or row.get("mtime_ns") is None or path in out:
+        if not path or row.get("mtime_ns") is None:
             continue
-        meta = {k: row.get(k) for k in ("width", "height", "taken_at", "camera_make",
-                                        "camera_model", "gps_lat", "gps_lon")}
-        out[path] = _Stored(int(row["key"]), path, int(row.get("bytes") or -1),
-                            int(row["mtime_ns"]), row.get("content_hash") or "", meta)
+        stored = out.get(path)
+        if stored is None:
+            meta = {k: row.get(k) for k in _FILE_META}
+            stored = out[path] = _Stored([], path, int(row.get("bytes") or -1),
+                                         int(row["mtime_ns"]), row.get("content_hash") or "",
+                                         meta)
+        stored.keys.append(int(row["key"]))
+        stored.spans.append((row.get("start_s"), row.get("end_s")))
+    for stored in out.values():
+        if len(stored.keys) > 1:
+            order = sorted(range(len(stored.keys)),
+                           key=lambda i: (stored.spans[i][0] or 0.0, stored.keys[i]))
+            stored.keys = [stored.keys[i] for i in order]
+            stored.spans = [stored.spans[i] for i in order]
     return list(out.values())

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,9 @@ class Skipped:
 def modality_of(path: str) -> str | None:
     """The modality a file extension maps to, or None when it is not media we index."""
     ext = os.path.splitext(path)[1].lower()
-    return "image" if ext in IMAGE_EXTENSIONS else None
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    return "video" if ext in VIDEO_EXTENSIONS else None
 
 
 def discover(paths: Iterable[str | os.PathLike[str]],

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from PIL import Image
@@ -20,25 +20,44 @@ from PIL import Image
 from mmsearch.errors import BadMediaError
 from mmsearch.ingest.discover import Found
 from mmsearch.ingest.images import decode_image
+from mmsearch.ingest.video import VideoOptions, decode_video, video_hash
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
+class Frame(NamedTuple):
+    """One preprocessed frame to embed; start_s/end_s are None for still images."""
+
+    pixels: torch.Tensor
+    start_s: float | None = None
+    end_s: float | None = None
+
+
 @dataclass
 class Prepared:
-    """A file after the worker stage: hashed, and decoded unless its content is known."""
+    """A file after the worker stage: hashed, and decoded unless its content is known.
+
+    An image yields one frame; a video one frame per moment. `warnings` says what was
+    lost from a file that was still indexed (a truncated video, a decode time limit).
+    """
 
     found: Found
     content_hash: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
-    pixels: torch.Tensor | None = None
+    frames: list[Frame] = field(default_factory=list)
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def pixels(self) -> torch.Tensor | None:
+        """The first frame's pixels (an image's only frame), or None."""
+        return self.frames[0].pixels if self.frames else None
 
     @property
     def known(self) -> bool:
         """True when the content hash matched a stored row (no decoding was needed)."""
-        return self.error is None and self.pixels is None
+        return self.error is None and not self.frames
 
 
 def content_hash(data: bytes) -> str:
@@ -48,8 +67,11 @@ def content_hash(data: bytes) -> str:
 
 def prepare_file(found: Found, known_hashes: Container[str],
                  preprocess: Callable[[Image.Image], torch.Tensor],
-                 max_pixels: int, min_side: int = 0) -> Prepared:
+                 max_pixels: int, min_side: int = 0,
+                 video: VideoOptions | None = None) -> Prepared:
     """Worker stage for one file. Never raises for bad input: errors land in `.error`."""
+    if found.modality == "video":
+        return prepare_video(found, known_hashes, preprocess, video or VideoOptions())
     out = Prepared(found)
     try:
         with open(found.path, "rb") as f:
@@ -62,12 +84,42 @@ def prepare_file(found: Found, known_hashes: Container[str],
         return out
     try:
         decoded = decode_image(data, max_pixels, min_side)
-        out.pixels = preprocess(decoded.image)
+        out.frames = [Frame(preprocess(decoded.image))]
         out.meta = decoded.meta
     except BadMediaError as e:
         out.error = str(e)
     except Exception as e:
         out.error = f"cannot decode: {type(e).__name__}: {e}"
+    return out
+
+
+def prepare_video(found: Found, known_hashes: Container[str],
+                  preprocess: Callable[[Image.Image], torch.Tensor],
+                  options: VideoOptions) -> Prepared:
+    """Worker stage for a video: hash (sampled when large), then sample moments.
+
+    Frames are kept in half precision (the encoder casts them back) to halve the memory
+    a video with many moments holds until it is embedded.
+    """
+    out = Prepared(found)
+    try:
+        out.content_hash = video_hash(found.path, found.size)
+    except OSError as e:
+        out.error = f"cannot read: {e.strerror or e}"
+        return out
+    if out.content_hash in known_hashes:
+        return out
+    try:
+        decoded = decode_video(found.path, options, on_frame=lambda im: preprocess(im).half())
+    except BadMediaError as e:
+        out.error = str(e)
+        return out
+    except Exception as e:
+        out.error = f"cannot decode video: {type(e).__name__}: {e}"
+        return out
+    out.meta = decoded.meta
+    out.warnings = decoded.warnings
+    out.frames = [Frame(m.image, m.start_s, m.end_s) for m in decoded.moments]
     return out
 
 

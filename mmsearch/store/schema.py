@@ -27,6 +27,9 @@ FILE_SCHEMA = pa.schema([
     ("gps_lat", pa.float64()),
     ("gps_lon", pa.float64()),
     ("indexed_at", pa.timestamp("us")),
+    ("duration_s", pa.float64()),
+    ("fps", pa.float64()),
+    ("codec", pa.string()),
 ])
 
 

@@ -1,0 +1,62 @@
+"""Thumbnails of search results: the image itself, or a video's frame at its best moment."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from PIL import Image
+
+from mmsearch import config
+from mmsearch.errors import BadMediaError
+from mmsearch.ingest.images import decode_image
+from mmsearch.ingest.video import read_frame
+from mmsearch.results import Result
+
+
+def thumbnail(result: Result, size: int = 256) -> Image.Image:
+    """An RGB image of a result no larger than `size` x `size` (aspect ratio kept).
+
+    Videos: the frame at the moment's `start_s` (the frame that was embedded); images:
+    the picture, upright. Raises BadMediaError when the file cannot be read any more.
+    """
+    if not result.path:
+        raise BadMediaError(f"item {result.id} has no file to make a thumbnail from")
+    if result.modality == "video":
+        image = read_frame(result.path, result.start_s or 0.0)
+    else:
+        try:
+            data = Path(result.path).read_bytes()
+        except OSError as e:
+            raise BadMediaError(f"cannot read {result.path}: {e.strerror or e}") from None
+        image = decode_image(data, config.MAX_IMAGE_PIXELS).image
+    image = image.convert("RGB")
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return image
+
+
+def write_thumbnails(results: Iterable[Result], folder: str | os.PathLike[str],
+                     size: int = 256) -> list[tuple[Result, Path | None, str | None]]:
+    """Write one JPEG per result into `folder`: `<rank>-<name>[-<start ms>].jpg`.
+
+    Returns (result, written path or None, error or None) per result; a missing or broken
+    file does not stop the others.
+    """
+    out_dir = Path(folder)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[tuple[Result, Path | None, str | None]] = []
+    for rank, result in enumerate(results, 1):
+        stem = Path(result.path).stem if result.path else result.id
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:60] or result.id
+        at = f"-{round((result.start_s or 0.0) * 1000):07d}ms" if result.start_s is not None \
+            else ""
+        target = out_dir / f"{rank:03d}-{stem}{at}.jpg"
+        try:
+            thumbnail(result, size).save(target, "JPEG", quality=88)
+        except (BadMediaError, OSError) as e:
+            written.append((result, None, str(e)))
+            continue
+        written.append((result, target, None))
+    return written
