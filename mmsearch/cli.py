@@ -191,6 +191,22 @@ def remove(paths: Annotated[list[Path], typer.Argument(
     print(f"removed {n} item(s)", file=sys.stderr)
 
 
+@app.command()
+@handle_errors
+def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List the models usable now without a download (offline or cached), with dimensions."""
+    from mmsearch.encoders.available import available_models
+
+    found = available_models()
+    if as_json:
+        print(json.dumps([m.__dict__ for m in found], indent=2))
+        return
+    for m in found:
+        print(f"{m.spec:<45} {m.dim:>5}-d  {m.source}")
+    print(f"default: {config.DEFAULT_MODEL} (downloaded on first use; offline falls back to "
+          "mmsearch-lite)", file=sys.stderr)
+
+
 def _clock(seconds: float | None) -> str:
     if seconds is None:
         return "?"

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from mmsearch import config
 from mmsearch.encoders.base import Encoder
-from mmsearch.encoders.registry import load_encoder, same_model
+from mmsearch.encoders.registry import load_default_encoder, load_encoder, same_model
 from mmsearch.errors import BadMediaError, MmsearchError, ModelMismatchError, UsageError
 from mmsearch.filters import compile_filters
 from mmsearch.indexer import Indexer, IndexReport
@@ -73,7 +73,11 @@ class Collection:
                     raise UsageError(f"store {self.path} holds precomputed vectors without a "
                                      "model; query it with vector=..., or create it with "
                                      "mmsearch.open(store, model=...)")
-                self._encoder = load_encoder(spec, self._device)
+                if spec == config.DEFAULT_MODEL and not self._asked_model \
+                        and not self._store.model:
+                    self._encoder = load_default_encoder(spec, self._device)
+                else:
+                    self._encoder = load_encoder(spec, self._device)
                 self._check_dim(self._encoder.dim)
             return self._encoder
 

