@@ -271,7 +271,7 @@ class IVFPQIndex:
         rows = np.asarray(rows, dtype=np.int64)
         m = len(rows)
         k = min(k, m)
-        if m <= max(self.filter_exact_rows, k * self.rerank):
+        if m <= max(self.filter_exact_rows, max(k, 10) * self.rerank):
             return self.exact(q, k, rows)
         # a loose filter: IVF-PQ restricted to the matching keys by a bitmap; widen nprobe
         # with rarer matches, as a filtered item's neighbours sit further away
@@ -295,7 +295,7 @@ class IVFPQIndex:
             return scores, found
         nlist = self.ann.nlist
         nprobe = min(nlist, max(1, nprobe or self.nprobe))
-        n_cand = min(eligible, max(k * self.rerank, k))
+        n_cand = min(eligible, max(k, 10) * self.rerank)  # a small k still gets a fair pool
         todo = np.arange(nq)
         for _ in range(12):
             keys = self.ann.search(q[todo], n_cand, nprobe, selector)
