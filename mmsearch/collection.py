@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mmsearch import config
 from mmsearch.encoders.base import Encoder
@@ -197,8 +198,9 @@ class Collection:
         table = store.read_live_table(["key", "id"])
         if not len(table) or not ids:
             return np.zeros(0, dtype=np.int64)
-        mask = np.isin(table.column("id").to_numpy(zero_copy_only=False), np.asarray(ids))
-        return table.column("key").to_numpy()[mask]
+        # hash lookup in Arrow: np.isin on object arrays is quadratic (minutes at 1M ids)
+        mask = pc.is_in(table.column("id"), value_set=pa.array(list(ids), pa.string()))
+        return table.column("key").to_numpy()[mask.to_numpy(zero_copy_only=False)]
 
     # -- reading ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:

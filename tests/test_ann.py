@@ -22,7 +22,7 @@ from mmsearch.store.store import Batch, Store
 from mmsearch.store.vectors import LiveVectors
 
 DIM = 32
-PARAMS = {"threshold": 1000, "m": 8, "nbits": 6, "train_per_list": 40}
+PARAMS = {"threshold": 1000, "m": 8, "train_per_list": 40}  # default nbits 4: fast scan
 CENTERS = np.random.default_rng(123).standard_normal((40, DIM))
 
 
@@ -79,18 +79,20 @@ def trained(tmp_path):
     return path, {i: v for i, v in enumerate(vecs)}
 
 
-def test_exact_while_small_then_ivfpq_past_threshold(tmp_path):
+@pytest.mark.parametrize("nbits", [4, 6])
+def test_exact_while_small_then_ivfpq_past_threshold(tmp_path, nbits):
     vecs = clustered(1600, 1)
     path = tmp_path / "store"
     queries = clustered(30, 99)
-    with mmsearch.open(path, index_params=PARAMS) as col:
+    with mmsearch.open(path, index_params={**PARAMS, "nbits": nbits}) as col:
         col.upsert(records(vecs[:900]))
         assert col.info()["index"] == "flat" and ann_meta(path) is None
         col.upsert(records(vecs[900:], 900))
         info = col.info()["index_params"]
         assert info["type"] == "ivfpq" and info["ntotal"] == 1600
         assert info["nprobe"] < info["nlist"], "a real approximate search, not a full scan"
-        assert info["code_bytes_per_vector"] == 6  # m=8 codes of 6 bits
+        assert info["code_bytes_per_vector"] == nbits  # m=8 codes of nbits bits
+        assert info["fast_scan"] == (nbits == 4)
         meta = ann_meta(path)
         assert meta["trained_rows"] == 1600 and (path / meta["file"]).is_file()
         data = {i: v for i, v in enumerate(vecs)}

@@ -115,7 +115,19 @@ class AnnIndex:
         nbits = int(min(params.nbits, max(1, math.floor(math.log2(max(2, size))))))
         started = time.perf_counter()
         sample = vectors.take(np.sort(np.random.default_rng(seed).choice(n, size, replace=False)))
-        spec = f"IVF{nlist},PQ{m}x{nbits}"
+        gpu = use_gpu(params)
+        clustering = None
+        if gpu:
+            try:  # k-means of the coarse quantizer (the heavy part) on the GPU(s)
+                clustering = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(dim))
+            except Exception as e:  # pragma: no cover - needs faiss-gpu and a device
+                log.warning("GPU training unavailable (%s); training on the CPU", e)
+                gpu = False
+        # 4-bit codes use FAISS's SIMD "fast scan" layout (CPU only); the GPU gets 8-bit PQ
+        fast = nbits == 4 and not gpu
+        if gpu and nbits == 4:
+            nbits = 8
+        spec = f"IVF{nlist},PQ{m}x{nbits}{'fs' if fast else ''}"
         if params.opq:
             spec = f"OPQ{m},{spec}"
         index = faiss.index_factory(dim, spec, faiss.METRIC_L2)
@@ -123,17 +135,14 @@ class AnnIndex:
         ivfpq = faiss.downcast_index(ivf)
         ivf.cp.niter = params.niter
         ivfpq.pq.cp.niter = params.niter
-        ivfpq.do_polysemous_training = False  # the factory's default; costly and unused here
-        gpu = use_gpu(params)
-        if gpu:
-            try:  # k-means of the coarse quantizer (the heavy part) on the GPU(s)
-                ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(dim))
-            except Exception as e:  # pragma: no cover - needs faiss-gpu and a device
-                log.warning("GPU training unavailable (%s); training on the CPU", e)
-                gpu = False
+        if hasattr(ivfpq, "do_polysemous_training"):
+            ivfpq.do_polysemous_training = False  # the factory's default; costly, unused here
+        if clustering is not None:
+            ivf.clustering_index = clustering
         index.train(sample)
         ivf.clustering_index = None
         meta = {"kind": "ivfpq", "nlist": nlist, "m": m, "nbits": nbits, "opq": params.opq,
+                "fast_scan": fast,
                 "dim": dim, "trained_rows": n, "sample": size, "trained_at": time.time(),
                 "train_seconds": round(time.perf_counter() - started, 3),
                 "device": "gpu" if gpu else "cpu"}
@@ -142,7 +151,12 @@ class AnnIndex:
     @classmethod
     def read(cls, path: Path, meta: dict[str, Any], params: AnnParams) -> AnnIndex:
         """Load a saved index (codes into RAM, no training)."""
-        index = faiss.read_index(str(path))
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError:
+            if not path.exists():  # removed by a writer's commit meanwhile: caller retries
+                raise FileNotFoundError(path) from None
+            raise
         ivf = faiss.extract_index_ivf(index)
         inv = ivf.invlists
         ids = [faiss.rev_swig_ptr(inv.get_ids(i), inv.list_size(i)).copy()
@@ -213,6 +227,8 @@ class AnnIndex:
         """RAM held by the index: codes, ids, centroids, PQ tables."""
         ivfpq = faiss.downcast_index(self.ivf)
         code = int(ivfpq.code_size)
+        if self.meta.get("fast_scan"):  # codes stored in blocks of bbs vectors per list
+            code = int(ivfpq.M2) * int(ivfpq.nbits) // 8
         centroids = self.nlist * int(self.ivf.d) * 4
         pq_tables = int(ivfpq.pq.M) * int(ivfpq.pq.ksub) * int(ivfpq.pq.dsub) * 4
         precomputed = int(ivfpq.precomputed_table.size()) * 4
@@ -222,10 +238,11 @@ class AnnIndex:
         n = max(1, self.ntotal)
         return {"type": "ivfpq", "nlist": self.nlist, "m": self.meta["m"],
                 "nbits": self.meta["nbits"], "opq": bool(self.meta.get("opq")),
+                "fast_scan": bool(self.meta.get("fast_scan")),
                 "nprobe": nprobe, "trained_rows": self.meta["trained_rows"],
                 "train_sample": self.meta.get("sample"), "ntotal": self.ntotal,
                 "file": self.file, "device": "gpu" if self.gpu else "cpu",
-                "code_bytes_per_vector": int(faiss.downcast_index(self.ivf).code_size),
+                "code_bytes_per_vector": self.meta["m"] * self.meta["nbits"] // 8,
                 "ram_bytes_per_vector": round(self.ram_bytes() / n, 1)}
 
 

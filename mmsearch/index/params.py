@@ -21,11 +21,12 @@ class AnnParams:
 
     Attributes:
         threshold: live rows from which IVF-PQ replaces exact search (below: exact).
-        m: PQ code size in bytes per vector (sub-quantizers; lowered to a divisor of dim).
-        nbits: bits per sub-quantizer code (8: 256 centroids each).
+        m: PQ sub-quantizers (lowered to a divisor of dim); codes take m × nbits / 8 bytes.
+        nbits: bits per sub-quantizer code. 4 (default): FAISS "fast scan" PQ, SIMD, CPU
+            only (on a GPU 8 is used); 8: classic IVF-PQ, 256 centroids per sub-quantizer.
         opq: rotate vectors with a trained OPQ matrix before PQ (slower training).
         nlist: inverted lists; 0 = auto, a power of two near sqrt(rows).
-        nprobe: lists visited per query; 0 = auto, nlist / 32 (at least 8).
+        nprobe: lists visited per query; 0 = auto, nlist / 64 (at least 8).
         rerank: candidates re-scored exactly per result asked for (k * rerank).
         growth: retrain once the live rows reach growth × the rows it was trained on
             (or shrink below 1/growth of them).
@@ -40,11 +41,11 @@ class AnnParams:
 
     threshold: int = 50_000
     m: int = 64
-    nbits: int = 8
+    nbits: int = 4
     opq: bool = False
     nlist: int = 0
     nprobe: int = 0
-    rerank: int = 10
+    rerank: int = 20
     growth: float = 4.0
     train_per_list: int = 64
     niter: int = 10
@@ -76,7 +77,7 @@ class AnnParams:
         return int(max(16, min(auto, 65536, max(1, rows // 39))))
 
     def nprobe_for(self, nlist: int) -> int:
-        return int(min(nlist, self.nprobe or max(8, nlist // 32)))
+        return int(min(nlist, self.nprobe or max(8, nlist // 64)))
 
     def m_for(self, dim: int) -> int:
         """The largest divisor of dim that is at most `m`."""
