@@ -64,8 +64,8 @@ def _open(store: Path | None, model: str | None = None, device: str | None = Non
 @app.command()
 @handle_errors
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="Files and folders to index (recursive).",
-                                                show_default=False)],
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Files and folders to index (recursive).", show_default=False)] = None,
     store: StoreOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per encoder batch.")] =
     config.BATCH_SIZE,
@@ -84,12 +84,22 @@ def index(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="List skipped and partly decoded files.")] = False,
+    rebuild_index: Annotated[bool, typer.Option(
+        "--rebuild-index", help="Retrain the vector index afterwards (PATHs then optional).")]
+    = False,
 ) -> None:
     """Index files and folders; re-running is incremental."""
-    missing = [str(p) for p in paths if not p.exists()]
+    if not paths and not rebuild_index:
+        raise UsageError("give at least one PATH to index (or --rebuild-index)")
+    missing = [str(p) for p in paths or [] if not p.exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
     col = _open(store, model, device)
+    if not paths:
+        if not col.path.exists():
+            raise UsageError(f"no store at {col.path}")
+        print(f"index rebuilt: {_index_line(col.rebuild_index())}", file=sys.stderr)
+        return
     report = col.index(paths, progress=False if quiet else None, batch_size=batch_size,
                        workers=workers, fps=fps, scene_threshold=scene_threshold,
                        video_time_limit=video_time_limit)
@@ -105,6 +115,8 @@ def index(
             _err(f"{report.partial} file(s) only partly decoded (use --verbose to list them)")
     if not quiet or report.failed or report.partial:
         print(report.summary(), file=sys.stderr)
+    if rebuild_index:
+        print(f"index rebuilt: {_index_line(col.rebuild_index())}", file=sys.stderr)
 
 
 @app.command()
@@ -173,7 +185,8 @@ def info(store: StoreOpt = None,
     mods = ", ".join(f"{n} {m}" for m, n in data["modalities"].items()) or "nothing"
     print(f"store      {data['store']}\nmodel      {data['model']} ({data['dim']}-d)\n"
           f"items      {data['items']} ({mods})\nvectors    {data['vectors']}\n"
-          f"index      {data['index']}\nsegments   {data['segments']} "
+          f"index      {_index_line(data['index_params']) or data['index']}\n"
+          f"segments   {data['segments']} "
           f"(generation {data['generation']})\nsize       {_size(data['bytes_on_disk'])}\n"
           f"columns    {', '.join(data['columns'])}")
 
@@ -205,6 +218,19 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         print(f"{m.spec:<45} {m.dim:>5}-d  {m.source}")
     print(f"default: {config.DEFAULT_MODEL} (downloaded on first use; offline falls back to "
           "mmsearch-lite)", file=sys.stderr)
+
+
+def _index_line(p: dict[str, Any]) -> str:
+    """One line for an index description (`Collection.info()['index_params']`)."""
+    if not p:
+        return "none"
+    ram = f"{p['ram_bytes_per_vector']:g} B/vector in RAM"
+    if p.get("type") != "ivfpq":
+        return f"{p.get('type')} (exact; {ram})"
+    return (f"ivfpq (nlist {p['nlist']}, m {p['m']} x {p['nbits']} bits"
+            f"{', OPQ' if p['opq'] else ''}, nprobe {p['nprobe']}, rerank {p['rerank']}x, "
+            f"trained on {p['trained_rows']} rows, {p['ntotal']} vectors, {p['device']}; "
+            f"{ram} + {p['mapped_bytes_per_vector']} B/vector memory-mapped)")
 
 
 def _clock(seconds: float | None) -> str:

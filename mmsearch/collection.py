@@ -10,12 +10,15 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mmsearch import config
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.registry import load_default_encoder, load_encoder, same_model
 from mmsearch.errors import BadMediaError, MmsearchError, ModelMismatchError, UsageError
 from mmsearch.filters import compile_filters
+from mmsearch.index.manage import maintain
+from mmsearch.index.params import AnnParams
 from mmsearch.indexer import Indexer, IndexReport
 from mmsearch.ingest.discover import is_under
 from mmsearch.ingest.images import decode_image
@@ -42,10 +45,13 @@ class Collection:
         model: model spec (`ARCH:PRETRAINED`, or a registered name). None: the model the
             store was built with, else $MMSEARCH_MODEL, else the default.
         device: "cpu", "cuda", ... None: CUDA when available.
+        index_params: vector index settings (an `AnnParams` or a dict of its fields, e.g.
+            `{"threshold": 100_000, "nprobe": 64}`); default from `MMSEARCH_ANN_*`.
     """
 
     def __init__(self, path: str | os.PathLike[str], model: str | None = None,
-                 device: str | None = None) -> None:
+                 device: str | None = None,
+                 index_params: AnnParams | Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
         self._store = Store(self.path)
         self._asked_model = config.model_spec(model)
@@ -53,6 +59,8 @@ class Collection:
         self._encoder: Encoder | None = None
         self._snapshot: Snapshot | None = None
         self._lock = threading.RLock()
+        self._ann_params = AnnParams.resolve(index_params)
+        self._ann = None  # the IVF-PQ index in RAM, shared by snapshots and the writer
         self._check_model(self._asked_model)
 
     # -- model ------------------------------------------------------------------------
@@ -128,6 +136,7 @@ class Collection:
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
                               progress=progress, video=video)
             report = indexer.run(roots)
+            self._maintain_index(store)
             self._snapshot = None
         return report
 
@@ -150,6 +159,7 @@ class Collection:
                 "dim": vectors.shape[1]}
             store.commit([Batch(table, vectors)], old_keys, model=model,
                          dim=None if store.manifest.get("dim") else vectors.shape[1])
+            self._maintain_index(store)
             self._snapshot = None
         return len(table)
 
@@ -170,6 +180,7 @@ class Collection:
             keys = self._keys_of_ids(store, ids)
             if len(keys):
                 store.commit([], keys)
+                self._maintain_index(store)
             self._snapshot = None
         return len(keys)
 
@@ -177,7 +188,7 @@ class Collection:
         """Remove items whose file is one of `paths` or lies under one of them."""
         roots = [os.path.abspath(os.fspath(p)) for p in paths]
         with self._lock, self._store.writer() as store:
-            table, _ = store.read_live()
+            table = store.read_live_table()
             if "path" not in table.column_names:
                 return 0
             keys = [k for k, p in zip(table.column("key").to_pylist(),
@@ -185,16 +196,33 @@ class Collection:
                     if p and is_under(p, roots)]
             if keys:
                 store.commit([], np.array(keys, dtype=np.int64))
+                self._maintain_index(store)
             self._snapshot = None
         return len(keys)
 
+    def _maintain_index(self, store: Store, force: bool = False) -> None:
+        """Train, update or save the IVF-PQ index after a write (inside the writer lock)."""
+        self._ann = maintain(store, self._ann_params, self._ann, force=force)
+
+    def rebuild_index(self) -> dict[str, Any]:
+        """Retrain the vector index from scratch now (IVF-PQ from `threshold` rows on).
+
+        Retraining also happens by itself once the collection grew `growth` times past the
+        rows the index was trained on. Returns the index description (see `info()`).
+        """
+        with self._lock, self._store.writer() as store:
+            self._maintain_index(store, force=True)
+            self._snapshot = None
+        return self.info()["index_params"]
+
     @staticmethod
     def _keys_of_ids(store: Store, ids: Sequence[str]) -> np.ndarray:
-        table, _ = store.read_live()
+        table = store.read_live_table(["key", "id"])
         if not len(table) or not ids:
             return np.zeros(0, dtype=np.int64)
-        mask = np.isin(table.column("id").to_numpy(zero_copy_only=False), np.asarray(ids))
-        return table.column("key").to_numpy()[mask]
+        # hash lookup in Arrow: np.isin on object arrays is quadratic (minutes at 1M ids)
+        mask = pc.is_in(table.column("id"), value_set=pa.array(list(ids), pa.string()))
+        return table.column("key").to_numpy()[mask.to_numpy(zero_copy_only=False)]
 
     # -- reading ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -208,8 +236,9 @@ class Collection:
     def _load_snapshot(self) -> Snapshot:
         for _ in range(5):  # a concurrent compaction may remove files between reads
             try:
-                table, vectors = self._store.read_live()
-                return Snapshot(self._store.generation, table, vectors)
+                snap = Snapshot.load(self._store, self._ann_params, self._ann)
+                self._ann = snap.ann or self._ann
+                return snap
             except FileNotFoundError:
                 self._store.refresh()
         raise MmsearchError(f"store {self.path} keeps changing under the reader; try again")
@@ -310,6 +339,7 @@ class Collection:
         return {"store": str(self.path.resolve()), "model": (manifest.get("model") or {}).get(
                     "spec"), "dim": manifest.get("dim"), "items": items, "vectors": len(snap),
                 "modalities": counts, "index": snap.index.kind if len(snap) else "none",
+                "index_params": snap.index.describe() if len(snap) else {},
                 "segments": len(manifest.get("segments", [])),
                 "generation": manifest.get("generation", 0), "bytes_on_disk": size,
                 "columns": [c for c in snap.table.column_names if c not in HIDDEN_COLUMNS]}
@@ -384,7 +414,9 @@ def _to_result(score: float, record: dict[str, Any]) -> Result:
 
 
 def open(store: str | os.PathLike[str] | None = None, model: str | None = None,
-         device: str | None = None) -> Collection:
+         device: str | None = None,
+         index_params: AnnParams | Mapping[str, Any] | None = None) -> Collection:
     """Open (or prepare to create) a collection; see `Collection`."""
-    return Collection(config.store_path(store), model=model, device=device)
+    return Collection(config.store_path(store), model=model, device=device,
+                      index_params=index_params)
 

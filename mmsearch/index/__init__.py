@@ -1,15 +1,22 @@
-"""Vector indexes behind one constructor, so the engine never names a FAISS type."""
+"""Vector indexes behind a few constructors, so the engine never names a FAISS type.
+
+Small collections are searched exactly (`FlatIndex`); from `AnnParams.threshold` rows on,
+an IVF-PQ index with exact re-scoring (`IVFPQIndex`) that is trained, saved and updated by
+`maintain` and loaded by `open_index`.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from mmsearch.index.flat import FlatIndex
+from mmsearch.index.ivfpq import AnnIndex, IVFPQIndex
+from mmsearch.index.params import AnnParams
 
 
 def build_index(vectors: np.ndarray) -> FlatIndex:
-    """The index for a snapshot's vectors (exact for now; IVF-PQ joins at scale)."""
+    """An exact index over in-RAM vectors."""
     return FlatIndex(vectors)
 
 
-__all__ = ["FlatIndex", "build_index"]
+__all__ = ["AnnIndex", "AnnParams", "FlatIndex", "IVFPQIndex", "build_index"]

@@ -24,6 +24,9 @@ class FlatIndex:
     def __len__(self) -> int:
         return self.index.ntotal
 
+    def describe(self) -> dict[str, object]:
+        return {"type": self.kind, "rows": len(self), "ram_bytes_per_vector": 4 * self.dim}
+
     def search(self, queries: np.ndarray, k: int,
                rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows by inner product, optionally only among `rows`.

@@ -10,8 +10,12 @@ import numpy as np
 import pyarrow as pa
 
 from mmsearch.errors import UsageError
-from mmsearch.index import build_index
 from mmsearch.index.flat import FlatIndex
+from mmsearch.index.ivfpq import AnnIndex, IVFPQIndex
+from mmsearch.index.manage import flat_index, open_index
+from mmsearch.index.params import AnnParams
+from mmsearch.store.store import Store
+from mmsearch.store.vectors import LiveVectors
 
 #: Columns used internally and not shown in results.
 HIDDEN_COLUMNS = frozenset({"key", "mtime_ns", "_row"})
@@ -19,13 +23,20 @@ CORE_COLUMNS = frozenset({"id", "path", "modality", "start_s", "end_s"})
 
 
 class Snapshot:
-    """Live rows of a store generation. Row positions align table, vectors and index."""
+    """Live rows of a store generation. Row positions align table, vectors and index.
 
-    def __init__(self, generation: int, table: pa.Table, vectors: np.ndarray) -> None:
+    `vectors` stay memory-mapped in the segment files (`LiveVectors`); the index is the
+    store's saved IVF-PQ index when the manifest names one, else exact search (built on
+    first use).
+    """
+
+    def __init__(self, generation: int, table: pa.Table, vectors: np.ndarray | LiveVectors,
+                 index: IVFPQIndex | None = None) -> None:
         self.generation = generation
         self.table = table
-        self.vectors = vectors
-        self._index: FlatIndex | None = None
+        self.vectors = (vectors if isinstance(vectors, LiveVectors)
+                        else LiveVectors.from_array(vectors))
+        self._index: FlatIndex | IVFPQIndex | None = index
         self._db: duckdb.DuckDBPyConnection | None = None
         self._cursors = threading.local()
         self._lock = threading.Lock()
@@ -33,11 +44,25 @@ class Snapshot:
     def __len__(self) -> int:
         return len(self.table)
 
+    @classmethod
+    def load(cls, store: Store, params: AnnParams | None = None,
+             cached: AnnIndex | None = None) -> Snapshot:
+        """The store's current generation (the IVF-PQ index loaded eagerly when saved)."""
+        table, vectors = store.live()
+        keys = table.column("key").to_numpy() if len(table) else np.zeros(0, np.int64)
+        index = open_index(store, keys, vectors, AnnParams.resolve(params), cached)
+        return cls(store.generation, table, vectors, index)
+
     @property
-    def index(self) -> FlatIndex:
+    def ann(self) -> AnnIndex | None:
+        """The shared IVF-PQ index behind this snapshot's view, if any."""
+        return self._index.ann if isinstance(self._index, IVFPQIndex) else None
+
+    @property
+    def index(self) -> FlatIndex | IVFPQIndex:
         with self._lock:
             if self._index is None:
-                self._index = build_index(self.vectors)
+                self._index = flat_index(self.vectors)
             return self._index
 
     def sql(self, query: str, params: list[Any] | None = None) -> duckdb.DuckDBPyConnection:

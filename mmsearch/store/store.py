@@ -6,6 +6,7 @@ Layout (see indexes/README.md)::
     STORE/segments/<name>.parquet  # metadata rows of one commit (one row per vector)
     STORE/segments/<name>.npy      # float32 vectors of the same rows, same order
     STORE/deleted-<gen>.npy        # int64 keys deleted so far (tombstones), sorted
+    STORE/ann-<gen>-<id>.faiss     # trained IVF-PQ index named by manifest["ann"] (large stores)
     STORE/.lock                    # held by the one writer
 
 A commit writes new segment files first, then a new manifest that names them. A crash
@@ -32,6 +33,7 @@ import pyarrow.parquet as pq
 
 from mmsearch.errors import MmsearchError, StoreLockedError
 from mmsearch.store.files import fsync_dir, write_atomic, write_json_atomic
+from mmsearch.store.vectors import LiveVectors
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -54,7 +56,7 @@ class Batch:
     """Rows to add in a commit: metadata (with a `key` column) and their vectors."""
 
     table: pa.Table
-    vectors: np.ndarray
+    vectors: np.ndarray | LiveVectors
 
 
 class Store:
@@ -93,33 +95,48 @@ class Store:
             return np.zeros(0, dtype=np.int64)
         return np.load(self.root / name, allow_pickle=False)
 
-    def read_segment(self, seg: Segment, mmap: bool = True) -> tuple[pa.Table, np.ndarray]:
+    def read_segment(self, seg: Segment, mmap: bool = True,
+                     columns: list[str] | None = None) -> tuple[pa.Table, np.ndarray]:
         seg_dir = self.root / "segments"
-        table = pq.read_table(seg_dir / f"{seg.name}.parquet")
+        table = pq.read_table(seg_dir / f"{seg.name}.parquet", columns=columns)
         vectors = np.load(seg_dir / f"{seg.name}.npy", mmap_mode="r" if mmap else None,
                           allow_pickle=False)
         if len(table) != len(vectors) or len(table) != seg.rows:
             raise MmsearchError(f"store {self.root}: segment {seg.name} is inconsistent")
         return table, vectors
 
-    def read_live(self) -> tuple[pa.Table, np.ndarray]:
-        """All live rows (deleted ones dropped): metadata table and aligned vectors."""
+    def live(self, columns: list[str] | None = None) -> tuple[pa.Table, LiveVectors]:
+        """All live rows: metadata table and their vectors, left memory-mapped on disk.
+
+        `columns`: read only these metadata columns (they must include `key`).
+        """
         deleted = self.deleted_keys()
-        tables, vecs = [], []
+        tables, parts, keeps = [], [], []
         for seg in self.segments:
-            table, vectors = self.read_segment(seg)
+            table, vectors = self.read_segment(seg, columns=columns)
+            keep = None
             if len(deleted):
-                keep = ~np.isin(table.column("key").to_numpy(), deleted)
-                if not keep.all():
-                    table = table.filter(pa.array(keep))
-                    vectors = vectors[keep]
+                live = ~np.isin(table.column("key").to_numpy(), deleted)
+                if not live.all():
+                    table = table.filter(pa.array(live))
+                    keep = np.flatnonzero(live)
             tables.append(table)
-            vecs.append(np.asarray(vectors))
+            parts.append(vectors)
+            keeps.append(keep)
         dim = int(self.manifest.get("dim") or 0)
         if not tables:
-            return pa.table({"key": pa.array([], pa.int64())}), np.zeros((0, dim), np.float32)
-        table = pa.concat_tables(tables, promote_options="permissive")
-        return table, np.ascontiguousarray(np.concatenate(vecs), dtype=np.float32)
+            return pa.table({"key": pa.array([], pa.int64())}), LiveVectors([], [], dim)
+        return pa.concat_tables(tables, promote_options="permissive"), LiveVectors(parts, keeps,
+                                                                                    dim)
+
+    def read_live(self) -> tuple[pa.Table, np.ndarray]:
+        """All live rows (deleted ones dropped): metadata table and aligned vectors in RAM."""
+        table, vectors = self.live()
+        return table, vectors.to_array()
+
+    def read_live_table(self, columns: list[str] | None = None) -> pa.Table:
+        """The metadata of all live rows (optionally some columns), vectors left on disk."""
+        return self.live(columns)[0]
 
     # -- writing ----------------------------------------------------------------------
     @contextmanager
@@ -189,7 +206,7 @@ class Store:
 
     def compact(self) -> None:
         """Rewrite all live rows into one segment and drop the tombstones."""
-        table, vectors = self.read_live()
+        table, vectors = self.live()  # streamed from the old segments into the new one
         manifest = dict(self.manifest, segments=[], deleted=None)
         self.manifest = manifest
         self.commit([Batch(table, vectors)])
@@ -221,18 +238,34 @@ class Store:
         for f in self.root.glob("deleted-*.npy"):
             if f.name != self.manifest.get("deleted"):
                 f.unlink(missing_ok=True)
+        ann = (self.manifest.get("ann") or {}).get("file")
+        for f in self.root.glob("ann-*.faiss"):
+            if f.name != ann:
+                f.unlink(missing_ok=True)
         for f in self.root.glob(".*.tmp-*"):
             f.unlink(missing_ok=True)
 
 
 def _write_segment(seg_dir: Path, name: str, batch: Batch) -> None:
-    vectors = np.ascontiguousarray(batch.vectors, dtype=np.float32)
-    if vectors.ndim != 2 or len(vectors) != len(batch.table):
+    vectors = batch.vectors
+    if not isinstance(vectors, LiveVectors):
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if len(vectors.shape) != 2 or len(vectors) != len(batch.table):
         raise ValueError("vectors must be a 2-D array with one row per table row")
 
     def write_parquet(f: io.BufferedWriter) -> None:
         pq.write_table(batch.table, f, compression="zstd")
 
-    write_atomic(seg_dir / f"{name}.npy", lambda f: np.save(f, vectors, allow_pickle=False))
+    def write_npy(f: io.BufferedWriter) -> None:
+        if isinstance(vectors, np.ndarray):
+            np.save(f, vectors, allow_pickle=False)
+            return
+        # block by block, so compacting a large store never holds all its vectors in RAM
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                                 "shape": vectors.shape})
+        for _, block in vectors.chunks():
+            f.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+
+    write_atomic(seg_dir / f"{name}.npy", write_npy)
     write_atomic(seg_dir / f"{name}.parquet", write_parquet)
     fsync_dir(seg_dir)

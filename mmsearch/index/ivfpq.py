@@ -1,0 +1,381 @@
+"""Approximate search at scale: FAISS IVF-PQ over store keys, re-scored exactly.
+
+Two layers:
+
+- `AnnIndex` is the trained FAISS index (IVF coarse quantizer + product quantizer,
+  optionally behind an OPQ rotation) holding the PQ codes of rows by their store `key`.
+  It lives in RAM (codes: `m` bytes per vector, ids: 8), is saved in the store as one
+  FAISS file named by the manifest, and is kept up to date by adding new keys and removing
+  deleted ones (`sync`), so adds never need a rebuild.
+- `IVFPQIndex` is one snapshot's view of it, with the same `search(queries, k, rows)`
+  contract as `FlatIndex`: it asks the IVF-PQ index for `k * rerank` candidates, re-scores
+  them with the full-precision vectors (memory-mapped from the segments) and keeps only
+  live rows of its snapshot, so results never contain deleted items. Filters are planned
+  by how many rows match: few → exact search among them; many → IVF-PQ search restricted
+  to them by an id bitmap, widening `nprobe` until k results come back.
+
+Distances: vectors are unit length, so the index ranks by L2 (the best-supported FAISS
+IVF-PQ path) and the exact re-scoring returns inner products (cosine similarity).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from mmsearch.index.params import AnnParams
+from mmsearch.store.files import write_atomic
+from mmsearch.store.vectors import LiveVectors
+
+log = logging.getLogger(__name__)
+
+#: Rows added to the FAISS index per call (bounds the RAM used by gathered vectors).
+ADD_CHUNK = 65536
+
+
+# -- GPU (faiss-gpu, `pip install mmsearch[gpu]`) -------------------------------------------
+def gpu_count() -> int:
+    """CUDA devices FAISS can use (0 with faiss-cpu)."""
+    try:
+        return int(faiss.get_num_gpus())
+    except AttributeError:
+        return 0
+
+
+def use_gpu(params: AnnParams) -> bool:
+    return params.gpu is not False and gpu_count() > 0
+
+
+class KeyMap:
+    """Store keys → row positions of one snapshot (-1 for keys that are not live there)."""
+
+    def __init__(self, row_keys: np.ndarray) -> None:
+        self.row_keys = np.asarray(row_keys, dtype=np.int64)
+        if len(self.row_keys) < 2 or bool((np.diff(self.row_keys) > 0).all()):
+            self.sorted_keys, self.order = self.row_keys, None
+        else:
+            self.order = np.argsort(self.row_keys, kind="stable")
+            self.sorted_keys = self.row_keys[self.order]
+        self.max_key = int(self.sorted_keys[-1]) if len(self.sorted_keys) else -1
+
+    def rows_of(self, keys: np.ndarray) -> np.ndarray:
+        keys = np.asarray(keys, dtype=np.int64)
+        if not len(self.sorted_keys):
+            return np.full(keys.shape, -1, dtype=np.int64)
+        pos = np.searchsorted(self.sorted_keys, keys)
+        pos = np.minimum(pos, len(self.sorted_keys) - 1)
+        found = (self.sorted_keys[pos] == keys) & (keys >= 0)
+        rows = pos if self.order is None else self.order[pos]
+        return np.where(found, rows, -1)
+
+
+class AnnIndex:
+    """A trained IVF-PQ index over store keys, shared by the snapshots of one collection.
+
+    Not for direct use: `maintain` (writer side) and `open_ann` (reader side) create it.
+    """
+
+    def __init__(self, index: faiss.Index, meta: dict[str, Any], keys: np.ndarray,
+                 file: str | None = None, gpu: bool = False) -> None:
+        self.index = index
+        self.ivf = faiss.extract_index_ivf(index)
+        self.opq = (faiss.downcast_VectorTransform(faiss.downcast_index(index).chain.at(0))
+                    if meta.get("opq") else None)
+        self.meta = dict(meta)
+        self.keys = np.sort(np.asarray(keys, dtype=np.int64))
+        self.file = file
+        self.dirty = 0  # rows added or removed since `file` was written
+        self.lock = threading.RLock()
+        self.gpu = gpu
+        self._gpu_index: Any = None
+
+    @property
+    def nlist(self) -> int:
+        return int(self.ivf.nlist)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def train(cls, vectors: LiveVectors, params: AnnParams, seed: int = 0) -> AnnIndex:
+        """Train on a random sample of the rows (nothing added yet)."""
+        n, dim = vectors.shape
+        nlist = params.nlist_for(n)
+        m = params.m_for(dim)
+        size = int(min(n, max(params.train_per_list * nlist, 40 * 256)))
+        nbits = int(min(params.nbits, max(1, math.floor(math.log2(max(2, size))))))
+        started = time.perf_counter()
+        sample = vectors.take(np.sort(np.random.default_rng(seed).choice(n, size, replace=False)))
+        gpu = use_gpu(params)
+        clustering = None
+        if gpu:
+            try:  # k-means of the coarse quantizer (the heavy part) on the GPU(s)
+                clustering = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(dim))
+            except Exception as e:  # pragma: no cover - needs faiss-gpu and a device
+                log.warning("GPU training unavailable (%s); training on the CPU", e)
+                gpu = False
+        # 4-bit codes use FAISS's SIMD "fast scan" layout (CPU only); the GPU gets 8-bit PQ
+        fast = nbits == 4 and not gpu
+        if gpu and nbits == 4:
+            nbits = 8
+        spec = f"IVF{nlist},PQ{m}x{nbits}{'fs' if fast else ''}"
+        if params.opq:
+            spec = f"OPQ{m},{spec}"
+        index = faiss.index_factory(dim, spec, faiss.METRIC_L2)
+        ivf = faiss.extract_index_ivf(index)
+        ivfpq = faiss.downcast_index(ivf)
+        ivf.cp.niter = params.niter
+        ivfpq.pq.cp.niter = params.niter
+        if hasattr(ivfpq, "do_polysemous_training"):
+            ivfpq.do_polysemous_training = False  # the factory's default; costly, unused here
+        if clustering is not None:
+            ivf.clustering_index = clustering
+        index.train(sample)
+        ivf.clustering_index = None
+        meta = {"kind": "ivfpq", "nlist": nlist, "m": m, "nbits": nbits, "opq": params.opq,
+                "fast_scan": fast,
+                "dim": dim, "trained_rows": n, "sample": size, "trained_at": time.time(),
+                "train_seconds": round(time.perf_counter() - started, 3),
+                "device": "gpu" if gpu else "cpu"}
+        return cls(index, meta, np.zeros(0, np.int64), gpu=gpu)
+
+    @classmethod
+    def read(cls, path: Path, meta: dict[str, Any], params: AnnParams) -> AnnIndex:
+        """Load a saved index (codes into RAM, no training)."""
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError:
+            if not path.exists():  # removed by a writer's commit meanwhile: caller retries
+                raise FileNotFoundError(path) from None
+            raise
+        ivf = faiss.extract_index_ivf(index)
+        inv = ivf.invlists
+        ids = [faiss.rev_swig_ptr(inv.get_ids(i), inv.list_size(i)).copy()
+               for i in range(ivf.nlist) if inv.list_size(i)]
+        keys = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        return cls(index, meta, keys, file=meta.get("file"), gpu=use_gpu(params))
+
+    def write(self, path: Path) -> None:
+        """Save atomically (temp file, fsync, rename); the caller then commits the manifest."""
+        with self.lock:
+            write_atomic(path, lambda f: faiss.write_index(
+                self.index, faiss.PyCallbackIOWriter(f.write)))
+
+    # -- updating -------------------------------------------------------------------------
+    def sync(self, keymap: KeyMap, vectors: LiveVectors) -> tuple[int, int]:
+        """Make the index hold exactly the live keys: add the missing, drop the deleted.
+
+        Returns (added, removed).
+        """
+        live = keymap.sorted_keys
+        with self.lock:
+            gone = self.keys[~np.isin(self.keys, live)] if len(self.keys) else self.keys
+            new = live[~np.isin(live, self.keys)] if len(self.keys) else live
+            if len(gone):
+                self.index.remove_ids(np.ascontiguousarray(gone))
+            for lo in range(0, len(new), ADD_CHUNK):
+                chunk = new[lo:lo + ADD_CHUNK]
+                self.index.add_with_ids(vectors.take(keymap.rows_of(chunk)), chunk)
+            if len(gone) or len(new):
+                self.keys = np.union1d(np.setdiff1d(self.keys, gone, assume_unique=True), new)
+                self.dirty += len(gone) + len(new)
+                self._gpu_index = None
+            return len(new), len(gone)
+
+    # -- searching ------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, n: int, nprobe: int,
+               selector: faiss.IDSelector | None = None) -> np.ndarray:
+        """Keys of the n best candidates by PQ distance, (len(queries), n); -1 = none."""
+        with self.lock:
+            xq = self.opq.apply(queries) if self.opq is not None else queries
+            gpu_index = self._gpu() if selector is None else None
+            if gpu_index is not None:  # pragma: no cover - needs faiss-gpu and a device
+                faiss.GpuParameterSpace().set_index_parameter(gpu_index, "nprobe", nprobe)
+                _, ids = gpu_index.search(xq, min(n, 2048))
+                return ids
+            params = faiss.SearchParametersIVF(nprobe=int(nprobe))
+            if selector is not None:
+                params.sel = selector
+            _, ids = self.ivf.search(xq, n, params=params)
+            return ids
+
+    def _gpu(self) -> Any:
+        if not self.gpu:
+            return None
+        if self._gpu_index is None:  # pragma: no cover - needs faiss-gpu and a device
+            try:
+                co = faiss.GpuClonerOptions()
+                co.useFloat16 = True  # float16 lookup tables: needed for large m
+                self._gpu_index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0,
+                                                         self.ivf, co)
+            except Exception as e:
+                log.warning("GPU search unavailable (%s); searching on the CPU", e)
+                self.gpu = False
+                return None
+        return self._gpu_index
+
+    def ram_bytes(self) -> int:
+        """RAM held by the index: codes, ids, centroids, PQ tables."""
+        ivfpq = faiss.downcast_index(self.ivf)
+        code = int(ivfpq.code_size)
+        if self.meta.get("fast_scan"):  # codes stored in blocks of bbs vectors per list
+            code = int(ivfpq.M2) * int(ivfpq.nbits) // 8
+        centroids = self.nlist * int(self.ivf.d) * 4
+        pq_tables = int(ivfpq.pq.M) * int(ivfpq.pq.ksub) * int(ivfpq.pq.dsub) * 4
+        precomputed = int(ivfpq.precomputed_table.size()) * 4
+        return self.ntotal * (code + 8) + centroids + pq_tables + precomputed
+
+    def describe(self, nprobe: int) -> dict[str, Any]:
+        n = max(1, self.ntotal)
+        return {"type": "ivfpq", "nlist": self.nlist, "m": self.meta["m"],
+                "nbits": self.meta["nbits"], "opq": bool(self.meta.get("opq")),
+                "fast_scan": bool(self.meta.get("fast_scan")),
+                "nprobe": nprobe, "trained_rows": self.meta["trained_rows"],
+                "train_sample": self.meta.get("sample"), "ntotal": self.ntotal,
+                "file": self.file, "device": "gpu" if self.gpu else "cpu",
+                "code_bytes_per_vector": self.meta["m"] * self.meta["nbits"] // 8,
+                "ram_bytes_per_vector": round(self.ram_bytes() / n, 1)}
+
+
+class IVFPQIndex:
+    """One snapshot's view of an `AnnIndex`: candidates by PQ, exact re-scoring, filters.
+
+    Row positions (0..n-1 of the snapshot) are what it returns, like `FlatIndex`.
+    """
+
+    kind = "ivfpq"
+
+    def __init__(self, ann: AnnIndex, keymap: KeyMap, vectors: LiveVectors,
+                 params: AnnParams) -> None:
+        self.ann = ann
+        self.keymap = keymap
+        self.vectors = vectors
+        self.params = params
+        self.dim = vectors.dim
+        self.nprobe = params.nprobe_for(ann.nlist)
+        self.rerank = params.rerank
+        self.filter_exact_rows = params.filter_exact_rows
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def describe(self) -> dict[str, Any]:
+        info = self.ann.describe(self.nprobe)
+        info.update(rerank=self.rerank, rows=len(self),
+                    mapped_bytes_per_vector=4 * self.dim)
+        return info
+
+    def search(self, queries: np.ndarray, k: int,
+               rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows by inner product, optionally only among `rows` (sorted positions).
+
+        Returns (scores, rows), each (n_queries, k); missing slots have row -1. When at
+        least k rows are eligible, k come back.
+        """
+        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        n = len(self)
+        if rows is None:
+            return self._ann_search(q, min(k, n), None, n)
+        rows = np.asarray(rows, dtype=np.int64)
+        m = len(rows)
+        k = min(k, m)
+        if m <= max(self.filter_exact_rows, max(k, 10) * self.rerank):
+            return self.exact(q, k, rows)
+        # a loose filter: IVF-PQ restricted to the matching keys by a bitmap; widen nprobe
+        # with rarer matches, as a filtered item's neighbours sit further away
+        mask = np.zeros(self.keymap.max_key + 1, dtype=bool)
+        mask[self.keymap.row_keys[rows]] = True
+        bitmap = np.packbits(mask, bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+        boost = math.sqrt(n / m)
+        result = self._ann_search(q, k, selector, m, nprobe=math.ceil(self.nprobe * boost),
+                                  allowed=rows)
+        del bitmap  # (kept alive until the search is done)
+        return result
+
+    def _ann_search(self, q: np.ndarray, k: int, selector: faiss.IDSelector | None,
+                    eligible: int, nprobe: int | None = None,
+                    allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        nq = len(q)
+        scores = np.full((nq, k), -np.inf, dtype=np.float32)
+        found = np.full((nq, k), -1, dtype=np.int64)
+        if k == 0:
+            return scores, found
+        nlist = self.ann.nlist
+        nprobe = min(nlist, max(1, nprobe or self.nprobe))
+        n_cand = min(eligible, max(k, 10) * self.rerank)  # a small k still gets a fair pool
+        todo = np.arange(nq)
+        for _ in range(12):
+            keys = self.ann.search(q[todo], n_cand, nprobe, selector)
+            s, r = self._rescore(q[todo], self.keymap.rows_of(keys), k)
+            done = (r >= 0).sum(axis=1) >= k
+            scores[todo], found[todo] = s, r
+            todo = todo[~done]
+            if not len(todo) or (nprobe >= nlist and n_cand >= eligible):
+                break
+            nprobe, n_cand = min(nlist, nprobe * 4), min(eligible, n_cand * 2)
+        if len(todo):  # cannot happen while the index holds every live key; stay correct
+            s, r = self.exact(q[todo], k, allowed)
+            scores[todo], found[todo] = s, r
+        return scores, found
+
+    def _rescore(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact inner products of each query with its candidate rows; best k."""
+        nq, c = cand.shape
+        valid = cand >= 0
+        uniq, inv = np.unique(cand[valid], return_inverse=True)
+        vecs = self.vectors.take(uniq)
+        index = np.zeros(cand.shape, dtype=np.int64)
+        index[valid] = inv
+        sims = np.full(cand.shape, -np.inf, dtype=np.float32)
+        step = max(1, 4_000_000 // max(1, c * self.dim))
+        for lo in range(0, nq, step):
+            hi = min(nq, lo + step)
+            block = np.einsum("qcd,qd->qc", vecs[index[lo:hi]], q[lo:hi])
+            sims[lo:hi] = np.where(valid[lo:hi], block, -np.inf)
+        return _top_k(sims, cand, k)
+
+    def exact(self, q: np.ndarray, k: int,
+              rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over `rows` (all when None), reading vectors block by block."""
+        nq = len(q)
+        best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
+        best_r = np.zeros((nq, 0), dtype=np.int64)
+        blocks = (self.vectors.chunks() if rows is None else
+                  ((lo, self.vectors.take(rows[lo:lo + ADD_CHUNK]))
+                   for lo in range(0, len(rows), ADD_CHUNK)))
+        for lo, block in blocks:
+            ids = (np.arange(lo, lo + len(block)) if rows is None else rows[lo:lo + len(block)])
+            sims = q @ block.T
+            cand = np.broadcast_to(ids, sims.shape)
+            best_s, best_r = _top_k(np.concatenate([best_s, sims], axis=1),
+                                    np.concatenate([best_r, cand], axis=1), k)
+        if best_s.shape[1] < k:
+            pad = k - best_s.shape[1]
+            best_s = np.pad(best_s, ((0, 0), (0, pad)), constant_values=-np.inf)
+            best_r = np.pad(best_r, ((0, 0), (0, pad)), constant_values=-1)
+        return best_s, best_r
+
+
+def _top_k(sims: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k largest sims (sorted, best first) and their candidates (-1 if -inf)."""
+    k = min(k, sims.shape[1])
+    if k < sims.shape[1]:
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
+    top = np.take_along_axis(sims, part, axis=1)
+    order = np.argsort(-top, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1)
+    s = np.take_along_axis(sims, idx, axis=1)
+    r = np.take_along_axis(cand, idx, axis=1)
+    return s, np.where(np.isfinite(s), r, -1)

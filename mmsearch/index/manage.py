@@ -1,0 +1,101 @@
+"""When to train, retrain, save and load the IVF-PQ index of a store.
+
+Writer side (`maintain`, called after each write while holding the store's lock):
+
+- fewer live rows than `threshold`: no approximate index (exact search); a saved one is
+  dropped from the manifest.
+- none yet, `force`, or the collection grew to `growth` × (or shrank to 1/`growth` of) the
+  rows it was trained on: train on a sample, add every live row, save.
+- otherwise: add the new rows and remove the deleted ones in place; rewrite the file only
+  once `save_share` of the rows changed since it was written.
+
+Saving follows the store's commit protocol: the index goes to a new `ann-<gen>-<id>.faiss`
+file (temp file, fsync, rename), then a manifest commit names it in its `ann` field; the
+store's garbage collection deletes index files no manifest names. A kill at any moment,
+training included, leaves the previous manifest and its index file intact.
+
+Reader side (`open_index`): load the file named by the manifest (no training), then replay
+the rows added or deleted since it was written. Until a writer has trained one, a large
+store is searched exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from mmsearch.index.flat import FlatIndex
+from mmsearch.index.ivfpq import AnnIndex, IVFPQIndex, KeyMap
+from mmsearch.index.params import AnnParams
+from mmsearch.store.store import Store
+from mmsearch.store.vectors import LiveVectors
+
+log = logging.getLogger(__name__)
+
+
+def maintain(store: Store, params: AnnParams, cached: AnnIndex | None = None, *,
+             force: bool = False) -> AnnIndex | None:
+    """Bring the store's IVF-PQ index up to date; call inside `store.writer()`.
+
+    Returns the in-memory index (None when the store is small enough for exact search).
+    """
+    table, vectors = store.live(columns=["key"])
+    n = len(table)
+    meta = store.manifest.get("ann")
+    if n < params.threshold or n == 0:
+        if meta:
+            store.commit([], extra={"ann": None})
+        return None
+    keymap = KeyMap(table.column("key").to_numpy())
+    ann = None
+    if meta and not force and _still_fits(meta, n, vectors.dim, params):
+        ann = _load(store, meta, params, cached)
+    if ann is None:
+        log.info("training IVF-PQ on %d rows", n)
+        ann = AnnIndex.train(vectors, params)
+    ann.sync(keymap, vectors)
+    if ann.file is None or ann.dirty > params.save_share * n:
+        save(store, ann)
+    return ann
+
+
+def save(store: Store, ann: AnnIndex) -> None:
+    """Write the index to a new file, then commit a manifest naming it."""
+    name = f"ann-{store.generation + 1}-{uuid.uuid4().hex[:12]}.faiss"
+    ann.write(store.root / name)
+    meta = {**ann.meta, "file": name, "ntotal": ann.ntotal, "saved_at": time.time()}
+    store.commit([], extra={"ann": meta})
+    ann.meta, ann.file, ann.dirty = meta, name, 0
+
+
+def open_index(store: Store, table_keys: np.ndarray, vectors: LiveVectors, params: AnnParams,
+               cached: AnnIndex | None = None) -> IVFPQIndex | None:
+    """The snapshot's IVF-PQ view when the manifest names a usable index, else None."""
+    meta = store.manifest.get("ann")
+    if not meta or not len(table_keys) or int(meta.get("dim", -1)) != vectors.dim:
+        return None
+    ann = _load(store, meta, params, cached)
+    keymap = KeyMap(table_keys)
+    ann.sync(keymap, vectors)
+    return IVFPQIndex(ann, keymap, vectors, params)
+
+
+def flat_index(vectors: LiveVectors) -> FlatIndex:
+    return FlatIndex(vectors.to_array())
+
+
+def _load(store: Store, meta: dict[str, Any], params: AnnParams,
+          cached: AnnIndex | None) -> AnnIndex:
+    if cached is not None and cached.file == meta["file"]:
+        return cached
+    return AnnIndex.read(store.root / meta["file"], meta, params)
+
+
+def _still_fits(meta: dict[str, Any], n: int, dim: int, params: AnnParams) -> bool:
+    trained = int(meta.get("trained_rows") or 0)
+    return (meta.get("kind") == "ivfpq" and int(meta.get("dim", -1)) == dim and trained > 0
+            and n < params.growth * trained and n * params.growth > trained)

@@ -1,0 +1,96 @@
+"""Settings of the approximate (IVF-PQ) index and when to use it."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mmsearch.errors import UsageError
+
+
+@dataclass(frozen=True)
+class AnnParams:
+    """How the vector index chooses and shapes itself.
+
+    Every field can also be set with an environment variable `MMSEARCH_ANN_<FIELD>`
+    (e.g. `MMSEARCH_ANN_THRESHOLD=200000`); arguments win over the environment.
+
+    Attributes:
+        threshold: live rows from which IVF-PQ replaces exact search (below: exact).
+        m: PQ sub-quantizers (lowered to a divisor of dim); codes take m × nbits / 8 bytes.
+        nbits: bits per sub-quantizer code. 4 (default): FAISS "fast scan" PQ, SIMD, CPU
+            only (on a GPU 8 is used); 8: classic IVF-PQ, 256 centroids per sub-quantizer.
+        opq: rotate vectors with a trained OPQ matrix before PQ (slower training).
+        nlist: inverted lists; 0 = auto, a power of two near sqrt(rows).
+        nprobe: lists visited per query; 0 = auto, nlist / 64 (at least 8).
+        rerank: candidates re-scored exactly per result asked for (k * rerank).
+        growth: retrain once the live rows reach growth × the rows it was trained on
+            (or shrink below 1/growth of them).
+        train_per_list: training sample size per inverted list (at least 256 × 40 rows).
+        niter: k-means iterations when training.
+        filter_exact_rows: a filter matching at most this many rows is searched exactly
+            among those rows; a looser one through the index, restricted to them.
+        save_share: rewrite the index file once this share of rows changed since it was
+            written (adds and deletes in between are replayed from the segments on open).
+        gpu: use a CUDA GPU through faiss-gpu when there is one (None: when present).
+    """
+
+    threshold: int = 50_000
+    m: int = 64
+    nbits: int = 4
+    opq: bool = False
+    nlist: int = 0
+    nprobe: int = 0
+    rerank: int = 20
+    growth: float = 4.0
+    train_per_list: int = 64
+    niter: int = 10
+    filter_exact_rows: int = 32_768
+    save_share: float = 0.05
+    gpu: bool | None = None
+
+    @classmethod
+    def resolve(cls, overrides: AnnParams | Mapping[str, Any] | None = None) -> AnnParams:
+        """Defaults, then `MMSEARCH_ANN_*` variables, then `overrides`."""
+        if isinstance(overrides, AnnParams):
+            return overrides
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            env = os.environ.get(f"MMSEARCH_ANN_{f.name.upper()}")
+            if env is not None and env != "":
+                values[f.name] = _parse(f.name, env, f.default)
+        unknown = set(overrides or {}) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise UsageError(f"unknown index parameter(s): {', '.join(sorted(unknown))}")
+        values.update(overrides or {})
+        return cls(**values)
+
+    def nlist_for(self, rows: int) -> int:
+        """Inverted lists for a collection of `rows` rows."""
+        if self.nlist:
+            return max(1, min(self.nlist, rows // 39 or 1))
+        auto = 2 ** round(math.log2(max(1.0, math.sqrt(rows))))
+        return int(max(16, min(auto, 65536, max(1, rows // 39))))
+
+    def nprobe_for(self, nlist: int) -> int:
+        return int(min(nlist, self.nprobe or max(8, nlist // 64)))
+
+    def m_for(self, dim: int) -> int:
+        """The largest divisor of dim that is at most `m`."""
+        return max(d for d in range(1, min(self.m, dim) + 1) if dim % d == 0)
+
+
+def _parse(name: str, text: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool) or default is None:
+            low = text.strip().lower()
+            if low in ("", "auto", "none"):
+                return None
+            return low in ("1", "true", "yes", "on")
+        return type(default)(text)
+    except ValueError:
+        raise UsageError(f"MMSEARCH_ANN_{name.upper()}={text!r} is not valid") from None

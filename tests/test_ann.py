@@ -1,0 +1,305 @@
+"""IVF-PQ at scale, in miniature: the switch, adds, deletes, retraining, filters, reload,
+kill safety and the CPU fallback (a few thousand 32-d vectors, threshold lowered)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import mmsearch
+from mmsearch.index import ivfpq
+from mmsearch.index.ivfpq import AnnIndex, IVFPQIndex
+from mmsearch.store import store as store_mod
+from mmsearch.store.store import Batch, Store
+from mmsearch.store.vectors import LiveVectors
+
+DIM = 32
+PARAMS = {"threshold": 1000, "m": 8, "train_per_list": 40}  # default nbits 4: fast scan
+CENTERS = np.random.default_rng(123).standard_normal((40, DIM))
+
+
+def clustered(n: int, seed: int) -> np.ndarray:
+    """Unit vectors from a Gaussian mixture (same centres for data and queries)."""
+    rng = np.random.default_rng(seed)
+    x = CENTERS[rng.integers(0, len(CENTERS), n)] + 0.6 * rng.standard_normal((n, DIM))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def records(vectors: np.ndarray, start: int = 0) -> pa.Table:
+    n = len(vectors)
+    ids = np.arange(start, start + n)
+    return pa.table({"id": [f"v{i}" for i in ids], "bucket": ids % 1000,
+                     "vector": pa.FixedSizeListArray.from_arrays(
+                         pa.array(vectors.reshape(-1)), DIM)})
+
+
+def ids_of(results) -> list[int]:
+    return [int(r.id[1:]) for r in results]
+
+
+def brute(data: dict[int, np.ndarray], q: np.ndarray, k: int, keep=lambda i: True) -> list[int]:
+    ids = np.array([i for i in data if keep(i)])
+    if not len(ids):
+        return []
+    sims = np.stack([data[i] for i in ids]) @ q
+    return ids[np.argsort(-sims, kind="stable")[:k]].tolist()
+
+
+def recall(col, data, queries, k=10, **search) -> float:
+    keep = search.pop("keep", lambda i: True)
+    hits = total = 0
+    for q in queries:
+        got = ids_of(col.search(vector=q, k=k, **search))
+        ref = brute(data, q, k, keep)
+        assert len(got) == len(ref), "as many results as eligible items (up to k)"
+        hits += len(set(got) & set(ref))
+        total += len(ref)
+    return hits / max(1, total)
+
+
+def ann_meta(path) -> dict | None:
+    return json.loads((path / "manifest.json").read_text()).get("ann")
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A store of 2000 vectors, past the lowered threshold: IVF-PQ trained and saved."""
+    vecs = clustered(2000, 1)
+    path = tmp_path / "store"
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        col.upsert(records(vecs))
+    return path, {i: v for i, v in enumerate(vecs)}
+
+
+@pytest.mark.parametrize("nbits", [4, 6])
+def test_exact_while_small_then_ivfpq_past_threshold(tmp_path, nbits):
+    vecs = clustered(1600, 1)
+    path = tmp_path / "store"
+    queries = clustered(30, 99)
+    with mmsearch.open(path, index_params={**PARAMS, "nbits": nbits}) as col:
+        col.upsert(records(vecs[:900]))
+        assert col.info()["index"] == "flat" and ann_meta(path) is None
+        col.upsert(records(vecs[900:], 900))
+        info = col.info()["index_params"]
+        assert info["type"] == "ivfpq" and info["ntotal"] == 1600
+        assert info["nprobe"] < info["nlist"], "a real approximate search, not a full scan"
+        assert info["code_bytes_per_vector"] == nbits  # m=8 codes of nbits bits
+        assert info["fast_scan"] == (nbits == 4)
+        meta = ann_meta(path)
+        assert meta["trained_rows"] == 1600 and (path / meta["file"]).is_file()
+        data = {i: v for i, v in enumerate(vecs)}
+        assert recall(col, data, queries) >= 0.95
+        top1 = [ids_of(col.search(vector=q, k=1)) for q in queries]
+        assert top1 == [brute(data, q, 1) for q in queries]
+        # scores are exact inner products (re-scored from the stored vectors)
+        hit = col.search(vector=queries[0], k=1)[0]
+        assert hit.score == pytest.approx(float(vecs[int(hit.id[1:])] @ queries[0]), abs=1e-5)
+
+
+def test_adds_go_into_the_trained_index_and_deletes_never_come_back(trained, monkeypatch):
+    path, data = trained
+    first = ann_meta(path)
+    more = clustered(300, 2)
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        monkeypatch.setattr(AnnIndex, "train", _no_training)
+        col.upsert(records(more, 2000))
+        data.update({2000 + i: v for i, v in enumerate(more)})
+        assert ann_meta(path)["trained_at"] == first["trained_at"]
+        assert col.info()["index_params"]["ntotal"] == 2300
+        for i in (2000, 2150, 2299):                  # new items are found by themselves
+            assert ids_of(col.search(vector=data[i], k=1)) == [i]
+        queries = clustered(20, 98)
+        gone = {i for q in queries for i in brute(data, q, 5)} | {2000, 2001}
+        col.delete([f"v{i}" for i in gone])
+        for i in gone:
+            del data[i]
+        # replace some vectors in place (same id, new vector): the old ones must vanish
+        kept = sorted(set(data) - gone)[:50]
+        replaced = clustered(50, 3)
+        col.upsert(records(replaced).set_column(0, "id", pa.array([f"v{i}" for i in kept])))
+        data.update(dict(zip(kept, replaced, strict=True)))
+        for q in queries:
+            got = ids_of(col.search(vector=q, k=200))
+            assert not gone & set(got) and len(got) == len(set(got)) == 200
+        assert recall(col, data, queries) >= 0.95
+        assert col.info()["index_params"]["ntotal"] == len(data)
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("the index was retrained")
+
+
+def test_retrains_by_itself_after_4x_growth(trained):
+    path, _ = trained
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        col.upsert(records(clustered(5000, 4), 2000))   # 7000 < 4 x 2000
+        assert ann_meta(path)["trained_rows"] == 2000
+        col.upsert(records(clustered(1000, 5), 7000))   # 8000 = 4 x 2000
+        meta = ann_meta(path)
+        assert meta["trained_rows"] == 8000 and meta["nlist"] > 32
+        assert col.info()["index_params"]["ntotal"] == 8000
+    assert len(list(path.glob("ann-*.faiss"))) == 1, "old index files are collected"
+
+
+def test_rebuild_index_from_api_and_cli(trained, cli, monkeypatch):
+    path, _ = trained
+    before = ann_meta(path)
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        info = col.rebuild_index()
+    after = ann_meta(path)
+    assert info["type"] == "ivfpq" and after["file"] != before["file"]
+    assert after["trained_at"] > before["trained_at"]
+    monkeypatch.setenv("MMSEARCH_ANN_THRESHOLD", "1000")
+    monkeypatch.setenv("MMSEARCH_ANN_M", "8")
+    result = cli("index", "--rebuild-index", "--store", path)
+    assert result.exit_code == 0, result.output
+    assert "index rebuilt: ivfpq (nlist" in result.stderr
+    assert ann_meta(path)["trained_at"] > after["trained_at"]
+    assert len(list(path.glob("ann-*.faiss"))) == 1
+    result = cli("info", "--store", path)
+    assert result.exit_code == 0 and "ivfpq (nlist" in result.stdout
+    assert cli("index", "--store", path).exit_code == 2   # neither PATH nor --rebuild-index
+
+
+@pytest.mark.parametrize("exact_rows", [100, 0])
+def test_filters_never_starve_and_match_brute_force(trained, exact_rows):
+    """Selectivities 0.15% (fewer than k), 1%, 10%, 50%, 90%: exact plan and index plan."""
+    path, data = trained
+    queries = clustered(15, 97)
+    with mmsearch.open(path, index_params={**PARAMS, "filter_exact_rows": exact_rows}) as col:
+        for limit in (3, 20, 100, 500, 900):
+            keep = (lambda lim: lambda i: i % 1000 < lim)(limit)
+            r = recall(col, data, queries, filters={"bucket": {"lt": limit}}, keep=keep)
+            assert r >= 0.95, (limit, r)
+            got = col.search(vector=queries[0], k=10, where=f"bucket < {limit}")
+            assert all(h.metadata["bucket"] < limit for h in got)
+            assert len(got) == min(10, 2 * limit)
+
+
+def test_reopen_uses_the_saved_index_and_replays_later_changes(trained, monkeypatch):
+    path, _ = trained
+    queries = clustered(10, 96)
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        before = [ids_of(col.search(vector=q, k=10)) for q in queries]
+        col.upsert(records(clustered(20, 6), 2000))   # < save_share: not written to the file
+        col.delete(["v0"])
+    saved = ann_meta(path)
+    assert saved["ntotal"] == 2000
+    monkeypatch.setattr(AnnIndex, "train", _no_training)
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        snap = col.snapshot()
+        assert isinstance(snap.index, IVFPQIndex) and snap.index.ann.file == saved["file"]
+        assert snap.index.ann.ntotal == 2019            # replayed: +20 rows, -1 row
+        assert all(isinstance(p, np.memmap) for p in snap.vectors.parts)
+        after = [ids_of(col.search(vector=q, k=10)) for q in queries]
+        assert ids_of(col.search(vector=clustered(20, 6)[7], k=1)) == [2007]
+        assert 0 not in {i for r in after for i in r}
+    same = sum(len(set(a) & set(b)) for a, b in zip(before, after, strict=True))
+    assert same >= 0.9 * sum(len(a) for a in after)
+
+
+KILL_SCRIPT = """
+import sys, time
+import mmsearch
+from mmsearch.index import ivfpq
+stage = sys.argv[2]
+if stage == "training":
+    real = ivfpq.AnnIndex.train.__func__
+    def slow(cls, *a, **kw):
+        print("STAGE", flush=True); time.sleep(60); return real(cls, *a, **kw)
+    ivfpq.AnnIndex.train = classmethod(slow)
+else:
+    def half(path, write):
+        tmp = path.with_name(f".{path.name}.tmp-1")
+        tmp.write_bytes(b"FAISS-half-written")
+        print("STAGE", flush=True); time.sleep(60)
+    ivfpq.write_atomic = half
+params = {"threshold": 1000, "m": 8, "nbits": 6, "train_per_list": 40}
+with mmsearch.open(sys.argv[1], index_params=params) as col:
+    col.rebuild_index()
+"""
+
+
+@pytest.mark.parametrize("stage", ["training", "writing"])
+def test_kill_9_while_training_or_saving_the_index(tmp_path, stage):
+    vecs = clustered(1500, 7)
+    path = tmp_path / "store"
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        col.upsert(records(vecs))
+    old = ann_meta(path)
+    script = tmp_path / "kill.py"
+    script.write_text(textwrap.dedent(KILL_SCRIPT))
+    proc = subprocess.Popen([sys.executable, str(script), str(path), stage],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    line = proc.stdout.readline()
+    assert line.strip() == "STAGE", proc.stderr.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert ann_meta(path) == old, "the manifest still names the previous index"
+    store = Store(path)
+    assert store.manifest["rows"] == 1500 and (path / old["file"]).is_file()
+    data = {i: v for i, v in enumerate(vecs)}
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        assert col.snapshot().index.ann.file == old["file"]
+        assert recall(col, data, clustered(10, 95)) >= 0.95
+        col.rebuild_index()                               # the next writer cleans up
+    leftovers = [f.name for f in path.iterdir() if f.name.startswith(".ann-")]
+    assert not leftovers and len(list(path.glob("ann-*.faiss"))) == 1
+
+
+def test_cpu_fallback_when_gpu_is_missing_or_fails(trained, monkeypatch, caplog):
+    path, _ = trained
+    queries = clustered(10, 94)
+    if ivfpq.gpu_count():
+        pytest.skip("this machine has a GPU")
+    with mmsearch.open(path, index_params={**PARAMS, "gpu": True}) as col:
+        assert col.info()["index_params"]["device"] == "cpu"
+        cpu = [ids_of(col.search(vector=q, k=10)) for q in queries]
+
+    # a GPU "present" whose use fails: training and search fall back to the CPU
+    def broken(*args, **kwargs):
+        raise RuntimeError("no CUDA device")
+
+    monkeypatch.setattr(ivfpq, "gpu_count", lambda: 1)
+    monkeypatch.setattr(ivfpq.faiss, "index_cpu_to_all_gpus", broken, raising=False)
+    monkeypatch.setattr(ivfpq.faiss, "index_cpu_to_gpu", broken, raising=False)
+    monkeypatch.setattr(ivfpq.faiss, "StandardGpuResources", broken, raising=False)
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        col.rebuild_index()                               # training: GPU fails, CPU trains
+        assert "GPU training unavailable" in caplog.text
+    with mmsearch.open(path, index_params=PARAMS) as col:  # loading: GPU search fails
+        fallback = [ids_of(col.search(vector=q, k=10)) for q in queries]
+        assert col.info()["index_params"]["device"] == "cpu"
+        assert "GPU search unavailable" in caplog.text
+    same = sum(len(set(a) & set(b)) for a, b in zip(cpu, fallback, strict=True))
+    assert same >= 0.95 * 100
+
+
+def test_live_vectors_gather_across_segments_and_compaction_streams(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_mod, "MAX_SEGMENTS", 2)
+    s = Store(tmp_path)
+    rng = np.random.default_rng(0)
+    parts = [rng.standard_normal((n, 4)).astype(np.float32) for n in (5, 7)]
+    with s.writer():
+        for p in parts:
+            keys = s.allocate_keys(len(p))
+            s.commit([Batch(pa.table({"key": keys, "id": [f"i{k}" for k in keys]}), p)], dim=4)
+        s.commit([], np.array([1, 6, 11]))
+        _, live = s.live()
+        full = np.concatenate(parts)[np.setdiff1d(np.arange(12), [1, 6, 11])]
+        assert isinstance(live, LiveVectors) and live.shape == (9, 4)
+        np.testing.assert_array_equal(live.take(np.array([8, 0, 4, 3])), full[[8, 0, 4, 3]])
+        np.testing.assert_array_equal(live.to_array(), full)
+        s.commit([], np.array([2]))     # three segments' worth of commits: compaction
+        assert len(s.segments) == 1
+    _, vectors = Store(tmp_path).read_live()
+    np.testing.assert_array_equal(vectors, np.delete(full, 1, axis=0))
