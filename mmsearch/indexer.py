@@ -19,6 +19,7 @@ from mmsearch.ingest.video import VideoOptions
 from mmsearch.progress import progress_bar
 from mmsearch.store.schema import file_id, file_rows_table, utc_naive
 from mmsearch.store.store import Batch, Store
+from mmsearch.store.vectors import LiveVectors
 
 
 @dataclass
@@ -100,14 +101,15 @@ class Indexer:
         self._deletes: list[int] = []
         self._last_commit = time.monotonic()
         self._encoder: Encoder | None = None
-        self._stored_vectors = np.zeros((0, 0), np.float32)
+        self._stored_vectors = LiveVectors.from_array(np.zeros((0, 0), np.float32))
         self._failed: dict[str, list[Any]] = {}
         self._key_rows: dict[int, int] = {}
 
     def run(self, paths: Iterable[str]) -> IndexReport:
         start = time.monotonic()
         roots = list(paths)
-        table, self._stored_vectors = self.store.read_live()
+        # vectors stay memory-mapped: only those of renamed files are ever read
+        table, self._stored_vectors = self.store.live()
         self._key_rows = {int(k): i for i, k in enumerate(table.column("key").to_numpy())}
         stored = _stored_files(table.to_pylist() if "path" in table.column_names else [])
         by_path = {s.path: s for s in stored}
@@ -229,7 +231,7 @@ class Indexer:
             self._vectors.append(vector)
 
     def _stored_vector(self, key: int) -> np.ndarray:
-        return self._stored_vectors[self._key_rows[key]]
+        return self._stored_vectors.take(np.array([self._key_rows[key]], dtype=np.int64))[0]
 
     def _maybe_commit(self) -> None:
         due = time.monotonic() - self._last_commit > config.COMMIT_SECONDS
