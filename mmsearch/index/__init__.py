@@ -7,16 +7,8 @@ an IVF-PQ index with exact re-scoring (`IVFPQIndex`) that is trained, saved and 
 
 from __future__ import annotations
 
-import numpy as np
-
 from mmsearch.index.flat import FlatIndex
 from mmsearch.index.ivfpq import AnnIndex, IVFPQIndex
 from mmsearch.index.params import AnnParams
 
-
-def build_index(vectors: np.ndarray) -> FlatIndex:
-    """An exact index over in-RAM vectors."""
-    return FlatIndex(vectors)
-
-
-__all__ = ["AnnIndex", "AnnParams", "FlatIndex", "IVFPQIndex", "build_index"]
+__all__ = ["AnnIndex", "AnnParams", "FlatIndex", "IVFPQIndex"]
