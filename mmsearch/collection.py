@@ -188,7 +188,7 @@ class Collection:
         """Remove items whose file is one of `paths` or lies under one of them."""
         roots = [os.path.abspath(os.fspath(p)) for p in paths]
         with self._lock, self._store.writer() as store:
-            table = store.read_live_table()
+            table = store.read_live_table(["key", "path"])
             if "path" not in table.column_names:
                 return 0
             keys = [k for k, p in zip(table.column("key").to_pylist(),

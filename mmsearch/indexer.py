@@ -62,6 +62,9 @@ class IndexReport:
 #: Metadata of a file's rows that a rename or touch carries over with its vectors.
 _FILE_META = ("width", "height", "taken_at", "camera_make", "camera_model", "gps_lat",
               "gps_lon", "duration_s", "fps", "codec")
+#: What change detection reads of the stored rows (never user metadata).
+_STORED_COLUMNS = ["key", "path", "bytes", "mtime_ns", "content_hash", "start_s", "end_s",
+                   *_FILE_META]
 
 
 @dataclass
@@ -109,7 +112,7 @@ class Indexer:
         start = time.monotonic()
         roots = list(paths)
         # vectors stay memory-mapped: only those of renamed files are ever read
-        table, self._stored_vectors = self.store.live()
+        table, self._stored_vectors = self.store.live(columns=_STORED_COLUMNS)
         self._key_rows = {int(k): i for i, k in enumerate(table.column("key").to_numpy())}
         stored = _stored_files(table.to_pylist() if "path" in table.column_names else [])
         by_path = {s.path: s for s in stored}

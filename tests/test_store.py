@@ -85,3 +85,29 @@ def test_compile_filters_parameterises_every_value():
     assert sql == '"a""; DROP TABLE items; --" = ?'
     with pytest.raises(UsageError, match="unknown filter operator"):
         compile_filters({"a": {"like": "x"}})
+
+
+def test_refresh_sees_other_writers_and_skips_unchanged_manifest(tmp_path, monkeypatch):
+    writer, reader = Store(tmp_path), Store(tmp_path)
+    assert reader.refresh() is False                      # no store yet, still nothing
+    with writer.writer():
+        writer.commit([_batch(writer, 3)], dim=4)
+    assert reader.refresh() is True and reader.generation == 1
+    reads = []
+    real = Store._read_manifest
+    monkeypatch.setattr(Store, "_read_manifest", lambda self: reads.append(1) or real(self))
+    assert reader.refresh() is False and reads == []      # unchanged: a stat, no parse
+    with writer.writer():
+        writer.commit([_batch(writer, 1)])
+    assert reader.refresh() is True and reader.generation == 2 and reads
+
+
+def test_reading_columns_some_segments_lack_fills_nulls(tmp_path):
+    s = Store(tmp_path)
+    with s.writer():
+        s.commit([_batch(s, 2)], dim=4)                   # segment without `path`
+        keys = s.allocate_keys(1)
+        table = pa.table({"key": keys, "id": ["f"], "path": ["/a.jpg"]})
+        s.commit([Batch(table, np.ones((1, 4), np.float32))])
+    table = s.read_live_table(["key", "path"])
+    assert table.column("path").to_pylist() == [None, None, "/a.jpg"]

@@ -84,7 +84,13 @@ class Store:
         return [Segment(**s) for s in self.manifest.get("segments", [])]
 
     def refresh(self) -> bool:
-        """Re-read the manifest; True when another commit happened meanwhile."""
+        """Re-read the manifest if it changed on disk; True when a commit happened meanwhile.
+
+        A stat decides (every commit replaces the file, so its inode changes): searching
+        does not parse the manifest on every query.
+        """
+        if self._stamp is not None and self._stamp == _stat_stamp(self.root / MANIFEST):
+            return False
         old = self.generation
         self.manifest = self._read_manifest()
         return self.generation != old
@@ -98,7 +104,11 @@ class Store:
     def read_segment(self, seg: Segment, mmap: bool = True,
                      columns: list[str] | None = None) -> tuple[pa.Table, np.ndarray]:
         seg_dir = self.root / "segments"
-        table = pq.read_table(seg_dir / f"{seg.name}.parquet", columns=columns)
+        path = seg_dir / f"{seg.name}.parquet"
+        if columns is not None:  # segments from upserts may lack some: read those present
+            present = set(pq.read_schema(path).names)
+            columns = [c for c in columns if c in present]
+        table = pq.read_table(path, columns=columns)
         vectors = np.load(seg_dir / f"{seg.name}.npy", mmap_mode="r" if mmap else None,
                           allow_pickle=False)
         if len(table) != len(vectors) or len(table) != seg.rows:
@@ -216,9 +226,11 @@ class Store:
         import json
 
         path = self.root / MANIFEST
+        self._stamp = _stat_stamp(path)
         try:
             manifest = json.loads(path.read_text())
         except FileNotFoundError:
+            self._stamp = None
             return {}
         except (OSError, ValueError) as e:
             raise MmsearchError(f"cannot read {path}: {e}") from e
@@ -244,6 +256,15 @@ class Store:
                 f.unlink(missing_ok=True)
         for f in self.root.glob(".*.tmp-*"):
             f.unlink(missing_ok=True)
+
+
+def _stat_stamp(path: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime_ns, size) of a file, or None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _write_segment(seg_dir: Path, name: str, batch: Batch) -> None:
