@@ -226,7 +226,8 @@ class Indexer:
         """Queue a file's rows (one per vector) for the next commit, all together."""
         f = item.found
         base = dict(meta)
-        base.update(id=file_id(f.path), path=f.path, modality=f.modality, bytes=f.size,
+        base.update(id=file_id(f.path), path=f.path, modality=f.modality, channel="visual",
+                    bytes=f.size,
                     mtime=utc_naive(f.mtime_ns), mtime_ns=f.mtime_ns,
                     content_hash=item.content_hash, indexed_at=utc_naive())
         for vector, (start_s, end_s) in zip(vectors, spans, strict=True):

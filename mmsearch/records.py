@@ -52,6 +52,9 @@ def to_record_batch(records: Any) -> RecordBatch:
     if "modality" not in table.column_names:
         modality = "image" if batch.paths is not None or batch.texts is None else "text"
         table = table.append_column("modality", pa.array([modality] * len(table), pa.string()))
+    if "channel" not in table.column_names:
+        channel = "text" if batch.texts is not None and batch.paths is None else "visual"
+        table = table.append_column("channel", pa.array([channel] * len(table), pa.string()))
     if "indexed_at" not in table.column_names:
         table = table.append_column("indexed_at", pa.array([utc_naive()] * len(table),
                                                            pa.timestamp("us")))

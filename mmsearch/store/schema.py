@@ -1,4 +1,10 @@
-"""Column types of the rows the engine writes itself (user columns are kept as given)."""
+"""Column types of the rows the engine writes itself (user columns are kept as given).
+
+`channel` says what a row's vector embeds, so the planner can fuse several views of one
+item: "visual" (image pixels, a video frame), "text" (a record's text), "speech" (a
+transcript segment), "tags" (sound-event tags), ... Null in stores written before the
+column existed: read it as "visual" for image/video rows and "text" for text rows.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ FILE_SCHEMA = pa.schema([
     ("id", pa.string()),
     ("path", pa.string()),
     ("modality", pa.string()),
+    ("channel", pa.string()),
     ("start_s", pa.float64()),
     ("end_s", pa.float64()),
     ("bytes", pa.int64()),

@@ -19,7 +19,7 @@ from mmsearch.store.vectors import LiveVectors
 
 #: Columns used internally and not shown in results.
 HIDDEN_COLUMNS = frozenset({"key", "mtime_ns", "_row"})
-CORE_COLUMNS = frozenset({"id", "path", "modality", "start_s", "end_s"})
+CORE_COLUMNS = frozenset({"id", "path", "modality", "channel", "start_s", "end_s"})
 
 
 class Snapshot:

@@ -1,0 +1,24 @@
+"""The interface every reranker implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+
+class Reranker(ABC):
+    """Scores how well each image matches a text; higher is a better match.
+
+    Implementations batch internally and run on `device`. Scores are comparable within one
+    call (one query), not necessarily across models.
+    """
+
+    spec: str
+    device: str
+
+    @abstractmethod
+    def score(self, text: str, images: Sequence[Image.Image]) -> np.ndarray:
+        """Match scores of `text` against each image, as a float32 array of len(images)."""
