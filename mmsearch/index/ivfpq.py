@@ -330,18 +330,7 @@ class IVFPQIndex:
 
     def _rescore(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact inner products of each query with its candidate rows; best k."""
-        nq, c = cand.shape
-        valid = cand >= 0
-        sims = np.full(cand.shape, -np.inf, dtype=np.float32)
-        step = max(1, 8_000_000 // max(1, c * self.dim))  # ~32 MB of gathered vectors
-        for lo in range(0, nq, step):
-            hi = min(nq, lo + step)
-            # one gather straight from the memmaps into (queries, candidates, dim)
-            rows = np.where(valid[lo:hi], cand[lo:hi], 0).reshape(-1)
-            vecs = self.vectors.take(rows).reshape(hi - lo, c, self.dim)
-            block = np.matmul(vecs, q[lo:hi, :, None])[..., 0]
-            sims[lo:hi] = np.where(valid[lo:hi], block, -np.inf)
-        return _top_k(sims, cand, k)
+        return _top_k(inner_products(self.vectors, q, cand), cand, k)
 
     def exact(self, q: np.ndarray, k: int,
               rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -363,6 +352,44 @@ class IVFPQIndex:
             best_s = np.pad(best_s, ((0, 0), (0, pad)), constant_values=-np.inf)
             best_r = np.pad(best_r, ((0, 0), (0, pad)), constant_values=-1)
         return best_s, best_r
+
+
+def inner_products(vectors: LiveVectors, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`sims[i, j] = q[i] · vectors[rows[i, j]]`, -inf where `rows[i, j] < 0`.
+
+    Reads the rows in place from the segment memmaps (FAISS, multi-threaded, no gathered
+    copy); a part that is not a contiguous float32 array is gathered first.
+    """
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    rows = np.asarray(rows, dtype=np.int64)
+    nq, c = rows.shape
+    sims = np.full((nq, c), -np.inf, dtype=np.float32)
+    if not rows.size:
+        return sims
+    single = len(vectors.parts) == 1
+    seg = None if single else np.searchsorted(vectors.offsets, rows, side="right") - 1
+    for s, (part, keep) in enumerate(zip(vectors.parts, vectors.keeps, strict=True)):
+        if single:
+            local = rows
+        else:
+            mine = seg == s
+            if not mine.any():
+                continue
+            local = np.where(mine & (rows >= 0), rows - vectors.offsets[s], -1)
+        if keep is not None:
+            local = np.where(local >= 0, keep[np.maximum(local, 0)], -1)
+        local = np.ascontiguousarray(local, dtype=np.int64)
+        if part.dtype == np.float32 and part.flags.c_contiguous:
+            out = np.empty((nq, c), dtype=np.float32)
+            faiss.fvec_inner_products_by_idx(
+                faiss.swig_ptr(out), faiss.swig_ptr(q), faiss.swig_ptr(part),
+                faiss.swig_ptr(local), vectors.dim, nq, c)
+        else:
+            vecs = np.asarray(part[np.maximum(local, 0).reshape(-1)], dtype=np.float32)
+            out = np.einsum("qcd,qd->qc", vecs.reshape(nq, c, -1), q)
+            out[local < 0] = -np.inf
+        sims = out if single else np.maximum(sims, out)
+    return sims
 
 
 def _top_k(sims: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
