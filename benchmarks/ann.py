@@ -142,7 +142,7 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
           f"{built}", flush=True)
     rows = np.arange(n)  # one segment, keys 0..n-1: row position = data row
     assert (index.keymap.row_keys == rows).all()
-    ram = index.ann.ram_bytes() + index.keymap.row_keys.nbytes
+    ram = index.ann.ram_bytes() + index.keymap.nbytes
     res["ours"] = []
     for nprobe in args.nprobes:
         index.nprobe = nprobe

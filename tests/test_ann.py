@@ -303,3 +303,37 @@ def test_live_vectors_gather_across_segments_and_compaction_streams(tmp_path, mo
         assert len(s.segments) == 1
     _, vectors = Store(tmp_path).read_live()
     np.testing.assert_array_equal(vectors, np.delete(full, 1, axis=0))
+
+
+def test_rescoring_reads_rows_in_place_across_segments_deletes_and_odd_parts():
+    """`inner_products` equals a numpy reference over several parts (one with deleted rows,
+    one not contiguous), with -inf for missing candidates."""
+    rng = np.random.default_rng(5)
+    a, b, c = (rng.standard_normal((n, DIM)).astype(np.float32) for n in (50, 40, 30))
+    odd = np.asfortranarray(c)  # not C-contiguous: gathered instead of read in place
+    keep_b = np.sort(rng.choice(40, 25, replace=False))
+    vectors = LiveVectors([a, b, odd], [None, keep_b, None], DIM)
+    full = np.concatenate([a, b[keep_b], c])
+    assert len(vectors) == len(full) == 105
+    q = rng.standard_normal((7, DIM)).astype(np.float32)
+    rows = rng.integers(-1, len(full), (7, 20))
+    rows[0, :3] = -1
+    got = ivfpq.inner_products(vectors, q, rows)
+    ref = np.einsum("qcd,qd->qc", full[np.maximum(rows, 0)], q)
+    np.testing.assert_allclose(got[rows >= 0], ref[rows >= 0], rtol=1e-5, atol=1e-5)
+    assert np.isneginf(got[rows < 0]).all()
+    single = LiveVectors.from_array(full)
+    np.testing.assert_allclose(ivfpq.inner_products(single, q, rows), got, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("keys", [[0, 1, 2, 5, 9], [3, 9000, 7, 15], [4, 2, 8, 0]])
+def test_keymap_dense_table_and_binary_search_agree(keys):
+    keys = np.array(keys, dtype=np.int64)
+    kmap = ivfpq.KeyMap(keys)
+    assert (kmap.table is not None) == (keys.max() < 2 * len(keys) + 1024)
+    probe = np.array([[-1, 0, 2, 3, 5], [7, 8, 9, 9000, 10**9]])
+    expect = np.array([[next((r for r, key in enumerate(keys) if key == p), -1) for p in row]
+                       for row in probe])
+    np.testing.assert_array_equal(kmap.rows_of(probe), expect)
+    kmap.table = None  # the binary search path gives the same answers
+    np.testing.assert_array_equal(kmap.rows_of(probe), expect)

@@ -54,7 +54,16 @@ def use_gpu(params: AnnParams) -> bool:
 
 
 class KeyMap:
-    """Store keys → row positions of one snapshot (-1 for keys that are not live there)."""
+    """Store keys → row positions of one snapshot (-1 for keys that are not live there).
+
+    Keys are dense in practice (a store numbers its rows 0, 1, 2, ... and compaction keeps
+    the gaps from deletes small), so the map is a direct lookup table over 0..max key
+    (4 bytes per key) when that is at most `DENSE_FACTOR` × the rows, else a binary search
+    over the sorted keys.
+    """
+
+    #: Largest (max key + 1) / rows ratio for which a direct lookup table is used.
+    DENSE_FACTOR = 2
 
     def __init__(self, row_keys: np.ndarray) -> None:
         self.row_keys = np.asarray(row_keys, dtype=np.int64)
@@ -64,11 +73,29 @@ class KeyMap:
             self.order = np.argsort(self.row_keys, kind="stable")
             self.sorted_keys = self.row_keys[self.order]
         self.max_key = int(self.sorted_keys[-1]) if len(self.sorted_keys) else -1
+        n = len(self.row_keys)
+        self.table: np.ndarray | None = None
+        if n and self.sorted_keys[0] >= 0 and self.max_key < self.DENSE_FACTOR * n + 1024:
+            kind = np.int32 if n < 2**31 else np.int64
+            self.table = np.full(self.max_key + 1, -1, dtype=kind)
+            self.table[self.row_keys] = np.arange(n, dtype=kind)
+
+    @property
+    def nbytes(self) -> int:
+        """RAM held by the map."""
+        extra = 0 if self.table is None else self.table.nbytes
+        if self.order is not None:
+            extra += self.order.nbytes + self.sorted_keys.nbytes
+        return self.row_keys.nbytes + extra
 
     def rows_of(self, keys: np.ndarray) -> np.ndarray:
         keys = np.asarray(keys, dtype=np.int64)
         if not len(self.sorted_keys):
             return np.full(keys.shape, -1, dtype=np.int64)
+        if self.table is not None:
+            inside = (keys >= 0) & (keys <= self.max_key)
+            rows = self.table[np.where(inside, keys, 0)].astype(np.int64)
+            return np.where(inside, rows, -1)
         pos = np.searchsorted(self.sorted_keys, keys)
         pos = np.minimum(pos, len(self.sorted_keys) - 1)
         found = (self.sorted_keys[pos] == keys) & (keys >= 0)
