@@ -21,6 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before FAISS loads: share
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -92,6 +93,55 @@ def timed_batch(fn, queries: np.ndarray) -> tuple[np.ndarray, float]:
     return out, round(len(queries) / (time.perf_counter() - t), 1)
 
 
+def interleaved(base, fast, rounds: int, base_per: int = 1, fast_per: int = 1) -> dict:
+    """How many times faster `fast` is than `base`, robust to machine load.
+
+    Times the two alternately in `rounds` rounds (the first to run alternates too), so a
+    burst of load from other processes hits both sides alike; each round gives one ratio of
+    per-query times (`base` runs `base_per` queries, `fast` runs `fast_per`). Returns the
+    median ratio with its spread (min, max, and every round's value).
+    """
+    ratios, tb, tf = [], [], []
+    for i in range(rounds):
+        pair = [base, fast] if i % 2 == 0 else [fast, base]
+        took = {}
+        for fn in pair:
+            t = time.perf_counter()
+            fn()
+            took[fn] = time.perf_counter() - t
+        tb.append(took[base] / base_per)
+        tf.append(took[fast] / fast_per)
+        ratios.append(tb[-1] / tf[-1])
+    return {"ratio_median": round(statistics.median(ratios), 1),
+            "ratio_min": round(min(ratios), 1), "ratio_max": round(max(ratios), 1),
+            "ratios": [round(r, 1) for r in ratios],
+            "base_qps": round(1 / statistics.median(tb), 1),
+            "fast_qps": round(1 / statistics.median(tf), 1)}
+
+
+def speedup_vs_flat(index: IVFPQIndex, data: np.ndarray, queries: np.ndarray,
+                    args: argparse.Namespace) -> dict:
+    """Interleaved QPS ratios of the index (current settings) over exact flat search."""
+
+    def flat_batch() -> None:
+        faiss.knn(queries, data, K, metric=faiss.METRIC_INNER_PRODUCT)
+
+    def ours_batch() -> None:
+        index.search(queries, K)
+
+    def flat_single() -> None:
+        for q in queries[:args.flat_single]:
+            faiss.knn(q[None, :], data, K, metric=faiss.METRIC_INNER_PRODUCT)
+
+    def ours_single() -> None:
+        for q in queries[:args.single]:
+            index.search(q[None, :], K)
+
+    return {"batch": interleaved(flat_batch, ours_batch, args.rounds),
+            "single": interleaved(flat_single, ours_single, args.rounds,
+                                  args.flat_single, args.single)}
+
+
 def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
     print(f"== {n} vectors x {DIM}", flush=True)
     data = cached_data(workdir, max(args.sizes))[:n]
@@ -154,6 +204,9 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
         res["ours"].append(r)
         print(f"  ivfpq {r}", flush=True)
     index.nprobe = default_nprobe
+    res["speedup"] = speedup_vs_flat(index, data, queries, args)
+    print(f"  speedup over flat at the defaults (interleaved, {args.rounds} rounds): "
+          f"{res['speedup']}", flush=True)
 
     # end to end through the public API (DuckDB row lookup and Result objects included)
     _, api = timed_single(lambda q: np.array([[0]]) if col.search(vector=q[0], k=K) else None,
@@ -253,6 +306,8 @@ def main() -> None:
     p.add_argument("--single", type=int, default=300, help="queries timed one at a time")
     p.add_argument("--flat-single", type=int, default=20)
     p.add_argument("--filtered", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=5,
+                   help="interleaved flat/index timing rounds for the speed-up ratios")
     p.add_argument("--nprobes", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-usearch", action="store_true")

@@ -75,6 +75,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reranks", type=int, nargs="+", default=[5, 10, 20])
     p.add_argument("--nprobes", type=int, nargs="+", default=[8, 16, 32])
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds per rerank value for the speed-up over flat (0: skip)")
+    p.add_argument("--single", type=int, default=300)
+    p.add_argument("--flat-single", type=int, default=10)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/mmsearch-ann-bench"))
     args = p.parse_args()
     faiss.omp_set_num_threads(args.threads)
@@ -103,6 +107,13 @@ def main() -> None:
                   f"pq {t_pq * 1e3:6.1f} + keymap {t_map * 1e3:5.1f} + rescore "
                   f"{t_re * 1e3:6.1f} (numpy gather+matmul: {t_np * 1e3:6.1f})  -> "
                   f"{len(queries) / total:7.0f} QPS", flush=True)
+    if args.rounds:
+        for rerank in args.reranks:
+            index.rerank = rerank
+            found = index.search(queries, k)[1]
+            speed = ann.speedup_vs_flat(index, data, queries, args)
+            print(f"defaults but rerank {rerank}: recall {ann.recall_at_k(found, truth):.4f}, "
+                  f"speed-up over flat {speed}", flush=True)
     col.close()
 
 
