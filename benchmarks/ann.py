@@ -137,9 +137,45 @@ def speedup_vs_flat(index: IVFPQIndex, data: np.ndarray, queries: np.ndarray,
         for q in queries[:args.single]:
             index.search(q[None, :], K)
 
-    return {"batch": interleaved(flat_batch, ours_batch, args.rounds),
+    return {"batch": interleaved(flat_batch, ours_batch, args.rounds,
+                                 len(queries), len(queries)),
             "single": interleaved(flat_single, ours_single, args.rounds,
                                   args.flat_single, args.single)}
+
+
+def filter_sweep(index: IVFPQIndex, data: np.ndarray, queries: np.ndarray,
+                 args: argparse.Namespace) -> list[dict]:
+    """Filtered-search latency of both plans at several selectivities, to set the cutoff.
+
+    The filter keeps every (1/s)-th row (spread over all clusters, like `bucket < s`). For
+    each query both plans run back to back (exact among the rows; IVF-PQ + id bitmap), so
+    load hits both alike. Recall is against exact search among the allowed rows.
+    """
+    n, nf = len(index), min(len(queries), args.filtered)
+    saved, out = index.filter_exact_rows, []
+    for share in args.filter_shares:
+        allowed = np.arange(0, n, max(1, round(1 / share)))
+        _, truth = faiss.knn(queries[:nf], np.ascontiguousarray(data[allowed]), K,
+                             metric=faiss.METRIC_INNER_PRODUCT)
+        truth = allowed[truth]
+        plans = {"exact": 1 << 62, "bitmap": 0}
+        lat: dict[str, list[float]] = {p: [] for p in plans}
+        found: dict[str, list[np.ndarray]] = {p: [] for p in plans}
+        for i, q in enumerate(queries[:nf]):
+            for plan in (plans if i % 2 == 0 else reversed(plans)):
+                index.filter_exact_rows = plans[plan]
+                t = time.perf_counter()
+                found[plan].append(index.search(q[None, :], K, allowed)[1])
+                lat[plan].append((time.perf_counter() - t) * 1e3)
+        row = {"share": share, "rows": len(allowed)}
+        for plan in plans:
+            row[plan] = {"recall": round(recall_at_k(np.concatenate(found[plan]), truth), 4),
+                         "p50_ms": round(float(np.percentile(lat[plan], 50)), 2),
+                         "p99_ms": round(float(np.percentile(lat[plan], 99)), 2)}
+        out.append(row)
+        print(f"  filter plans {row}", flush=True)
+    index.filter_exact_rows = saved
+    return out
 
 
 def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
@@ -212,6 +248,9 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
     _, api = timed_single(lambda q: np.array([[0]]) if col.search(vector=q[0], k=K) else None,
                           queries[:args.single])
     res["api_default"] = api
+
+    if args.filter_shares:
+        res["filter_plans"] = filter_sweep(index, data, queries, args)
 
     # -- filtered search: bucket = i % 100, so "bucket < s" matches s% of the rows
     res["filtered"] = []
@@ -306,6 +345,9 @@ def main() -> None:
     p.add_argument("--single", type=int, default=300, help="queries timed one at a time")
     p.add_argument("--flat-single", type=int, default=20)
     p.add_argument("--filtered", type=int, default=100)
+    p.add_argument("--filter-shares", type=float, nargs="*",
+                   default=[0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
+                   help="selectivities at which both filter plans are timed")
     p.add_argument("--rounds", type=int, default=5,
                    help="interleaved flat/index timing rounds for the speed-up ratios")
     p.add_argument("--nprobes", type=int, nargs="+", default=[4, 8, 16, 32, 64])

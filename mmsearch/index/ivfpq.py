@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: Rows added to the FAISS index per call (bounds the RAM used by gathered vectors).
 ADD_CHUNK = 65536
+#: Exact search over a row subset reads rows in place up to this many (query, row) pairs.
+IN_PLACE_PAIRS = 1 << 22
 
 
 # -- GPU (faiss-gpu, `pip install mmsearch[gpu]`) -------------------------------------------
@@ -361,8 +363,16 @@ class IVFPQIndex:
 
     def exact(self, q: np.ndarray, k: int,
               rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Brute force over `rows` (all when None), reading vectors block by block."""
+        """Brute force over `rows` (all when None).
+
+        A few queries over a subset of rows read those rows in place (`inner_products`);
+        otherwise vectors are copied block by block and scored with one matmul per block.
+        """
         nq = len(q)
+        if rows is not None and nq * len(rows) <= IN_PLACE_PAIRS:
+            cand = np.broadcast_to(rows, (nq, len(rows)))
+            best_s, best_r = _top_k(inner_products(self.vectors, q, cand), cand, k)
+            return _pad(best_s, best_r, k)
         best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
         best_r = np.zeros((nq, 0), dtype=np.int64)
         blocks = (self.vectors.chunks() if rows is None else
@@ -374,11 +384,16 @@ class IVFPQIndex:
             cand = np.broadcast_to(ids, sims.shape)
             best_s, best_r = _top_k(np.concatenate([best_s, sims], axis=1),
                                     np.concatenate([best_r, cand], axis=1), k)
-        if best_s.shape[1] < k:
-            pad = k - best_s.shape[1]
-            best_s = np.pad(best_s, ((0, 0), (0, pad)), constant_values=-np.inf)
-            best_r = np.pad(best_r, ((0, 0), (0, pad)), constant_values=-1)
-        return best_s, best_r
+        return _pad(best_s, best_r, k)
+
+
+def _pad(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Widen results to k columns (-inf / row -1) when fewer rows were eligible."""
+    if scores.shape[1] < k:
+        pad = k - scores.shape[1]
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
+    return scores, rows
 
 
 def inner_products(vectors: LiveVectors, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
