@@ -337,3 +337,25 @@ def test_keymap_dense_table_and_binary_search_agree(keys):
     np.testing.assert_array_equal(kmap.rows_of(probe), expect)
     kmap.table = None  # the binary search path gives the same answers
     np.testing.assert_array_equal(kmap.rows_of(probe), expect)
+
+
+def test_searches_from_many_threads_at_once_match_sequential(trained):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, _ = trained
+    queries = clustered(24, 95)
+    allowed = np.arange(0, 2000, 3)
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        index = col.snapshot().index
+        assert isinstance(index, IVFPQIndex)
+
+        def one(i: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = allowed if i % 2 else None  # filtered and unfiltered interleaved
+            return index.search(queries[i:i + 1], 10, rows)[1], index.search(queries, 10)[1]
+
+        sequential = [one(i) for i in range(len(queries))]
+        with ThreadPoolExecutor(6) as pool:
+            threaded = list(pool.map(one, range(len(queries))))
+    for (a1, b1), (a2, b2) in zip(sequential, threaded, strict=True):
+        np.testing.assert_array_equal(a1, a2)
+        np.testing.assert_array_equal(b1, b2)
