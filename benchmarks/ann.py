@@ -222,6 +222,7 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
     assert isinstance(index, IVFPQIndex)
     res["open_s"] = round(time.perf_counter() - t, 2)
     res["index"] = built
+    res["train_s"] = index.ann.meta["train_seconds"]
     default_nprobe = index.nprobe
     print(f"  store written in {res['store_write_s']} s, index built in {res['build_s']} s "
           f"(train {index.ann.meta['train_seconds']} s), reopened in {res['open_s']} s: "
