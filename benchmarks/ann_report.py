@@ -38,7 +38,8 @@ def size_tables(res: dict) -> str:
     s = res["speedup"]
     out += ["", "Speed-up over exact flat at the defaults, interleaved rounds (median, min–max; "
             "every round):", "",
-            "| | median | min–max | rounds | flat QPS | mmsearch QPS |", "|---|---|---|---|---|---|"]
+            "| | median | min–max | rounds | flat QPS | mmsearch QPS |",
+            "|---|---|---|---|---|---|"]
     for kind, label in (("batch", "batch 1024"), ("single", "batch 1")):
         v = s[kind]
         out.append(f"| {label} | **{v['ratio_median']}×** | {v['ratio_min']}–{v['ratio_max']}× | "
