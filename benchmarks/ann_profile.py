@@ -78,6 +78,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3,
                    help="interleaved rounds per rerank value for the speed-up over flat (0: skip)")
     p.add_argument("--single", type=int, default=300)
+    p.add_argument("--filter-shares", type=float, nargs="*", default=[],
+                   help="also time both filter plans at these selectivities")
+    p.add_argument("--filtered", type=int, default=100)
     p.add_argument("--flat-single", type=int, default=10)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/mmsearch-ann-bench"))
     args = p.parse_args()
@@ -107,6 +110,8 @@ def main() -> None:
                   f"pq {t_pq * 1e3:6.1f} + keymap {t_map * 1e3:5.1f} + rescore "
                   f"{t_re * 1e3:6.1f} (numpy gather+matmul: {t_np * 1e3:6.1f})  -> "
                   f"{len(queries) / total:7.0f} QPS", flush=True)
+    if args.filter_shares:
+        ann.filter_sweep(index, data, queries, args)
     if args.rounds:
         for rerank in args.reranks:
             index.rerank = rerank
