@@ -70,6 +70,8 @@ def numpy_rescore(index: IVFPQIndex, q: np.ndarray, cand: np.ndarray) -> np.ndar
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--data-n", type=int, default=1_000_000,
+                   help="size of the cached data set whose first n rows are used")
     p.add_argument("--queries", type=int, default=1024)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
@@ -86,7 +88,8 @@ def main() -> None:
     args = p.parse_args()
     faiss.omp_set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    data = ann.cached_data(args.workdir, args.n)[: args.n]
+    # the first n rows of the benchmark's cached data (as `ann.py --sizes n N` uses)
+    data = ann.cached_data(args.workdir, max(args.n, args.data_n))[: args.n]
     queries = ann.make_data(args.queries, 2)
     _, truth = faiss.knn(queries, data, ann.K, metric=faiss.METRIC_INNER_PRODUCT)
     col = open_store(args.n, args.workdir, data)
