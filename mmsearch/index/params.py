@@ -33,7 +33,11 @@ class AnnParams:
         train_per_list: training sample size per inverted list (at least 256 × 40 rows).
         niter: k-means iterations when training.
         filter_exact_rows: a filter matching at most this many rows is searched exactly
-            among those rows; a looser one through the index, restricted to them.
+            among those rows; a looser one through the index, restricted to them. Set from
+            measurements at 100k and 1M (benchmarks/RESULTS.md, ANN section): the
+            restricted index search is faster at every size, but its recall@10 depends on
+            how many rows match (0.56-0.91 up to 20k rows, 0.95-0.99 from ~30k), so exact
+            search is kept up to 32,768 rows (~5-30 ms per query on 2 cores).
         save_share: rewrite the index file once this share of rows changed since it was
             written (adds and deletes in between are replayed from the segments on open).
         gpu: use a CUDA GPU through faiss-gpu when there is one (None: when present).
