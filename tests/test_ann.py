@@ -324,6 +324,8 @@ def test_rescoring_reads_rows_in_place_across_segments_deletes_and_odd_parts():
     assert np.isneginf(got[rows < 0]).all()
     single = LiveVectors.from_array(full)
     np.testing.assert_allclose(ivfpq.inner_products(single, q, rows), got, rtol=1e-5, atol=1e-5)
+    with pytest.raises(IndexError):  # never a read past the end of a memory map
+        ivfpq.inner_products(single, q, np.full((7, 2), len(full)))
 
 
 @pytest.mark.parametrize("keys", [[0, 1, 2, 5, 9], [3, 9000, 7, 15], [4, 2, 8, 0]])

@@ -421,6 +421,8 @@ def inner_products(vectors: LiveVectors, q: np.ndarray, rows: np.ndarray) -> np.
         if keep is not None:
             local = np.where(local >= 0, keep[np.maximum(local, 0)], -1)
         local = np.ascontiguousarray(local, dtype=np.int64)
+        if int(local.max()) >= len(part):  # FAISS reads unchecked: never past the map
+            raise IndexError(f"row {int(local.max())} outside a part of {len(part)} rows")
         if part.dtype == np.float32 and part.flags.c_contiguous:
             out = np.empty((nq, c), dtype=np.float32)
             faiss.fvec_inner_products_by_idx(
