@@ -324,7 +324,7 @@ def plot(results: list[dict], path: Path) -> None:
         if res.get("usearch"):
             us = res["usearch"]
             ax.plot([r["qps_b1"] for r in us], [r["recall"] for r in us], "s--",
-                    label=f"usearch HNSW {us[0]['dtype']} (ef)")
+                    label=f"usearch HNSW {us[0]['dtype'].split('.')[-1].lower()} (ef)")
             for r in us:
                 ax.annotate(str(r["ef"]), (r["qps_b1"], r["recall"]), fontsize=7,
                             xytext=(3, 4), textcoords="offset points")
