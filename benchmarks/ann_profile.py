@@ -80,6 +80,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3,
                    help="interleaved rounds per rerank value for the speed-up over flat (0: skip)")
     p.add_argument("--single", type=int, default=300)
+    p.add_argument("--latency-rounds", type=int, default=0,
+                   help="rounds of 1,000 single queries timed at the defaults")
     p.add_argument("--filter-shares", type=float, nargs="*", default=[],
                    help="also time both filter plans at these selectivities")
     p.add_argument("--filtered", type=int, default=100)
@@ -113,6 +115,15 @@ def main() -> None:
                   f"pq {t_pq * 1e3:6.1f} + keymap {t_map * 1e3:5.1f} + rescore "
                   f"{t_re * 1e3:6.1f} (numpy gather+matmul: {t_np * 1e3:6.1f})  -> "
                   f"{len(queries) / total:7.0f} QPS", flush=True)
+    for rnd in range(args.latency_rounds):
+        lat = []
+        for x in ann.make_data(1000, 2):
+            t = time.perf_counter()
+            index.search(x[None, :], k)
+            lat.append((time.perf_counter() - t) * 1e3)
+        print(f"single-query latency at the defaults, round {rnd}: p50 "
+              f"{np.percentile(lat, 50):.2f} ms, p99 {np.percentile(lat, 99):.2f} ms "
+              f"(1,000 queries)", flush=True)
     if args.filter_shares:
         ann.filter_sweep(index, data, queries, args)
     if args.rounds:
