@@ -58,7 +58,14 @@ class Collection:
         self._device = config.device_name(device)
         self._encoder: Encoder | None = None
         self._snapshot: Snapshot | None = None
+        # Writers hold `_lock` for the length of a write; readers never take it. Readers
+        # follow the manifest through their own `Store` (`_reader`), so a writer's
+        # in-progress manifest is never clobbered, and load a new `Snapshot` (immutable)
+        # under `_snap_lock` only when a commit happened; the reference swap is atomic.
         self._lock = threading.RLock()
+        self._snap_lock = threading.Lock()
+        self._encoder_lock = threading.Lock()
+        self._reader = Store(self.path)
         self._ann_params = AnnParams.resolve(index_params)
         self._ann = None  # the IVF-PQ index in RAM, shared by snapshots and the writer
         self._check_model(self._asked_model)
@@ -74,7 +81,10 @@ class Collection:
     @property
     def encoder(self) -> Encoder:
         """The encoder, loaded on first use."""
-        with self._lock:
+        encoder = self._encoder
+        if encoder is not None:
+            return encoder
+        with self._encoder_lock:
             if self._encoder is None:
                 spec = self.model
                 if spec is None:
@@ -137,7 +147,7 @@ class Collection:
                               progress=progress, video=video)
             report = indexer.run(roots)
             self._maintain_index(store)
-            self._snapshot = None
+            self._publish(store)
         return report
 
     def upsert(self, records: Any) -> int:
@@ -160,7 +170,7 @@ class Collection:
             store.commit([Batch(table, vectors)], old_keys, model=model,
                          dim=None if store.manifest.get("dim") else vectors.shape[1])
             self._maintain_index(store)
-            self._snapshot = None
+            self._publish(store)
         return len(table)
 
     def _record_vectors(self, batch: RecordBatch) -> np.ndarray:
@@ -181,7 +191,7 @@ class Collection:
             if len(keys):
                 store.commit([], keys)
                 self._maintain_index(store)
-            self._snapshot = None
+            self._publish(store)
         return len(keys)
 
     def remove_paths(self, paths: Iterable[str | os.PathLike[str]]) -> int:
@@ -197,7 +207,7 @@ class Collection:
             if keys:
                 store.commit([], np.array(keys, dtype=np.int64))
                 self._maintain_index(store)
-            self._snapshot = None
+            self._publish(store)
         return len(keys)
 
     def _maintain_index(self, store: Store, force: bool = False) -> None:
@@ -212,7 +222,7 @@ class Collection:
         """
         with self._lock, self._store.writer() as store:
             self._maintain_index(store, force=True)
-            self._snapshot = None
+            self._publish(store)
         return self.info()["index_params"]
 
     @staticmethod
@@ -226,21 +236,38 @@ class Collection:
 
     # -- reading ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        """The current consistent view (reloaded when another writer committed)."""
-        with self._lock:
-            changed = self._store.refresh()
-            if self._snapshot is None or changed:
-                self._snapshot = self._load_snapshot()
-            return self._snapshot
+        """The current consistent view (reloaded when a writer committed).
+
+        Never waits for a write in progress: until its commit, the previous view is served.
+        """
+        with self._snap_lock:
+            self._reader.refresh()
+            snap = self._snapshot
+            if snap is None or snap.generation != self._reader.generation:
+                snap = self._snapshot = self._load_snapshot()
+            return snap
+
+    def _publish(self, store: Store) -> None:
+        """After a write (inside the writer lock): load the new view, build its index, and
+        swap it in, so readers go on with the old view meanwhile and never load it
+        themselves."""
+        if not store.exists:
+            return
+        snap = Snapshot.load(store, self._ann_params, self._ann)
+        if len(snap):
+            snap.index  # noqa: B018 - build the exact index now, not on the first search
+        with self._snap_lock:
+            if self._snapshot is None or self._snapshot.generation <= snap.generation:
+                self._snapshot = snap
 
     def _load_snapshot(self) -> Snapshot:
         for _ in range(5):  # a concurrent compaction may remove files between reads
             try:
-                snap = Snapshot.load(self._store, self._ann_params, self._ann)
+                snap = Snapshot.load(self._reader, self._ann_params, self._ann)
                 self._ann = snap.ann or self._ann
                 return snap
             except FileNotFoundError:
-                self._store.refresh()
+                self._reader.refresh()
         raise MmsearchError(f"store {self.path} keeps changing under the reader; try again")
 
     def search(self, text: str | None = None, image: ImageQuery | None = None,
@@ -333,7 +360,7 @@ class Collection:
                                    "GROUP BY 1 ORDER BY 1").fetchall():
                 counts[str(mod)] = int(n)
             items = int(snap.sql("SELECT count(DISTINCT id) FROM items").fetchone()[0])
-        manifest = self._store.manifest
+        manifest = self._reader.manifest
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()) \
             if self.path.exists() else 0
         return {"store": str(self.path.resolve()), "model": (manifest.get("model") or {}).get(
@@ -353,7 +380,7 @@ class Collection:
 
     def close(self) -> None:
         """Release the model and cached data."""
-        with self._lock:
+        with self._snap_lock, self._encoder_lock:
             self._snapshot = None
             self._encoder = None
 
