@@ -13,6 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsearch import config
+from mmsearch.catalog.embed import embed_products
+from mmsearch.catalog.products import ProductColumns, Products, prepare
+from mmsearch.catalog.read import read_catalog
+from mmsearch.catalog.sync import CatalogReport, plan
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.registry import load_default_encoder, load_encoder, same_model
 from mmsearch.errors import BadMediaError, MmsearchError, ModelMismatchError, UsageError
@@ -28,8 +32,9 @@ from mmsearch.ingest.video import (
     DEFAULT_TIME_LIMIT,
     VideoOptions,
 )
-from mmsearch.records import RecordBatch, to_record_batch
+from mmsearch.records import RecordBatch, as_table, to_record_batch
 from mmsearch.results import Result
+from mmsearch.store.schema import utc_naive
 from mmsearch.store.snapshot import CORE_COLUMNS, HIDDEN_COLUMNS, Snapshot
 from mmsearch.store.store import Batch, Store
 
@@ -156,9 +161,16 @@ class Collection:
         `records`: a list of dicts, a pandas DataFrame or an Arrow table with an `id`
         column and either a `vector` column (precomputed embeddings, the fast path), a
         `path` column (images to embed) or a `text` column (texts to embed). Every other
-        column is kept as filterable metadata.
+        column is kept as filterable metadata. With both `path` and `text` (and no
+        `vector`), each record is a product, as in `index_catalog`: a "visual" and a "text"
+        row under its id, unchanged records skipped; a bad image fails the whole call.
         """
-        batch = to_record_batch(records)
+        table = as_table(records)
+        names = set(table.column_names)
+        if {"path", "text"} <= names and "vector" not in names:  # products: image + text rows
+            products = prepare(table, ProductColumns("id", "path", ("text",)), os.getcwd())
+            return self._sync_products(products, strict=True).rows_written
+        batch = to_record_batch(table)
         vectors = self._record_vectors(batch)
         with self._lock, self._store.writer() as store:
             old_keys = self._keys_of_ids(store, batch.ids)
@@ -172,6 +184,69 @@ class Collection:
             self._maintain_index(store)
             self._publish(store)
         return len(table)
+
+    def index_catalog(self, path: str | os.PathLike[str], *, id_col: str = "id",
+                      image_col: str | None = None, text_cols: Sequence[str] = (),
+                      delete_missing: bool = False, batch_size: int = config.BATCH_SIZE,
+                      commit_every: int = config.COMMIT_EVERY) -> CatalogReport:
+        """Sync a product catalog (CSV/TSV, Parquet or JSON Lines) into the collection.
+
+        Each product gets a "visual" row (the image in `image_col`, a path relative to the
+        catalog file) and a "text" row (`text_cols` joined), both under the id in `id_col`;
+        every other column is kept as typed, filterable metadata. Products whose values and
+        image file (size, mtime) are unchanged are skipped without embedding; changed ones
+        are replaced atomically; with `delete_missing`, catalog products absent from this
+        file are deleted. Rows with a bad or remote image are reported, the rest go on.
+        """
+        table = read_catalog(path)
+        cols = ProductColumns(id_col, image_col, tuple(text_cols))
+        products = prepare(table, cols, Path(path).resolve().parent)
+        return self._sync_products(products, delete_missing=delete_missing,
+                                   batch_size=batch_size, commit_every=commit_every)
+
+    def _sync_products(self, products: Products, *, delete_missing: bool = False,
+                       strict: bool = False, batch_size: int = config.BATCH_SIZE,
+                       commit_every: int | None = None) -> CatalogReport:
+        """Embed new/changed products and commit them (each chunk atomically).
+
+        `strict`: any failed product raises UsageError and nothing is written.
+        """
+        if strict and products.failed:
+            raise UsageError(_failures(products.failed))
+        report = CatalogReport(failed=list(products.failed))
+        with self._lock, self._store.writer() as store:
+            self._check_model(self._asked_model)
+            sync = plan(products, store.read_live_table(["key", "id", "row_hash"]))
+            report.unchanged = sync.unchanged
+            todo = sync.todo
+            step = max(1, commit_every or len(todo.ids) or 1)
+            for lo in range(0, len(todo.ids), step):
+                chunk = todo.take(range(lo, min(lo + step, len(todo.ids))))
+                encoder = self.encoder
+                rows, vectors, failed = embed_products(chunk, encoder, batch_size)
+                if strict and failed:
+                    raise UsageError(_failures(failed))
+                report.failed += failed
+                ids = list(dict.fromkeys(rows.column("id").to_pylist()))
+                if not ids:
+                    continue
+                old_keys = self._keys_of_ids(store, ids)
+                rows = rows.add_column(0, "key", pa.array(store.allocate_keys(len(rows))))
+                rows = rows.append_column("indexed_at", pa.array([utc_naive()] * len(rows),
+                                                                  pa.timestamp("us")))
+                store.commit([Batch(rows, vectors)], old_keys,
+                             model=None if store.model else self._model_pin(encoder),
+                             dim=None if store.manifest.get("dim") else encoder.dim)
+                report.added += sum(i in sync.added for i in ids)
+                report.updated += sum(i not in sync.added for i in ids)
+                report.rows_written += len(rows)
+            if delete_missing and sync.missing:
+                keys = self._keys_of_ids(store, sync.missing)
+                store.commit([], keys)
+                report.deleted = len(sync.missing)
+            self._maintain_index(store)
+            self._publish(store)
+        return report
 
     def _record_vectors(self, batch: RecordBatch) -> np.ndarray:
         if batch.vectors is not None:
@@ -417,6 +492,12 @@ def _best_per_item(snap: Snapshot, query: np.ndarray, k: int,
         if fetch >= total or len(valid) < min(fetch, total):
             return list(best.values())
         fetch *= 4
+
+
+def _failures(failed: list[tuple[str, str]]) -> str:
+    shown = "; ".join(f"{i}: {e}" for i, e in failed[:5])
+    more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+    return f"{len(failed)} record(s) cannot be used, nothing written: {shown}{more}"
 
 
 def _with_modality(where: str | None, modality: str | Sequence[str] | None) -> str | None:
