@@ -130,3 +130,18 @@ def test_catalog_errors_are_clear(tmp_path, tiny_spec):
             col.index_catalog(shop / "d.csv", text_cols=["nope"])
         with pytest.raises(UsageError, match="not a catalog"):
             col.index_catalog(shop / "c.txt", text_cols=["title"])
+
+
+def test_cli_index_catalog(tmp_path, tiny_spec, cli):
+    cat = _catalog(tmp_path / "shop", n=3)
+    store = tmp_path / "s"
+    res = cli("index", cat, "--store", store, "--model", tiny_spec, "--id-col", "sku",
+              "--image-col", "image", "--text-col", "title", "--text-col", "description")
+    assert res.exit_code == 0, res.stderr
+    assert "3 added, 0 updated, 0 unchanged, 0 deleted, 0 failed" in res.stderr
+    res = cli("query", "Product", "--store", store, "--json", "--where", "brand = 'acme'")
+    assert res.exit_code == 0 and [json.loads(x)["id"] for x in res.stdout.splitlines()] == ["1"]
+    res = cli("index", tmp_path / "shop" / "img", "--store", store, "--image-col", "image")
+    assert res.exit_code == 2 and "need a catalog file" in res.stderr
+    res = cli("index", cat, "--store", store, "--id-col", "nope", "--text-col", "title")
+    assert res.exit_code == 2 and "no column 'nope'" in res.stderr
