@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,7 +21,7 @@ from mmsearch.catalog.sync import CatalogReport, plan
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.registry import load_default_encoder, load_encoder, same_model
 from mmsearch.errors import BadMediaError, MmsearchError, ModelMismatchError, UsageError
-from mmsearch.filters import compile_filters
+from mmsearch.filters import compile_filters, quote_identifier
 from mmsearch.index.manage import maintain
 from mmsearch.index.params import AnnParams
 from mmsearch.indexer import Indexer, IndexReport
@@ -33,7 +34,7 @@ from mmsearch.ingest.video import (
     VideoOptions,
 )
 from mmsearch.records import RecordBatch, as_table, to_record_batch
-from mmsearch.results import Result
+from mmsearch.results import Result, results_to_arrow
 from mmsearch.store.schema import utc_naive
 from mmsearch.store.snapshot import CORE_COLUMNS, HIDDEN_COLUMNS, Snapshot
 from mmsearch.store.store import Batch, Store
@@ -374,6 +375,41 @@ class Collection:
         records = snap.records(np.array([r for _, r in hits], dtype=np.int64))
         return [_to_result(score, rec) for (score, _), rec in zip(hits, records, strict=True)]
 
+    def facets(self, columns: str | Sequence[str], text: str | None = None,
+               image: ImageQuery | None = None,
+               vector: Sequence[float] | np.ndarray | None = None, k: int = 100,
+               where: str | None = None, filters: Mapping[str, Any] | None = None,
+               modality: str | Sequence[str] | None = None,
+               ) -> dict[str, list[tuple[Any, int]]]:
+        """Counts of items per value of each column, most frequent first (DuckDB).
+
+        With a query (text, image or vector), over its k best items (as `search` returns
+        them); without one, over every item matching `where`/`filters`/`modality`.
+        """
+        names = [columns] if isinstance(columns, str) else list(columns)
+        if not names:
+            raise UsageError("give at least one facet column")
+        if text is not None or image is not None or vector is not None:
+            hits = self.search(text=text, image=image, vector=vector, k=k, where=where,
+                               filters=filters, modality=modality)
+            con = duckdb.connect()
+            con.register("hits", results_to_arrow(hits))
+            return {c: _facet(con, "hits", c, "count(*)", "TRUE", []) for c in names}
+        snap = self.snapshot()
+        if not len(snap):
+            return {c: [] for c in names}
+        clauses, params = ["TRUE"], []
+        where = _with_modality(where, modality)
+        if where:
+            clauses.append(f"({where})")
+        if filters:
+            sql, values = compile_filters(filters)
+            clauses.append(f"({sql})")
+            params.extend(values)
+        cursor = snap.sql("SELECT 1")  # the snapshot's per-thread cursor, `items` registered
+        return {c: _facet(cursor, "items", c, "count(DISTINCT id)", " AND ".join(clauses),
+                          params) for c in names}
+
     def _query_vector(self, text: str | None, image: ImageQuery | None,
                       vector: Sequence[float] | np.ndarray | None) -> np.ndarray:
         parts: list[np.ndarray] = []
@@ -492,6 +528,17 @@ def _best_per_item(snap: Snapshot, query: np.ndarray, k: int,
         if fetch >= total or len(valid) < min(fetch, total):
             return list(best.values())
         fetch *= 4
+
+
+def _facet(con: duckdb.DuckDBPyConnection, table: str, column: str, count: str, where: str,
+           params: list[Any]) -> list[tuple[Any, int]]:
+    col = quote_identifier(column)
+    try:
+        rows = con.execute(f"SELECT {col}, {count} AS n FROM {table} WHERE {where} "
+                           f"GROUP BY 1 ORDER BY n DESC, 1 NULLS LAST", params).fetchall()
+    except duckdb.Error as e:
+        raise UsageError(f"bad facet {column!r} or filter: {str(e).splitlines()[0]}") from None
+    return [(value, int(n)) for value, n in rows]
 
 
 def _failures(failed: list[tuple[str, str]]) -> str:
