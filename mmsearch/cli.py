@@ -252,6 +252,40 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
           "mmsearch-lite)", file=sys.stderr)
 
 
+@app.command()
+@handle_errors
+def serve(
+    store: StoreOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", envvar="MMSEARCH_API_KEY", show_default=False,
+        help="Require this key in the X-API-Key header [env MMSEARCH_API_KEY].")] = None,
+    max_k: Annotated[int, typer.Option("--max-k", min=1, help="Largest k a search may ask.")]
+    = 1000,
+    max_upload_mb: Annotated[float, typer.Option(
+        "--max-upload-mb", min=0.01, help="Largest uploaded image, MB.")] = 10.0,
+) -> None:
+    """Serve the store over HTTP: JSON API (OpenAPI at /docs) and a search page at /."""
+    try:
+        import uvicorn
+
+        from mmsearch.serve import Limits, create_app
+    except ImportError as e:
+        raise UsageError(f"serving needs the `serve` extra: pip install 'mmsearch[serve]' "
+                         f"({e.name} is missing)") from None
+    col = _open(store, model, device)
+    if not col.path.exists():
+        raise UsageError(f"no store at {col.path}")
+    image_bytes = int(max_upload_mb * 2**20)
+    limits = Limits(max_k=max_k, max_image_bytes=image_bytes,
+                    max_body_bytes=max(Limits.max_body_bytes, 2 * image_bytes))
+    print(f"serving {col.path} on http://{host}:{port}/ (API key "
+          f"{'required' if api_key else 'off'})", file=sys.stderr)
+    uvicorn.run(create_app(col, api_key=api_key, limits=limits), host=host, port=port,
+                log_level="warning")
+
+
 def _index_line(p: dict[str, Any]) -> str:
     """One line for an index description (`Collection.info()['index_params']`)."""
     if not p:

@@ -26,7 +26,7 @@ def _hammer(col, stop, seen, errors, latencies, query):
             hits = col.search(vector=query, k=N)
             latencies.append(time.perf_counter() - started)
             seen.append((len(hits), frozenset(h.metadata.get("batch") for h in hits)))
-        except Exception as e:  # noqa: BLE001 - any error fails the test below
+        except Exception as e:
             errors.append(repr(e))
 
 
@@ -83,7 +83,9 @@ def test_reader_latency_is_not_the_length_of_a_write(tmp_path):
     col.close()
     assert not errors, errors[:3]
     during = latencies[:-1]
-    assert len(during) >= 5, (len(during), write_s)
+    assert len(during) >= 10, (len(during), write_s)
+    # with the writer holding the searches' lock, one search lasts the whole write
+    assert max(during) < write_s / 2, (max(during), write_s)
     print(f"write {write_s:.2f}s, {len(during)} searches meanwhile, median "
           f"{np.median(during) * 1e3:.1f} ms, max {max(during) * 1e3:.1f} ms")
     assert np.median(during) < write_s / 10, (np.median(during), write_s)
