@@ -17,11 +17,11 @@ from conftest import make_photo
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the `serve` extra is not installed")
-import uvicorn  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
+import uvicorn
+from fastapi.testclient import TestClient
 
-import mmsearch  # noqa: E402
-from mmsearch.serve import Limits, create_app  # noqa: E402
+import mmsearch
+from mmsearch.serve import Limits, create_app
 
 KEY = {"X-API-Key": "s3cret"}
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -179,7 +179,7 @@ def _chromium() -> str | None:
 @pytest.mark.skipif(_chromium() is None, reason="chromium is not installed "
                     "(apt-get install -y chromium)")
 def test_page_in_headless_chromium(served, tmp_path):
-    root, col, _ = served
+    _root, col, _ = served
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(col), host="127.0.0.1", port=port,
                                            log_level="warning"))
