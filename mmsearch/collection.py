@@ -392,9 +392,16 @@ class Collection:
         if text is not None or image is not None or vector is not None:
             hits = self.search(text=text, image=image, vector=vector, k=k, where=where,
                                filters=filters, modality=modality)
-            con = duckdb.connect()
-            con.register("hits", results_to_arrow(hits))
-            return {c: _facet(con, "hits", c, "count(*)", "TRUE", []) for c in names}
+            snap = self.snapshot()
+            if not hits or not len(snap):
+                return {c: [] for c in names}
+            cursor = snap.sql("SELECT 1")  # this thread's cursor (a new connection is slow)
+            cursor.fetchall()
+            cursor.register("hits", results_to_arrow(hits))
+            try:
+                return {c: _facet(cursor, "hits", c, "count(*)", "TRUE", []) for c in names}
+            finally:
+                cursor.unregister("hits")
         snap = self.snapshot()
         if not len(snap):
             return {c: [] for c in names}
@@ -407,6 +414,7 @@ class Collection:
             clauses.append(f"({sql})")
             params.extend(values)
         cursor = snap.sql("SELECT 1")  # the snapshot's per-thread cursor, `items` registered
+        cursor.fetchall()
         return {c: _facet(cursor, "items", c, "count(DISTINCT id)", " AND ".join(clauses),
                           params) for c in names}
 
