@@ -97,7 +97,11 @@ async def writer(base: str, stop: float, writes: list[float], errors: list[str])
                                                           strict=True)]
             records = list({r["id"]: r for r in records}.values())
             started = time.perf_counter()
-            res = await http.post("/upsert", json={"records": records})
+            try:
+                res = await http.post("/upsert", json={"records": records})
+            except httpx.HTTPError as e:
+                errors.append(f"upsert {e!r}")
+                continue
             if res.status_code != 200:
                 errors.append(f"upsert {res.status_code}: {res.text[:200]}")
             else:

@@ -282,8 +282,10 @@ def serve(
                     max_body_bytes=max(Limits.max_body_bytes, 2 * image_bytes))
     print(f"serving {col.path} on http://{host}:{port}/ (API key "
           f"{'required' if api_key else 'off'})", file=sys.stderr)
+    # idle keep-alive connections live 75 s (longer than common proxies' idle timeouts), so
+    # a client reusing one never races the server closing it
     uvicorn.run(create_app(col, api_key=api_key, limits=limits), host=host, port=port,
-                log_level="warning")
+                log_level="warning", timeout_keep_alive=75)
 
 
 def _index_line(p: dict[str, Any]) -> str:
