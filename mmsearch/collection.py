@@ -80,8 +80,8 @@ class Collection:
     @property
     def model(self) -> str | None:
         """The model spec this collection embeds with (pinned by the store once written)."""
-        pinned = (self._store.model or {}).get("spec")
-        return pinned or self._asked_model or (None if self._store.exists else
+        pinned = (self._manifest().get("model") or {}).get("spec")
+        return pinned or self._asked_model or (None if self._manifest() else
                                                config.DEFAULT_MODEL)
 
     @property
@@ -98,22 +98,27 @@ class Collection:
                                      "model; query it with vector=..., or create it with "
                                      "mmsearch.open(store, model=...)")
                 if spec == config.DEFAULT_MODEL and not self._asked_model \
-                        and not self._store.model:
+                        and not self._manifest().get("model"):
                     self._encoder = load_default_encoder(spec, self._device)
                 else:
                     self._encoder = load_encoder(spec, self._device)
                 self._check_dim(self._encoder.dim)
             return self._encoder
 
+    def _manifest(self) -> dict[str, Any]:
+        """The newest manifest seen, by the writer's or the readers' `Store`."""
+        writer, reader = self._store.manifest, self._reader.manifest
+        return writer if writer.get("generation", 0) >= reader.get("generation", 0) else reader
+
     def _check_model(self, asked: str | None) -> None:
-        pinned = (self._store.model or {}).get("spec")
+        pinned = (self._manifest().get("model") or {}).get("spec")
         if asked and pinned and not same_model(pinned, asked):
             raise ModelMismatchError(
                 f"store {self.path} was built with model {pinned!r}, not {asked!r}; "
                 "leave out --model to use the store's model, or pick another --store")
 
     def _check_dim(self, dim: int) -> None:
-        pinned = self._store.manifest.get("dim")
+        pinned = self._manifest().get("dim")
         if pinned and int(pinned) != dim:
             raise ModelMismatchError(f"store {self.path} holds {pinned}-d vectors; "
                                      f"this model makes {dim}-d vectors")
