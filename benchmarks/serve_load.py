@@ -111,7 +111,11 @@ async def writer(base: str, stop: float, writes: list[float], errors: list[str])
 
 
 def library_baseline(store: Path, queries: np.ndarray, seconds: float = 10) -> float:
-    """Single-thread `col.search` rate (same request mix, no HTTP), queries/s."""
+    """Single-thread `col.search` rate (same request mix, no HTTP, one FAISS thread like
+    the server's requests), queries/s."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
     with mmsearch.open(store) as col:
         col.search(vector=queries[0], k=10)
         n, stop = 0, time.perf_counter() + seconds

@@ -265,6 +265,9 @@ def serve(
     = 1000,
     max_upload_mb: Annotated[float, typer.Option(
         "--max-upload-mb", min=0.01, help="Largest uploaded image, MB.")] = 10.0,
+    threads: Annotated[int, typer.Option(
+        "--threads", min=1, help="Compute threads per request (FAISS, torch); requests run "
+        "in parallel.")] = 1,
 ) -> None:
     """Serve the store over HTTP: JSON API (OpenAPI at /docs) and a search page at /."""
     try:
@@ -277,6 +280,9 @@ def serve(
     col = _open(store, model, device)
     if not col.path.exists():
         raise UsageError(f"no store at {col.path}")
+    import torch
+
+    torch.set_num_threads(threads)
     image_bytes = int(max_upload_mb * 2**20)
     limits = Limits(max_k=max_k, max_image_bytes=image_bytes,
                     max_body_bytes=max(Limits.max_body_bytes, 2 * image_bytes))
@@ -284,7 +290,8 @@ def serve(
           f"{'required' if api_key else 'off'})", file=sys.stderr)
     # idle keep-alive connections live 75 s (longer than common proxies' idle timeouts), so
     # a client reusing one never races the server closing it
-    uvicorn.run(create_app(col, api_key=api_key, limits=limits), host=host, port=port,
+    uvicorn.run(create_app(col, api_key=api_key, limits=limits, threads_per_request=threads),
+                host=host, port=port,
                 log_level="warning", timeout_keep_alive=75)
 
 

@@ -65,11 +65,13 @@ class Collection:
         self._encoder: Encoder | None = None
         self._snapshot: Snapshot | None = None
         # Writers hold `_lock` for the length of a write; readers never take it. Readers
-        # follow the manifest through their own `Store` (`_reader`), so a writer's
-        # in-progress manifest is never clobbered, and load a new `Snapshot` (immutable)
-        # under `_snap_lock` only when a commit happened; the reference swap is atomic.
+        # watch the manifest through their own `Store` (`_reader`), so a writer's
+        # in-progress manifest is never clobbered; after a write the writer loads the new
+        # immutable `Snapshot` and swaps it in (`_publish`); a reader that sees a commit
+        # first loads it under `_load_lock` while the other readers keep the old view.
         self._lock = threading.RLock()
         self._snap_lock = threading.Lock()
+        self._load_lock = threading.Lock()
         self._encoder_lock = threading.Lock()
         self._reader = Store(self.path)
         self._ann_params = AnnParams.resolve(index_params)
@@ -320,13 +322,28 @@ class Collection:
         """The current consistent view (reloaded when a writer committed).
 
         Never waits for a write in progress: until its commit, the previous view is served.
+        While one thread loads a newer generation, the others keep the previous view
+        instead of waiting for the load (only the very first load is waited for).
         """
-        with self._snap_lock:
+        with self._snap_lock:  # short: a stat of the manifest
             self._reader.refresh()
+            generation = self._reader.generation
             snap = self._snapshot
-            if snap is None or snap.generation != self._reader.generation:
-                snap = self._snapshot = self._load_snapshot()
+        if snap is not None and snap.generation >= generation:
             return snap
+        if not self._load_lock.acquire(blocking=snap is None):
+            return snap  # type: ignore[return-value] - another thread is loading
+        try:
+            current = self._snapshot
+            if current is not None and current.generation >= generation:
+                return current  # loaded or published meanwhile
+            loaded = self._load_snapshot()
+            with self._snap_lock:
+                if self._snapshot is None or self._snapshot.generation < loaded.generation:
+                    self._snapshot = loaded
+                return self._snapshot
+        finally:
+            self._load_lock.release()
 
     def _publish(self, store: Store) -> None:
         """After a write (inside the writer lock): load the new view, build its index, and
@@ -343,12 +360,12 @@ class Collection:
 
     def _load_snapshot(self) -> Snapshot:
         for _ in range(5):  # a concurrent compaction may remove files between reads
-            try:
-                snap = Snapshot.load(self._reader, self._ann_params, self._ann)
+            try:  # its own Store: one manifest read, never refreshed under the load
+                snap = Snapshot.load(Store(self.path), self._ann_params, self._ann)
                 self._ann = snap.ann or self._ann
                 return snap
             except FileNotFoundError:
-                self._reader.refresh()
+                continue
         raise MmsearchError(f"store {self.path} keeps changing under the reader; try again")
 
     def search(self, text: str | None = None, image: ImageQuery | None = None,

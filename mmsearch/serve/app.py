@@ -11,11 +11,13 @@ import hmac
 import inspect
 import io
 import json
+import threading
 import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import faiss
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -61,9 +63,22 @@ class DeleteRequest(BaseModel):
 
 
 def create_app(collection: Collection, api_key: str | None = None,
-               limits: Limits | None = None) -> FastAPI:
-    """The HTTP app over one collection; `api_key` (if any) is required on the API."""
+               limits: Limits | None = None, threads_per_request: int | None = 1) -> FastAPI:
+    """The HTTP app over one collection; `api_key` (if any) is required on the API.
+
+    `threads_per_request`: FAISS (OpenMP) threads a request's search may use; the server
+    gets its parallelism from concurrent requests, and nested OpenMP teams on a busy CPU
+    make each search several times slower. None leaves FAISS's setting alone.
+    """
     limits = limits or Limits()
+    local = threading.local()
+
+    def pin_threads() -> None:
+        # OpenMP's thread count is per calling thread: set it once per worker thread
+        if threads_per_request and getattr(local, "threads", None) != threads_per_request:
+            faiss.omp_set_num_threads(threads_per_request)
+            local.threads = threads_per_request
+
     app = FastAPI(title="mmsearch", version="0.1.0",
                   description="Multimodal search over one mmsearch store.")
     app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
@@ -89,6 +104,7 @@ def create_app(collection: Collection, api_key: str | None = None,
     def run_search(req: SearchRequest, image: bytes | None = None) -> dict[str, Any]:
         if req.k > limits.max_k:
             raise HTTPException(400, f"k={req.k} is over the limit of {limits.max_k}")
+        pin_threads()
         kwargs: dict[str, Any] = {}
         if req.rerank:
             if not can_rerank:
@@ -160,6 +176,7 @@ def create_app(collection: Collection, api_key: str | None = None,
             raise HTTPException(400, "records with a `path` are not accepted over HTTP "
                                 "(the server does not read files for clients); send a "
                                 "`vector` or `text`")
+        pin_threads()
         return {"rows": collection.upsert(req.records)}
 
     @app.post("/delete", dependencies=auth)
