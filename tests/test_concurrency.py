@@ -89,3 +89,32 @@ def test_reader_latency_is_not_the_length_of_a_write(tmp_path):
     print(f"write {write_s:.2f}s, {len(during)} searches meanwhile, median "
           f"{np.median(during) * 1e3:.1f} ms, max {max(during) * 1e3:.1f} ms")
     assert np.median(during) < write_s / 10, (np.median(during), write_s)
+
+
+def test_rwlock_readers_share_writers_exclude():
+    from mmsearch.index.rwlock import RWLock
+
+    lock, inside, most, log = RWLock(), [0], [0], []
+    guard = threading.Lock()
+
+    def read():
+        with lock.read():
+            with guard:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.05)
+            with guard:
+                inside[0] -= 1
+
+    def write():
+        with lock.write():
+            log.append(("write", inside[0]))  # no reader is inside while a writer is
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    threads += [threading.Thread(target=write) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] >= 2 and log == [("write", 0), ("write", 0)]
