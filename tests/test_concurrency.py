@@ -102,7 +102,7 @@ def test_rwlock_readers_share_writers_exclude():
             with guard:
                 inside[0] += 1
                 most[0] = max(most[0], inside[0])
-            time.sleep(0.05)
+            time.sleep(0.2)
             with guard:
                 inside[0] -= 1
 
