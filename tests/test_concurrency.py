@@ -7,6 +7,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 import mmsearch
 
@@ -30,12 +31,15 @@ def _hammer(col, stop, seen, errors, latencies, query):
             errors.append(repr(e))
 
 
-def test_readers_see_whole_batches_during_upserts_and_deletes(tmp_path):
+@pytest.mark.parametrize("index", ["exact", "ivfpq"])
+def test_readers_see_whole_batches_during_upserts_and_deletes(tmp_path, index):
     rng = np.random.default_rng(0)
     ids = [f"i{j}" for j in range(N)]
     odd = [i for i in ids if int(i[1:]) % 2]
-    col = mmsearch.open(tmp_path / "s")
+    params = {"threshold": 100} if index == "ivfpq" else None  # IVF-PQ shared by snapshots
+    col = mmsearch.open(tmp_path / "s", index_params=params)
     col.upsert(_batch(rng, 0, ids))
+    assert col.info()["index"] == index.replace("exact", "flat")
     stop, seen, errors, latencies = threading.Event(), [], [], []
     query = rng.normal(size=DIM).astype(np.float32)
     readers = [threading.Thread(target=_hammer, args=(col, stop, seen, errors, latencies,
