@@ -10,7 +10,7 @@
 from mmsearch.collection import Collection, open
 from mmsearch.errors import MmsearchError, ModelMismatchError, UsageError
 from mmsearch.indexer import IndexReport
-from mmsearch.results import Result
+from mmsearch.results import Result, results_to_arrow, results_to_pandas
 
 __version__ = "0.1.0"
 
@@ -23,4 +23,6 @@ __all__ = [
            "UsageError",
            "__version__",
            "open",
+           "results_to_arrow",
+           "results_to_pandas",
 ]

@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from mmsearch import config
+from mmsearch.catalog.read import is_catalog
 from mmsearch.errors import MmsearchError, UsageError
 from mmsearch.ingest.video import DEFAULT_FPS, DEFAULT_SCENE_THRESHOLD, DEFAULT_TIME_LIMIT
 
@@ -87,14 +88,45 @@ def index(
     rebuild_index: Annotated[bool, typer.Option(
         "--rebuild-index", help="Retrain the vector index afterwards (PATHs then optional).")]
     = False,
+    id_col: Annotated[str | None, typer.Option(
+        "--id-col", help="Catalog: the product id column [default: id].",
+        show_default=False)] = None,
+    image_col: Annotated[str | None, typer.Option(
+        "--image-col", help="Catalog: the image path column (relative to the catalog file).",
+        show_default=False)] = None,
+    text_col: Annotated[list[str] | None, typer.Option(
+        "--text-col", help="Catalog: a text column to embed (repeatable; joined).",
+        show_default=False)] = None,
+    delete_missing: Annotated[bool, typer.Option(
+        "--delete-missing", help="Catalog: delete products absent from this file.")] = False,
 ) -> None:
-    """Index files and folders; re-running is incremental."""
+    """Index files and folders, or a product catalog (.csv/.tsv/.parquet/.jsonl); re-running
+    is incremental."""
     if not paths and not rebuild_index:
         raise UsageError("give at least one PATH to index (or --rebuild-index)")
     missing = [str(p) for p in paths or [] if not p.exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    catalogs = [p for p in paths or [] if p.is_file() and is_catalog(p)]
+    catalog_opts = id_col or image_col or text_col or delete_missing
+    if catalog_opts and not catalogs:
+        raise UsageError("--id-col/--image-col/--text-col/--delete-missing need a catalog "
+                         "file (.csv, .tsv, .parquet, .jsonl)")
+    if catalogs and (len(catalogs) > 1 or len(paths or []) > 1):
+        raise UsageError("index one catalog file at a time, on its own")
     col = _open(store, model, device)
+    if catalogs:
+        result = col.index_catalog(catalogs[0], id_col=id_col or "id", image_col=image_col,
+                                   text_cols=text_col or [], delete_missing=delete_missing,
+                                   batch_size=batch_size)
+        for item, reason in result.failed if verbose else []:
+            _err(f"skipped product {item}: {reason}")
+        if result.failed and not verbose:
+            _err(f"{len(result.failed)} product(s) skipped (use --verbose to list them)")
+        print(result.summary(), file=sys.stderr)
+        if rebuild_index:
+            print(f"index rebuilt: {_index_line(col.rebuild_index())}", file=sys.stderr)
+        return
     if not paths:
         if not col.path.exists():
             raise UsageError(f"no store at {col.path}")
@@ -218,6 +250,49 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         print(f"{m.spec:<45} {m.dim:>5}-d  {m.source}")
     print(f"default: {config.DEFAULT_MODEL} (downloaded on first use; offline falls back to "
           "mmsearch-lite)", file=sys.stderr)
+
+
+@app.command()
+@handle_errors
+def serve(
+    store: StoreOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", envvar="MMSEARCH_API_KEY", show_default=False,
+        help="Require this key in the X-API-Key header [env MMSEARCH_API_KEY].")] = None,
+    max_k: Annotated[int, typer.Option("--max-k", min=1, help="Largest k a search may ask.")]
+    = 1000,
+    max_upload_mb: Annotated[float, typer.Option(
+        "--max-upload-mb", min=0.01, help="Largest uploaded image, MB.")] = 10.0,
+    threads: Annotated[int, typer.Option(
+        "--threads", min=1, help="Compute threads per request (FAISS, torch); requests run "
+        "in parallel.")] = 1,
+) -> None:
+    """Serve the store over HTTP: JSON API (OpenAPI at /docs) and a search page at /."""
+    try:
+        import uvicorn
+
+        from mmsearch.serve import Limits, create_app
+    except ImportError as e:
+        raise UsageError(f"serving needs the `serve` extra: pip install 'mmsearch[serve]' "
+                         f"({e.name} is missing)") from None
+    col = _open(store, model, device)
+    if not col.path.exists():
+        raise UsageError(f"no store at {col.path}")
+    import torch
+
+    torch.set_num_threads(threads)
+    image_bytes = int(max_upload_mb * 2**20)
+    limits = Limits(max_k=max_k, max_image_bytes=image_bytes,
+                    max_body_bytes=max(Limits.max_body_bytes, 2 * image_bytes))
+    print(f"serving {col.path} on http://{host}:{port}/ (API key "
+          f"{'required' if api_key else 'off'})", file=sys.stderr)
+    # idle keep-alive connections live 75 s (longer than common proxies' idle timeouts), so
+    # a client reusing one never races the server closing it
+    uvicorn.run(create_app(col, api_key=api_key, limits=limits, threads_per_request=threads),
+                host=host, port=port,
+                log_level="warning", timeout_keep_alive=75)
 
 
 def _index_line(p: dict[str, Any]) -> str:

@@ -8,15 +8,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsearch import config
+from mmsearch.catalog.embed import embed_products
+from mmsearch.catalog.products import ProductColumns, Products, prepare
+from mmsearch.catalog.read import read_catalog
+from mmsearch.catalog.sync import CatalogReport, plan
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.registry import load_default_encoder, load_encoder, same_model
 from mmsearch.errors import BadMediaError, MmsearchError, ModelMismatchError, UsageError
-from mmsearch.filters import compile_filters
+from mmsearch.filters import compile_filters, quote_identifier
 from mmsearch.index.manage import maintain
 from mmsearch.index.params import AnnParams
 from mmsearch.indexer import Indexer, IndexReport
@@ -28,8 +33,9 @@ from mmsearch.ingest.video import (
     DEFAULT_TIME_LIMIT,
     VideoOptions,
 )
-from mmsearch.records import RecordBatch, to_record_batch
-from mmsearch.results import Result
+from mmsearch.records import RecordBatch, as_table, to_record_batch
+from mmsearch.results import Result, results_to_arrow
+from mmsearch.store.schema import utc_naive
 from mmsearch.store.snapshot import CORE_COLUMNS, HIDDEN_COLUMNS, Snapshot
 from mmsearch.store.store import Batch, Store
 
@@ -58,7 +64,16 @@ class Collection:
         self._device = config.device_name(device)
         self._encoder: Encoder | None = None
         self._snapshot: Snapshot | None = None
+        # Writers hold `_lock` for the length of a write; readers never take it. Readers
+        # watch the manifest through their own `Store` (`_reader`), so a writer's
+        # in-progress manifest is never clobbered; after a write the writer loads the new
+        # immutable `Snapshot` and swaps it in (`_publish`); a reader that sees a commit
+        # first loads it under `_load_lock` while the other readers keep the old view.
         self._lock = threading.RLock()
+        self._snap_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._encoder_lock = threading.Lock()
+        self._reader = Store(self.path)
         self._ann_params = AnnParams.resolve(index_params)
         self._ann = None  # the IVF-PQ index in RAM, shared by snapshots and the writer
         self._check_model(self._asked_model)
@@ -67,14 +82,17 @@ class Collection:
     @property
     def model(self) -> str | None:
         """The model spec this collection embeds with (pinned by the store once written)."""
-        pinned = (self._store.model or {}).get("spec")
-        return pinned or self._asked_model or (None if self._store.exists else
+        pinned = (self._manifest().get("model") or {}).get("spec")
+        return pinned or self._asked_model or (None if self._manifest() else
                                                config.DEFAULT_MODEL)
 
     @property
     def encoder(self) -> Encoder:
         """The encoder, loaded on first use."""
-        with self._lock:
+        encoder = self._encoder
+        if encoder is not None:
+            return encoder
+        with self._encoder_lock:
             if self._encoder is None:
                 spec = self.model
                 if spec is None:
@@ -82,22 +100,27 @@ class Collection:
                                      "model; query it with vector=..., or create it with "
                                      "mmsearch.open(store, model=...)")
                 if spec == config.DEFAULT_MODEL and not self._asked_model \
-                        and not self._store.model:
+                        and not self._manifest().get("model"):
                     self._encoder = load_default_encoder(spec, self._device)
                 else:
                     self._encoder = load_encoder(spec, self._device)
                 self._check_dim(self._encoder.dim)
             return self._encoder
 
+    def _manifest(self) -> dict[str, Any]:
+        """The newest manifest seen, by the writer's or the readers' `Store`."""
+        writer, reader = self._store.manifest, self._reader.manifest
+        return writer if writer.get("generation", 0) >= reader.get("generation", 0) else reader
+
     def _check_model(self, asked: str | None) -> None:
-        pinned = (self._store.model or {}).get("spec")
+        pinned = (self._manifest().get("model") or {}).get("spec")
         if asked and pinned and not same_model(pinned, asked):
             raise ModelMismatchError(
                 f"store {self.path} was built with model {pinned!r}, not {asked!r}; "
                 "leave out --model to use the store's model, or pick another --store")
 
     def _check_dim(self, dim: int) -> None:
-        pinned = self._store.manifest.get("dim")
+        pinned = self._manifest().get("dim")
         if pinned and int(pinned) != dim:
             raise ModelMismatchError(f"store {self.path} holds {pinned}-d vectors; "
                                      f"this model makes {dim}-d vectors")
@@ -137,7 +160,7 @@ class Collection:
                               progress=progress, video=video)
             report = indexer.run(roots)
             self._maintain_index(store)
-            self._snapshot = None
+            self._publish(store)
         return report
 
     def upsert(self, records: Any) -> int:
@@ -146,9 +169,16 @@ class Collection:
         `records`: a list of dicts, a pandas DataFrame or an Arrow table with an `id`
         column and either a `vector` column (precomputed embeddings, the fast path), a
         `path` column (images to embed) or a `text` column (texts to embed). Every other
-        column is kept as filterable metadata.
+        column is kept as filterable metadata. With both `path` and `text` (and no
+        `vector`), each record is a product, as in `index_catalog`: a "visual" and a "text"
+        row under its id, unchanged records skipped; a bad image fails the whole call.
         """
-        batch = to_record_batch(records)
+        table = as_table(records)
+        names = set(table.column_names)
+        if {"path", "text"} <= names and "vector" not in names:  # products: image + text rows
+            products = prepare(table, ProductColumns("id", "path", ("text",)), os.getcwd())
+            return self._sync_products(products, strict=True).rows_written
+        batch = to_record_batch(table)
         vectors = self._record_vectors(batch)
         with self._lock, self._store.writer() as store:
             old_keys = self._keys_of_ids(store, batch.ids)
@@ -160,8 +190,71 @@ class Collection:
             store.commit([Batch(table, vectors)], old_keys, model=model,
                          dim=None if store.manifest.get("dim") else vectors.shape[1])
             self._maintain_index(store)
-            self._snapshot = None
+            self._publish(store)
         return len(table)
+
+    def index_catalog(self, path: str | os.PathLike[str], *, id_col: str = "id",
+                      image_col: str | None = None, text_cols: Sequence[str] = (),
+                      delete_missing: bool = False, batch_size: int = config.BATCH_SIZE,
+                      commit_every: int = config.COMMIT_EVERY) -> CatalogReport:
+        """Sync a product catalog (CSV/TSV, Parquet or JSON Lines) into the collection.
+
+        Each product gets a "visual" row (the image in `image_col`, a path relative to the
+        catalog file) and a "text" row (`text_cols` joined), both under the id in `id_col`;
+        every other column is kept as typed, filterable metadata. Products whose values and
+        image file (size, mtime) are unchanged are skipped without embedding; changed ones
+        are replaced atomically; with `delete_missing`, catalog products absent from this
+        file are deleted. Rows with a bad or remote image are reported, the rest go on.
+        """
+        table = read_catalog(path)
+        cols = ProductColumns(id_col, image_col, tuple(text_cols))
+        products = prepare(table, cols, Path(path).resolve().parent)
+        return self._sync_products(products, delete_missing=delete_missing,
+                                   batch_size=batch_size, commit_every=commit_every)
+
+    def _sync_products(self, products: Products, *, delete_missing: bool = False,
+                       strict: bool = False, batch_size: int = config.BATCH_SIZE,
+                       commit_every: int | None = None) -> CatalogReport:
+        """Embed new/changed products and commit them (each chunk atomically).
+
+        `strict`: any failed product raises UsageError and nothing is written.
+        """
+        if strict and products.failed:
+            raise UsageError(_failures(products.failed))
+        report = CatalogReport(failed=list(products.failed))
+        with self._lock, self._store.writer() as store:
+            self._check_model(self._asked_model)
+            sync = plan(products, store.read_live_table(["key", "id", "row_hash"]))
+            report.unchanged = sync.unchanged
+            todo = sync.todo
+            step = max(1, commit_every or len(todo.ids) or 1)
+            for lo in range(0, len(todo.ids), step):
+                chunk = todo.take(range(lo, min(lo + step, len(todo.ids))))
+                encoder = self.encoder
+                rows, vectors, failed = embed_products(chunk, encoder, batch_size)
+                if strict and failed:
+                    raise UsageError(_failures(failed))
+                report.failed += failed
+                ids = list(dict.fromkeys(rows.column("id").to_pylist()))
+                if not ids:
+                    continue
+                old_keys = self._keys_of_ids(store, ids)
+                rows = rows.add_column(0, "key", pa.array(store.allocate_keys(len(rows))))
+                rows = rows.append_column("indexed_at", pa.array([utc_naive()] * len(rows),
+                                                                  pa.timestamp("us")))
+                store.commit([Batch(rows, vectors)], old_keys,
+                             model=None if store.model else self._model_pin(encoder),
+                             dim=None if store.manifest.get("dim") else encoder.dim)
+                report.added += sum(i in sync.added for i in ids)
+                report.updated += sum(i not in sync.added for i in ids)
+                report.rows_written += len(rows)
+            if delete_missing and sync.missing:
+                keys = self._keys_of_ids(store, sync.missing)
+                store.commit([], keys)
+                report.deleted = len(sync.missing)
+            self._maintain_index(store)
+            self._publish(store)
+        return report
 
     def _record_vectors(self, batch: RecordBatch) -> np.ndarray:
         if batch.vectors is not None:
@@ -181,7 +274,7 @@ class Collection:
             if len(keys):
                 store.commit([], keys)
                 self._maintain_index(store)
-            self._snapshot = None
+            self._publish(store)
         return len(keys)
 
     def remove_paths(self, paths: Iterable[str | os.PathLike[str]]) -> int:
@@ -197,7 +290,7 @@ class Collection:
             if keys:
                 store.commit([], np.array(keys, dtype=np.int64))
                 self._maintain_index(store)
-            self._snapshot = None
+            self._publish(store)
         return len(keys)
 
     def _maintain_index(self, store: Store, force: bool = False) -> None:
@@ -212,7 +305,7 @@ class Collection:
         """
         with self._lock, self._store.writer() as store:
             self._maintain_index(store, force=True)
-            self._snapshot = None
+            self._publish(store)
         return self.info()["index_params"]
 
     @staticmethod
@@ -226,21 +319,53 @@ class Collection:
 
     # -- reading ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        """The current consistent view (reloaded when another writer committed)."""
-        with self._lock:
-            changed = self._store.refresh()
-            if self._snapshot is None or changed:
-                self._snapshot = self._load_snapshot()
-            return self._snapshot
+        """The current consistent view (reloaded when a writer committed).
+
+        Never waits for a write in progress: until its commit, the previous view is served.
+        While one thread loads a newer generation, the others keep the previous view
+        instead of waiting for the load (only the very first load is waited for).
+        """
+        with self._snap_lock:  # short: a stat of the manifest
+            self._reader.refresh()
+            generation = self._reader.generation
+            snap = self._snapshot
+        if snap is not None and snap.generation >= generation:
+            return snap
+        if not self._load_lock.acquire(blocking=snap is None):
+            return snap  # type: ignore[return-value] - another thread is loading
+        try:
+            current = self._snapshot
+            if current is not None and current.generation >= generation:
+                return current  # loaded or published meanwhile
+            loaded = self._load_snapshot()
+            with self._snap_lock:
+                if self._snapshot is None or self._snapshot.generation < loaded.generation:
+                    self._snapshot = loaded
+                return self._snapshot
+        finally:
+            self._load_lock.release()
+
+    def _publish(self, store: Store) -> None:
+        """After a write (inside the writer lock): load the new view, build its index, and
+        swap it in, so readers go on with the old view meanwhile and never load it
+        themselves."""
+        if not store.exists:
+            return
+        snap = Snapshot.load(store, self._ann_params, self._ann)
+        if len(snap):
+            snap.index  # noqa: B018 - build the exact index now, not on the first search
+        with self._snap_lock:
+            if self._snapshot is None or self._snapshot.generation <= snap.generation:
+                self._snapshot = snap
 
     def _load_snapshot(self) -> Snapshot:
         for _ in range(5):  # a concurrent compaction may remove files between reads
-            try:
-                snap = Snapshot.load(self._store, self._ann_params, self._ann)
+            try:  # its own Store: one manifest read, never refreshed under the load
+                snap = Snapshot.load(Store(self.path), self._ann_params, self._ann)
                 self._ann = snap.ann or self._ann
                 return snap
             except FileNotFoundError:
-                self._store.refresh()
+                continue
         raise MmsearchError(f"store {self.path} keeps changing under the reader; try again")
 
     def search(self, text: str | None = None, image: ImageQuery | None = None,
@@ -271,6 +396,49 @@ class Collection:
         hits = _best_per_item(snap, query, k, rows)
         records = snap.records(np.array([r for _, r in hits], dtype=np.int64))
         return [_to_result(score, rec) for (score, _), rec in zip(hits, records, strict=True)]
+
+    def facets(self, columns: str | Sequence[str], text: str | None = None,
+               image: ImageQuery | None = None,
+               vector: Sequence[float] | np.ndarray | None = None, k: int = 100,
+               where: str | None = None, filters: Mapping[str, Any] | None = None,
+               modality: str | Sequence[str] | None = None,
+               ) -> dict[str, list[tuple[Any, int]]]:
+        """Counts of items per value of each column, most frequent first (DuckDB).
+
+        With a query (text, image or vector), over its k best items (as `search` returns
+        them); without one, over every item matching `where`/`filters`/`modality`.
+        """
+        names = [columns] if isinstance(columns, str) else list(columns)
+        if not names:
+            raise UsageError("give at least one facet column")
+        if text is not None or image is not None or vector is not None:
+            hits = self.search(text=text, image=image, vector=vector, k=k, where=where,
+                               filters=filters, modality=modality)
+            snap = self.snapshot()
+            if not hits or not len(snap):
+                return {c: [] for c in names}
+            cursor = snap.sql("SELECT 1")  # this thread's cursor (a new connection is slow)
+            cursor.fetchall()
+            cursor.register("hits", results_to_arrow(hits))
+            try:
+                return {c: _facet(cursor, "hits", c, "count(*)", "TRUE", []) for c in names}
+            finally:
+                cursor.unregister("hits")
+        snap = self.snapshot()
+        if not len(snap):
+            return {c: [] for c in names}
+        clauses, params = ["TRUE"], []
+        where = _with_modality(where, modality)
+        if where:
+            clauses.append(f"({where})")
+        if filters:
+            sql, values = compile_filters(filters)
+            clauses.append(f"({sql})")
+            params.extend(values)
+        cursor = snap.sql("SELECT 1")  # the snapshot's per-thread cursor, `items` registered
+        cursor.fetchall()
+        return {c: _facet(cursor, "items", c, "count(DISTINCT id)", " AND ".join(clauses),
+                          params) for c in names}
 
     def _query_vector(self, text: str | None, image: ImageQuery | None,
                       vector: Sequence[float] | np.ndarray | None) -> np.ndarray:
@@ -333,7 +501,7 @@ class Collection:
                                    "GROUP BY 1 ORDER BY 1").fetchall():
                 counts[str(mod)] = int(n)
             items = int(snap.sql("SELECT count(DISTINCT id) FROM items").fetchone()[0])
-        manifest = self._store.manifest
+        manifest = self._reader.manifest
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()) \
             if self.path.exists() else 0
         return {"store": str(self.path.resolve()), "model": (manifest.get("model") or {}).get(
@@ -353,7 +521,7 @@ class Collection:
 
     def close(self) -> None:
         """Release the model and cached data."""
-        with self._lock:
+        with self._snap_lock, self._encoder_lock:
             self._snapshot = None
             self._encoder = None
 
@@ -390,6 +558,23 @@ def _best_per_item(snap: Snapshot, query: np.ndarray, k: int,
         if fetch >= total or len(valid) < min(fetch, total):
             return list(best.values())
         fetch *= 4
+
+
+def _facet(con: duckdb.DuckDBPyConnection, table: str, column: str, count: str, where: str,
+           params: list[Any]) -> list[tuple[Any, int]]:
+    col = quote_identifier(column)
+    try:
+        rows = con.execute(f"SELECT {col}, {count} AS n FROM {table} WHERE {where} "
+                           f"GROUP BY 1 ORDER BY n DESC, 1 NULLS LAST", params).fetchall()
+    except duckdb.Error as e:
+        raise UsageError(f"bad facet {column!r} or filter: {str(e).splitlines()[0]}") from None
+    return [(value, int(n)) for value, n in rows]
+
+
+def _failures(failed: list[tuple[str, str]]) -> str:
+    shown = "; ".join(f"{i}: {e}" for i, e in failed[:5])
+    more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+    return f"{len(failed)} record(s) cannot be used, nothing written: {shown}{more}"
 
 
 def _with_modality(where: str | None, modality: str | Sequence[str] | None) -> str | None:

@@ -29,7 +29,7 @@ class RecordBatch:
 
 def to_record_batch(records: Any) -> RecordBatch:
     """Accept a list of dicts, a pandas DataFrame or an Arrow table; validate and split."""
-    table = _as_table(records)
+    table = as_table(records)
     if "id" not in table.column_names:
         raise UsageError("records need an `id` column")
     bad = RESERVED.intersection(table.column_names)
@@ -62,7 +62,8 @@ def to_record_batch(records: Any) -> RecordBatch:
     return batch
 
 
-def _as_table(records: Any) -> pa.Table:
+def as_table(records: Any) -> pa.Table:
+    """Records (dicts, a pandas DataFrame, Arrow) as an Arrow table."""
     if isinstance(records, pa.Table):
         return records
     if isinstance(records, pa.RecordBatch):

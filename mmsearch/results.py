@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+import pyarrow as pa
+
 
 @dataclass
 class Result:
@@ -38,3 +40,32 @@ class Result:
                 continue
             out[key] = value.isoformat() if isinstance(value, datetime | date) else value
         return out
+
+
+def results_to_arrow(results: list[Result]) -> pa.Table:
+    """Results as an Arrow table: id, path, modality, score, start_s, end_s, then metadata
+    columns (the union over the results; missing values null)."""
+    core = ["id", "path", "modality", "score", "start_s", "end_s"]
+    meta: dict[str, None] = {}
+    for r in results:
+        meta.update(dict.fromkeys(k for k in r.metadata if k not in core))
+    rows = [{"id": r.id, "path": r.path, "modality": r.modality, "score": float(r.score),
+             "start_s": r.start_s, "end_s": r.end_s, **{k: r.metadata.get(k) for k in meta}}
+            for r in results]
+    if not rows:
+        return pa.table({"id": pa.array([], pa.string()), "path": pa.array([], pa.string()),
+                         "modality": pa.array([], pa.string()),
+                         "score": pa.array([], pa.float64()),
+                         "start_s": pa.array([], pa.float64()),
+                         "end_s": pa.array([], pa.float64())})
+    table = pa.Table.from_pylist(rows)
+    for name in ("start_s", "end_s"):  # all-null columns come back typed
+        if pa.types.is_null(table.schema.field(name).type):
+            table = table.set_column(table.column_names.index(name), name,
+                                     table.column(name).cast(pa.float64()))
+    return table
+
+
+def results_to_pandas(results: list[Result]) -> Any:
+    """Results as a pandas DataFrame (needs pandas), columns as in `results_to_arrow`."""
+    return results_to_arrow(results).to_pandas()

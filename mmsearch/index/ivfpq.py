@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import faiss
 import numpy as np
 
 from mmsearch.index.params import AnnParams
+from mmsearch.index.rwlock import RWLock
 from mmsearch.store.files import write_atomic
 from mmsearch.store.vectors import LiveVectors
 
@@ -121,7 +121,7 @@ class AnnIndex:
         self.keys = np.sort(np.asarray(keys, dtype=np.int64))
         self.file = file
         self.dirty = 0  # rows added or removed since `file` was written
-        self.lock = threading.RLock()
+        self.lock = RWLock()  # CPU searches run concurrently; updates run alone
         self.gpu = gpu
         self._gpu_index: Any = None
 
@@ -195,7 +195,7 @@ class AnnIndex:
 
     def write(self, path: Path) -> None:
         """Save atomically (temp file, fsync, rename); the caller then commits the manifest."""
-        with self.lock:
+        with self.lock.read():
             write_atomic(path, lambda f: faiss.write_index(
                 self.index, faiss.PyCallbackIOWriter(f.write)))
 
@@ -206,7 +206,7 @@ class AnnIndex:
         Returns (added, removed).
         """
         live = keymap.sorted_keys
-        with self.lock:
+        with self.lock.write():
             gone = self.keys[~np.isin(self.keys, live)] if len(self.keys) else self.keys
             new = live[~np.isin(live, self.keys)] if len(self.keys) else live
             if len(gone):
@@ -223,14 +223,22 @@ class AnnIndex:
     # -- searching ------------------------------------------------------------------------
     def search(self, queries: np.ndarray, n: int, nprobe: int,
                selector: faiss.IDSelector | None = None) -> np.ndarray:
-        """Keys of the n best candidates by PQ distance, (len(queries), n); -1 = none."""
-        with self.lock:
+        """Keys of the n best candidates by PQ distance, (len(queries), n); -1 = none.
+
+        CPU searches share the lock (FAISS searches a const index from many threads; the
+        per-call `SearchParametersIVF` keeps nprobe out of shared state); the GPU clone
+        is used by one caller at a time.
+        """
+        if self.gpu and selector is None:  # pragma: no cover - needs faiss-gpu and a device
+            with self.lock.write():
+                gpu_index = self._gpu()
+                if gpu_index is not None:
+                    xq = self.opq.apply(queries) if self.opq is not None else queries
+                    faiss.GpuParameterSpace().set_index_parameter(gpu_index, "nprobe", nprobe)
+                    _, ids = gpu_index.search(xq, min(n, 2048))
+                    return ids
+        with self.lock.read():
             xq = self.opq.apply(queries) if self.opq is not None else queries
-            gpu_index = self._gpu() if selector is None else None
-            if gpu_index is not None:  # pragma: no cover - needs faiss-gpu and a device
-                faiss.GpuParameterSpace().set_index_parameter(gpu_index, "nprobe", nprobe)
-                _, ids = gpu_index.search(xq, min(n, 2048))
-                return ids
             params = faiss.SearchParametersIVF(nprobe=int(nprobe))
             if selector is not None:
                 params.sel = selector

@@ -18,7 +18,7 @@ from mmsearch.store.store import Store
 from mmsearch.store.vectors import LiveVectors
 
 #: Columns used internally and not shown in results.
-HIDDEN_COLUMNS = frozenset({"key", "mtime_ns", "_row"})
+HIDDEN_COLUMNS = frozenset({"key", "mtime_ns", "_row", "row_hash"})
 CORE_COLUMNS = frozenset({"id", "path", "modality", "channel", "start_s", "end_s"})
 
 

@@ -1,0 +1,269 @@
+"""FastAPI app: search (text, vector, uploaded image, filters, facets), upsert, delete,
+health, stats, thumbnails, media files and the result page.
+
+Searches run in the server's thread pool, concurrently: a `Collection` serves readers from
+an immutable snapshot while one writer commits (see Collection.snapshot).
+"""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+import io
+import json
+import threading
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import faiss
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from mmsearch.collection import Collection
+from mmsearch.errors import BadMediaError, MmsearchError, UsageError
+from mmsearch.results import Result
+from mmsearch.thumbnails import thumbnail
+
+API_KEY_HEADER = "X-API-Key"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits; anything over them gets a 4xx with the limit in the message."""
+
+    max_k: int = 1000
+    max_body_bytes: int = 20 * 2**20
+    max_image_bytes: int = 10 * 2**20
+    max_records: int = 10_000
+
+
+class SearchRequest(BaseModel):
+    """A search: text and/or a vector; structured filters; optional facet columns."""
+
+    text: str | None = None
+    vector: list[float] | None = None
+    k: int = Field(10, ge=1)
+    filters: dict[str, Any] | None = None
+    modality: str | None = None
+    facets: list[str] | None = None
+    rerank: str | None = None
+
+
+class UpsertRequest(BaseModel):
+    """Records with an `id` and a `vector` or `text` (files are not read over HTTP)."""
+
+    records: list[dict[str, Any]]
+
+
+class DeleteRequest(BaseModel):
+    ids: list[str]
+
+
+def create_app(collection: Collection, api_key: str | None = None,
+               limits: Limits | None = None, threads_per_request: int | None = 1) -> FastAPI:
+    """The HTTP app over one collection; `api_key` (if any) is required on the API.
+
+    `threads_per_request`: FAISS (OpenMP) threads a request's search may use; the server
+    gets its parallelism from concurrent requests, and nested OpenMP teams on a busy CPU
+    make each search several times slower. None leaves FAISS's setting alone.
+    """
+    limits = limits or Limits()
+    local = threading.local()
+
+    def pin_threads() -> None:
+        # OpenMP's thread count is per calling thread: set it once per worker thread
+        if threads_per_request and getattr(local, "threads", None) != threads_per_request:
+            faiss.omp_set_num_threads(threads_per_request)
+            local.threads = threads_per_request
+
+    app = FastAPI(title="mmsearch", version="0.1.0",
+                  description="Multimodal search over one mmsearch store.")
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
+    can_rerank = "rerank" in inspect.signature(collection.search).parameters
+
+    def check_key(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get(API_KEY_HEADER) or request.query_params.get("api_key")
+        if not given or not hmac.compare_digest(given.encode(), api_key.encode()):
+            raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER})")
+
+    auth = [Depends(check_key)]
+
+    @app.exception_handler(UsageError)
+    async def usage_error(_: Request, e: UsageError) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=400)
+
+    @app.exception_handler(MmsearchError)
+    async def engine_error(_: Request, e: MmsearchError) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=500)
+
+    def run_search(req: SearchRequest, image: bytes | None = None) -> dict[str, Any]:
+        if req.k > limits.max_k:
+            raise HTTPException(400, f"k={req.k} is over the limit of {limits.max_k}")
+        pin_threads()
+        kwargs: dict[str, Any] = {}
+        if req.rerank:
+            if not can_rerank:
+                raise HTTPException(400, "this server's collection does not support rerank")
+            kwargs["rerank"] = req.rerank
+        started = time.perf_counter()
+        hits = collection.search(text=req.text, image=image, vector=req.vector, k=req.k,
+                                 filters=req.filters, modality=req.modality, **kwargs)
+        out: dict[str, Any] = {"results": [_result_json(h) for h in hits]}
+        if req.facets:
+            out["facets"] = {c: [{"value": v, "count": n} for v, n in values] for c, values in
+                             collection.facets(req.facets, text=req.text, image=image,
+                                               vector=req.vector, k=req.k, filters=req.filters,
+                                               modality=req.modality).items()}
+        out["took_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        return out
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return resources.files("mmsearch.serve").joinpath("static/index.html").read_text()
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """Liveness: always answers while the process runs."""
+        return {"status": "ok"}
+
+    @app.get("/stats", dependencies=auth)
+    def stats() -> dict[str, Any]:
+        """What the store holds (`Collection.info`) and the server's limits."""
+        return {**collection.info(), "limits": limits.__dict__, "rerank": can_rerank}
+
+    @app.post("/search", dependencies=auth)
+    def search(req: SearchRequest) -> dict[str, Any]:
+        """Search by text and/or vector, with structured filters (injection-safe)."""
+        return run_search(req)
+
+    @app.post("/search/image", dependencies=auth)
+    def search_image(image: UploadFile = File(...),  # noqa: B008 - FastAPI's idiom
+                     text: str | None = Form(None), k: int = Form(10),
+                     filters: str | None = Form(None, description="JSON object"),
+                     modality: str | None = Form(None),
+                     facets: str | None = Form(None, description="comma-separated"),
+                     rerank: str | None = Form(None)) -> dict[str, Any]:
+        """Search by an uploaded image (multipart), optionally with text and filters."""
+        data = image.file.read(limits.max_image_bytes + 1)
+        if len(data) > limits.max_image_bytes:
+            raise HTTPException(413, f"image is over the limit of {limits.max_image_bytes} "
+                                "bytes")
+        try:
+            parsed = json.loads(filters) if filters else None
+        except ValueError as e:
+            raise HTTPException(400, f"filters must be a JSON object: {e}") from None
+        if parsed is not None and not isinstance(parsed, dict):
+            raise HTTPException(400, "filters must be a JSON object")
+        req = SearchRequest(text=text, k=max(1, k), filters=parsed, modality=modality,
+                            facets=[f for f in (facets or "").split(",") if f] or None,
+                            rerank=rerank)
+        return run_search(req, image=data)
+
+    @app.post("/upsert", dependencies=auth)
+    def upsert(req: UpsertRequest) -> dict[str, Any]:
+        """Insert or replace records by id (vector or text; one atomic commit)."""
+        if not req.records:
+            raise HTTPException(400, "no records given")
+        if len(req.records) > limits.max_records:
+            raise HTTPException(413, f"{len(req.records)} records is over the limit of "
+                                f"{limits.max_records} per request")
+        if any("path" in r for r in req.records):
+            raise HTTPException(400, "records with a `path` are not accepted over HTTP "
+                                "(the server does not read files for clients); send a "
+                                "`vector` or `text`")
+        pin_threads()
+        return {"rows": collection.upsert(req.records)}
+
+    @app.post("/delete", dependencies=auth)
+    def delete(req: DeleteRequest) -> dict[str, Any]:
+        """Remove items (all their rows) by id."""
+        return {"rows": collection.delete(req.ids)}
+
+    @app.get("/thumbnail/{item_id}", dependencies=auth,
+             responses={200: {"content": {"image/jpeg": {}}}})
+    def thumb(item_id: str, start_s: float | None = None,
+              size: int = Query(256, ge=16, le=1024)) -> Response:
+        """A JPEG of an item: the image, or a video's frame at `start_s`."""
+        result = _media_row(collection, item_id, start_s)
+        try:
+            image = thumbnail(result, size)
+        except (BadMediaError, OSError) as e:
+            raise HTTPException(404, f"no thumbnail for {item_id}: {e}") from None
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=85)
+        return Response(buf.getvalue(), media_type="image/jpeg",
+                        headers={"Cache-Control": "max-age=300"})
+
+    @app.get("/media/{item_id}", dependencies=auth)
+    def media(item_id: str) -> FileResponse:
+        """The item's file (only files the store indexed); videos open at `#t=START`."""
+        result = _media_row(collection, item_id, None)
+        return FileResponse(result.path)  # type: ignore[arg-type]
+
+    return app
+
+
+def _result_json(hit: Result) -> dict[str, Any]:
+    out = hit.to_dict()
+    if hit.path:
+        at = f"?start_s={hit.start_s}" if hit.start_s is not None else ""
+        out["thumbnail"] = f"/thumbnail/{hit.id}{at}"
+        out["media"] = f"/media/{hit.id}" + (f"#t={hit.start_s:g}" if hit.start_s is not None
+                                             else "")
+    return out
+
+
+def _media_row(collection: Collection, item_id: str, start_s: float | None) -> Result:
+    """The row of an item with a file (the moment nearest `start_s` for videos)."""
+    snap = collection.snapshot()
+    if not len(snap) or "path" not in snap.table.column_names:
+        raise HTTPException(404, f"no item {item_id!r} with a file")
+    has_start = "start_s" in snap.table.column_names
+    order = "abs(coalesce(start_s, 0) - ?)" if has_start else "?"
+    row = snap.sql(f"SELECT path, modality, {'start_s' if has_start else 'NULL'} FROM items "
+                   f"WHERE id = ? AND path IS NOT NULL ORDER BY {order} LIMIT 1",
+                   [item_id, start_s or 0.0]).fetchone()
+    if row is None:
+        raise HTTPException(404, f"no item {item_id!r} with a file")
+    return Result(id=item_id, path=row[0], modality=row[1] or "image", score=0.0,
+                  start_s=row[2])
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 when a request body is over `max_bytes`, declared or streamed."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _too_large(self.max_bytes)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, f"request body is over the limit of "
+                                        f"{self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"request body is over the limit of {limit} bytes"},
+                        status_code=413)
