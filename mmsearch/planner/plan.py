@@ -64,9 +64,11 @@ def execute(snap: Snapshot, query: Query, calibration: Calibration,
             rerank_n: int = 0) -> list[Hit]:
     """The page of hits for `query` (best first, or in `query.sort` order)."""
     lay = layout(snap)
-    channels = [c for c in np.unique(lay.channel) if query.channel_weight(c) > 0]
-    if not channels:
-        return []
+    present = [str(c) for c in np.unique(lay.channel)]
+    channels = [c for c in present if query.channel_weight(c) > 0]
+    if not channels and present:
+        raise UsageError(f"every channel of this store has weight 0 (channels: "
+                         f"{', '.join(present)})")
     pool = pool_size(query, rerank_n)
     items = candidate_items(snap, lay, query, channels, allowed, pool)
     hits = score_items(snap, lay, query, calibration, items, allowed, channels)[:pool]

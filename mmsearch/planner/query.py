@@ -80,8 +80,6 @@ class Query:
         for name, w in self.weights.items():
             if not np.isfinite(w) or w < 0:
                 raise UsageError(f"weight of channel {name!r} must be a number >= 0")
-        if self.weights and not any(self.weights.values()):
-            raise UsageError("at least one channel weight must be above 0")
 
     def vector(self) -> np.ndarray:
         """The positives' weighted sum of unit vectors, normalised (used to find candidates
