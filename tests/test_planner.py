@@ -320,5 +320,5 @@ def test_cli_planner_flags_end_to_end(cli, photos, tmp_path, tiny_spec):
                       (("--weight", "visual=0"), "weight 0")):
         res = cli("query", "--store", store, "a red mug", *args)
         assert res.exit_code == 2 and msg in res.stderr, (args, res.stderr)
-    res = cli("query", "--store", store, "-people")
+    res = cli("query", "--store", store, "--", "-people")
     assert res.exit_code == 2 and "negatives alone" in res.stderr
