@@ -27,10 +27,12 @@ def make_tiny_blip(folder: Path, seed: int = 0) -> Path:
     config = BlipConfig(
         text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 1,
                      "num_attention_heads": 2, "intermediate_size": 37,
-                     "max_position_embeddings": 64},
+                     "max_position_embeddings": 64, "pad_token_id": 0, "bos_token_id": 2,
+                     "sep_token_id": 3, "initializer_range": 0.5},
         vision_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "intermediate_size": 37, "image_size": 32, "patch_size": 8},
-        projection_dim=16, image_text_hidden_size=16)
+                       "intermediate_size": 37, "image_size": 32, "patch_size": 8,
+                       "initializer_range": 0.5},
+        projection_dim=16, image_text_hidden_size=16, initializer_range=0.5)
     torch.manual_seed(seed)
     BlipForImageTextRetrieval(config).save_pretrained(folder)
     processor.save_pretrained(folder)
