@@ -7,23 +7,25 @@ from pathlib import Path
 WORDS = ["a", "photo", "of", "dog", "cat", "red", "blue", "shoe", "man", "the", "on", "in"]
 
 
-def make_tiny_blip(folder: Path, seed: int = 0) -> Path:
-    """Save a tiny BLIP ITM model and its processor into `folder`; returns the folder."""
-    import torch
-    from transformers import (
-        BertTokenizerFast,
-        BlipConfig,
-        BlipForImageTextRetrieval,
-        BlipImageProcessor,
-        BlipProcessor,
-    )
+def make_processor(folder: Path, image_size: int = 32):
+    """A BlipProcessor with a small word-piece vocabulary (written into `folder`)."""
+    from transformers import BertTokenizerFast, BlipImageProcessor, BlipProcessor
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
-    image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
-    processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    image_processor = BlipImageProcessor(size={"height": image_size, "width": image_size})
+    return BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def make_tiny_blip(folder: Path, seed: int = 0) -> Path:
+    """Save a tiny BLIP ITM model and its processor into `folder`; returns the folder."""
+    import torch
+    from transformers import BlipConfig, BlipForImageTextRetrieval
+
+    processor = make_processor(folder)
+    tokenizer = processor.tokenizer
     config = BlipConfig(
         text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 1,
                      "num_attention_heads": 2, "intermediate_size": 37,
