@@ -353,7 +353,7 @@ class Collection:
         stored = Calibration.from_json(self._store.manifest.get("calibration"))
         kinds = {p.kind for p in query.positives + query.negatives}
         lay = layout(snap)
-        wanted = {(kd, str(c)) for kd in kinds for c in np.unique(lay.channel)}
+        wanted = {(kd, c) for kd in kinds for c in lay.names}
         if wanted <= set(stored.stats):
             return stored
         with self._lock:

@@ -322,3 +322,18 @@ def test_cli_planner_flags_end_to_end(cli, photos, tmp_path, tiny_spec):
         assert res.exit_code == 2 and msg in res.stderr, (args, res.stderr)
     res = cli("query", "--store", store, "--", "-people")
     assert res.exit_code == 2 and "negatives alone" in res.stderr
+
+
+def test_store_without_calibration_is_measured_at_query_time(tmp_path):
+    """Stores written before calibration existed: measured in memory, same numbers."""
+    rng = np.random.default_rng(9)
+    vecs = unit(rng, 60)
+    with mmsearch.open(tmp_path / "s") as col:
+        col.upsert([{"id": f"i{i}", "vector": v} for i, v in enumerate(vecs)])
+        stored = col._store.manifest["calibration"]["stats"]["image>visual"]
+        with col._store.writer() as store:
+            store.commit([], extra={"calibration": None})
+    with mmsearch.open(tmp_path / "s") as col:
+        assert col._store.manifest["calibration"] is None
+        hit = col.search(vector=vecs[5], k=1)[0]
+        assert hit.score == pytest.approx((1.0 - stored["mean"]) / stored["std"], abs=1e-3)

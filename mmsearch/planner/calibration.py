@@ -61,10 +61,13 @@ class Calibration:
     """Stats per (kind, channel); `default_stats` where nothing was measured."""
 
     def __init__(self, stats: dict[tuple[str, str], Stats], rows: int = 0,
-                 dim: int = 0) -> None:
+                 dim: int = 0, channels: list[str] | None = None,
+                 text_probes: bool = False) -> None:
         self.stats = stats
         self.rows = rows
         self.dim = dim
+        self.channels = sorted(channels if channels is not None else {c for _, c in stats})
+        self.text_probes = text_probes  # whether generic text probes were used
 
     def get(self, kind: str, channel: str) -> tuple[Stats, bool]:
         """(stats, measured) for a pair; unmeasured pairs get the random-vector null."""
@@ -77,10 +80,11 @@ class Calibration:
     def merged(self, other: Calibration) -> Calibration:
         """These stats, with pairs this one lacks taken from `other`."""
         return Calibration({**other.stats, **self.stats}, self.rows or other.rows,
-                           self.dim or other.dim)
+                           self.dim or other.dim, sorted({*self.channels, *other.channels}))
 
     def to_json(self) -> dict[str, Any]:
         return {"version": VERSION, "rows": self.rows, "dim": self.dim,
+                "channels": self.channels, "text_probes": self.text_probes,
                 "stats": {f"{k}>{c}": {"mean": round(s.mean, 6), "std": round(s.std, 6),
                                        "n": s.n} for (k, c), s in sorted(self.stats.items())}}
 
@@ -93,16 +97,16 @@ class Calibration:
             kind, _, channel = key.partition(">")
             stats[(kind, channel)] = Stats(float(s["mean"]), max(float(s["std"]), MIN_STD),
                                            int(s["n"]))
-        return cls(stats, int(data.get("rows", 0)), int(data.get("dim", 0)))
+        return cls(stats, int(data.get("rows", 0)), int(data.get("dim", 0)),
+                   list(data.get("channels", [])), bool(data.get("text_probes")))
 
     def needs_refresh(self, rows: int, channels: set[str], have_text_probes: bool) -> bool:
         """True when the store changed enough (or text probes became available)."""
-        measured = {c for _, c in self.stats}
-        if not self.stats or channels != measured:
+        if not self.rows or channels != set(self.channels):
             return True
         if abs(rows - self.rows) > REFRESH_SHARE * max(self.rows, 1):
             return True
-        return have_text_probes and not any(k == "text" for k, _ in self.stats)
+        return have_text_probes and not self.text_probes
 
 
 def measure(vectors: LiveVectors | np.ndarray, channels: np.ndarray, items: np.ndarray,
@@ -142,7 +146,8 @@ def measure(vectors: LiveVectors | np.ndarray, channels: np.ndarray, items: np.n
                 continue
             stats[(kind, str(channel))] = Stats(float(values.mean()),
                                                 max(float(values.std()), MIN_STD), len(values))
-    return Calibration(stats, n, vectors.dim)
+    return Calibration(stats, n, vectors.dim, [str(c) for c in np.unique(channels)],
+                       text_probes is not None and len(text_probes) > 0)
 
 
 def _sample(rng: np.random.Generator, rows: np.ndarray, n: int) -> np.ndarray:
@@ -163,8 +168,7 @@ def update_store(store: Any, text_probes: np.ndarray | None = None) -> Calibrati
         return None
     lay = build_layout(table)
     current = Calibration.from_json(store.manifest.get("calibration"))
-    if not current.needs_refresh(len(table), set(np.unique(lay.channel).tolist()),
-                                 text_probes is not None):
+    if not current.needs_refresh(len(table), set(lay.names), text_probes is not None):
         return None
     calibration = measure(vectors, lay.channel, lay.item, text_probes)
     store.commit([], extra={"calibration": calibration.to_json()})

@@ -20,6 +20,7 @@ class Layout:
     order: np.ndarray         # row positions sorted by item code
     starts: np.ndarray        # order[starts[i]:starts[i + 1]] are the rows of item i
     channel: np.ndarray       # channel name of each row (str array)
+    names: list[str] = field(default_factory=list)  # the distinct channels, sorted
     _by_channel: dict[str, np.ndarray] = field(default_factory=dict)
 
     def channel_rows(self, channel: str) -> np.ndarray:
@@ -52,7 +53,8 @@ def build_layout(table: pa.Table) -> Layout:
     order = np.argsort(codes, kind="stable")
     counts = np.bincount(codes, minlength=int(codes.max()) + 1 if len(codes) else 0)
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return Layout(codes, order, starts, row_channels(table))
+    channel = row_channels(table)
+    return Layout(codes, order, starts, channel, sorted(set(np.unique(channel).tolist())))
 
 
 def row_channels(table: pa.Table) -> np.ndarray:

@@ -64,7 +64,7 @@ def execute(snap: Snapshot, query: Query, calibration: Calibration,
             rerank_n: int = 0) -> list[Hit]:
     """The page of hits for `query` (best first, or in `query.sort` order)."""
     lay = layout(snap)
-    present = [str(c) for c in np.unique(lay.channel)]
+    present = lay.names
     channels = [c for c in present if query.channel_weight(c) > 0]
     if not channels and present:
         raise UsageError(f"every channel of this store has weight 0 (channels: "
@@ -85,8 +85,7 @@ def candidate_items(snap: Snapshot, lay: Layout, query: Query, channels: list[st
                     allowed: np.ndarray | None, pool: int) -> np.ndarray:
     """Item codes worth scoring: the index's best rows for the positives, per channel."""
     vector = query.vector()
-    all_channels = len(channels) == len(np.unique(lay.channel))
-    if all_channels and len(channels) == 1:
+    if len(lay.names) == 1 and len(channels) == 1:
         searches = [allowed]  # the common case: one channel, no routing needed
     else:
         searches = []
