@@ -94,15 +94,16 @@ def candidate_items(snap: Snapshot, lay: Layout, query: Query, channels: list[st
             searches.append(rows if allowed is None else np.intersect1d(rows, allowed,
                                                                         assume_unique=True))
     found: list[np.ndarray] = []
+    rows_per_item = max(1, len(lay.item) // max(len(lay.starts) - 1, 1))
     for rows in searches:
         total = len(snap) if rows is None else len(rows)
-        fetch = pool
+        fetch = pool * rows_per_item  # moments: about `pool` items in the first fetch
         while total:
             _, hit = snap.index.search(vector[None, :], min(fetch, total), rows)
             hit = hit[0][hit[0] >= 0]
-            items = np.unique(lay.item[hit])
+            items, first = np.unique(lay.item[hit], return_index=True)
             if len(items) >= pool or fetch >= total or len(hit) < min(fetch, total):
-                found.append(items)
+                found.append(items[np.argsort(first)][:pool])  # the pool best, in rank order
                 break
             fetch *= 4
     return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
@@ -134,22 +135,26 @@ def score_items(snap: Snapshot, lay: Layout, query: Query, calibration: Calibrat
         contrib = _rrf(row_item[best], ch_code[best], row_score[best], weight)
     else:
         contrib = weight * row_score[best]
-    groups = np.split(np.arange(len(best)), np.flatnonzero(np.diff(row_item[best])) + 1)
-    scores, tops, norms, sims = [], [], [], []
-    for g in groups:
-        norms.append(1.0 if query.fusion == "rrf" else float(np.sqrt(np.sum(weight[g] ** 2))))
-        scores.append(float(contrib[g].sum() / norms[-1]))
-        top = best[g][np.argmax(row_score[best[g]])]
-        tops.append(int(rows[top]))
-        sims.append(float(similarity[top]))
-    ids = snap.table.column("id").take(np.array(tops, np.int64)).to_pylist()
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(row_item[best])) + 1])
+    ends = np.append(starts[1:], len(best))
+    norms = (np.ones(len(starts)) if query.fusion == "rrf"
+             else np.sqrt(np.add.reduceat(weight ** 2, starts)))
+    scores = np.add.reduceat(contrib, starts) / norms
+    # each item's representative row: its best row over all channels (same item order)
+    by_item = np.lexsort((-row_score, row_item))
+    head = np.ones(len(by_item), dtype=bool)
+    head[1:] = np.diff(row_item[by_item]) != 0
+    tops = by_item[head]
+    ids = snap.table.column("id").take(rows[tops]).to_pylist()
     hits = []
-    for i in sorted(range(len(groups)), key=lambda i: (-scores[i], ids[i])):
-        hit = Hit(int(row_item[best[groups[i][0]]]), tops[i], scores[i], sims[i])
+    for i in sorted(range(len(starts)), key=lambda i: (-scores[i], ids[i])):
+        hit = Hit(int(row_item[tops[i]]), int(rows[tops[i]]), float(scores[i]),
+                  float(similarity[tops[i]]))
         if query.explain:
-            hit.explain = _explain(query, best[groups[i]], ch_names, ch_code, row_score,
-                                   contrib[groups[i]] / norms[i], details, rows, snap)
-            hit.explain["score"] = round(scores[i], 4)
+            group = slice(starts[i], ends[i])
+            hit.explain = _explain(query, best[group], ch_names, ch_code, row_score,
+                                   contrib[group] / norms[i], details, rows, snap)
+            hit.explain["score"] = round(float(scores[i]), 4)
         hits.append(hit)
     return hits
 
