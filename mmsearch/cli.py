@@ -178,6 +178,8 @@ def query(
     col = _open(store, model, device)
     if not col.path.exists():
         raise UsageError(f"no store at {col.path}; run `mmsearch index PATH` first")
+    if reranker and not rerank:
+        raise UsageError("--reranker needs --rerank N (how many results to rescore)")
     texts = [t for t in [text, *(also or [])] if t is not None]
     results = col.search(text=texts or None, image=image, audio=audio, k=k, where=where,
                          modality=modality, negative=negative, weights=weight,

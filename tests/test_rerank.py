@@ -110,6 +110,8 @@ def test_cli_rerank_flags(cli, photos, tmp_path, tiny_spec, blip_path):
     res = cli("query", "--image", photos / "img0.jpg", "--store", store, "--rerank", "2",
               "--reranker", f"blip:{blip_path}")
     assert res.exit_code == 2 and "reranking needs a text" in res.stderr
+    res = cli("query", "a mug", "--store", store, "--reranker", f"blip:{blip_path}")
+    assert res.exit_code == 2 and "--reranker needs --rerank" in res.stderr
     res = cli("query", "a mug", "--store", store, "--rerank", "2", "--reranker", "nope")
     assert res.exit_code == 2 and "unknown reranker" in res.stderr
     res = cli("query", "a mug", "--store", store, "--rerank", "2",
