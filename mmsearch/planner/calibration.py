@@ -163,12 +163,18 @@ def update_store(store: Any, text_probes: np.ndarray | None = None) -> Calibrati
     """
     from mmsearch.planner.groups import build_layout
 
+    current = Calibration.from_json(store.manifest.get("calibration"))
+    have_probes = text_probes is not None
+    rows = int(store.manifest.get("rows") or 0)
+    if not current.needs_refresh(rows, set(current.channels), have_probes):
+        # cheap check first (no table read): a channel new since then is measured at
+        # query time until the next refresh
+        return None
     table, vectors = store.live(columns=["key", "id", "modality", "channel"])
     if not len(table):
         return None
     lay = build_layout(table)
-    current = Calibration.from_json(store.manifest.get("calibration"))
-    if not current.needs_refresh(len(table), set(lay.names), text_probes is not None):
+    if not current.needs_refresh(len(table), set(lay.names), have_probes):
         return None
     calibration = measure(vectors, lay.channel, lay.item, text_probes)
     store.commit([], extra={"calibration": calibration.to_json()})
