@@ -181,10 +181,12 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
 def write_section(text: str) -> None:
     results = HERE / "RESULTS.md"
     old = results.read_text()
-    if START in old:
-        old = old[: old.index(START)] + old[old.index(END) + len(END):].lstrip("\n")
-    results.write_text(old.rstrip("\n") + "\n\n" + START + "\n" + text.rstrip("\n") + "\n"
-                       + END + "\n")
+    block = START + "\n" + text.rstrip("\n") + "\n" + END
+    if START in old:  # replace in place
+        new = old[: old.index(START)] + block + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    results.write_text(new)
 
 
 def main() -> None:
@@ -231,8 +233,7 @@ def main() -> None:
         plot(rows, args.plot, f"model {args.model}, reranker {args.reranker or 'none'}")
         print(f"plot: {args.plot}")
     if args.write:
-        write_section(f"## Retrieval quality (issue 6, `benchmarks/retrieval_eval.py`)\n\n"
-                      f"Model `{args.model}`, reranker `{args.reranker or 'none'}`.\n\n"
+        write_section(f"Model `{args.model}`, reranker `{args.reranker or 'none'}`.\n\n"
                       f"    PYTHONPATH=. python {' '.join(sys.argv)}\n\n{table}\n")
 
 
