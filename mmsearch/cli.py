@@ -171,6 +171,34 @@ def query(
     thumbnails: Annotated[Path | None, typer.Option(
         "--thumbnails", help="Write a JPEG thumbnail of each result (a video's best moment) "
         "into this folder.", show_default=False)] = None,
+    also: Annotated[list[str] | None, typer.Option(
+        "--add", help="Another text the results should match (repeatable).",
+        show_default=False)] = None,
+    negative: Annotated[list[str] | None, typer.Option(
+        "--not", help="Push down results matching this text (repeatable; `-word` in TEXT "
+        "does the same).", show_default=False)] = None,
+    weight: Annotated[list[str] | None, typer.Option(
+        "--weight", help="Channel weight CHANNEL=W, e.g. text=0.5 (repeatable; 0 leaves a "
+        "channel out; channels: visual, text, speech, tags).", show_default=False)] = None,
+    min_score: Annotated[float | None, typer.Option(
+        "--min-score", help="Only results with a calibrated score at least this (z scale: "
+        "0 = unrelated, 3 = a clear match).", show_default=False)] = None,
+    sort: Annotated[str | None, typer.Option(
+        "--sort", help="Order by a metadata column (COL, -COL or COL:desc) after the "
+        "--min-score cutoff.", show_default=False)] = None,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many results "
+                                        "(paging).")] = 0,
+    fusion: Annotated[str, typer.Option("--fusion", help="How channels combine: sum "
+                                        "(calibrated) or rrf (reciprocal rank).")] = "sum",
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Show which channels and query parts contributed.")] = False,
+    rerank: Annotated[int, typer.Option(
+        "--rerank", min=0, help="Rescore the top N with a cross-attention image-text model.")]
+    = 0,
+    reranker: Annotated[str | None, typer.Option(
+        "--reranker", help="Reranker spec: blip, blip:PATH_OR_NAME ... "
+        f"[env MMSEARCH_RERANKER; default {config.DEFAULT_RERANKER}].", show_default=False)]
+    = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Search the store by text, image or both."""
@@ -182,8 +210,13 @@ def query(
     col = _open(store, model, device)
     if not col.path.exists():
         raise UsageError(f"no store at {col.path}; run `mmsearch index PATH` first")
-    results = col.search(text=text, image=image, audio=audio, k=k, where=where,
-                         modality=modality)
+    if reranker and not rerank:
+        raise UsageError("--reranker needs --rerank N (how many results to rescore)")
+    texts = [t for t in [text, *(also or [])] if t is not None]
+    results = col.search(text=texts or None, image=image, audio=audio, k=k, where=where,
+                         modality=modality, negative=negative, weights=weight,
+                         offset=offset, min_score=min_score, sort=sort, fusion=fusion,
+                         explain=explain, rerank=rerank, reranker=reranker)
     if thumbnails is not None:
         from mmsearch.thumbnails import write_thumbnails
 
@@ -197,9 +230,11 @@ def query(
     if not results:
         _err("no results")
         return
-    for rank, r in enumerate(results, 1):
+    for rank, r in enumerate(results, offset + 1):
         at = f"  @ {_clock(r.start_s)}-{_clock(r.end_s)}" if r.start_s is not None else ""
         print(f"{rank:>3}  {r.score:7.4f}  {r.path or r.id}{at}")
+        if r.explain:
+            print(f"       {_explain_line(r.explain)}")
 
 
 @app.command()
@@ -306,6 +341,18 @@ def _index_line(p: dict[str, Any]) -> str:
             f"{', OPQ' if p['opq'] else ''}, nprobe {p['nprobe']}, rerank {p['rerank']}x, "
             f"trained on {p['trained_rows']} rows, {p['ntotal']} vectors, {p['device']}; "
             f"{ram} + {p['mapped_bytes_per_vector']} B/vector memory-mapped)")
+
+
+def _explain_line(explain: dict[str, Any]) -> str:
+    """One line per result: each channel's contribution and its parts' z-scores."""
+    out = []
+    for channel, c in explain.get("channels", {}).items():
+        parts = ", ".join(f"{label} z={p['z']:+.2f}" for label, p in c["parts"].items())
+        out.append(f"{channel} {c['contribution']:+.3f} ({parts})")
+    if "rerank" in explain:
+        rr = explain["rerank"]
+        out.append(f"rerank p={rr['prob']:.3f}" if "prob" in rr else f"rerank {rr}")
+    return "; ".join(out)
 
 
 def _clock(seconds: float | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,7 +34,15 @@ from mmsearch.ingest.video import (
     DEFAULT_TIME_LIMIT,
     VideoOptions,
 )
+from mmsearch.planner import calibration as calib
+from mmsearch.planner.calibration import PROBE_TEXTS, Calibration, measure
+from mmsearch.planner.groups import layout
+from mmsearch.planner.plan import execute
+from mmsearch.planner.query import Part, Query, SortKey, parse_weights, split_negatives, text_terms
+from mmsearch.planner.rerank_step import rerank_hits
 from mmsearch.records import RecordBatch, as_table, to_record_batch
+from mmsearch.rerank.base import Reranker
+from mmsearch.rerank.registry import load_reranker
 from mmsearch.results import Result, results_to_arrow
 from mmsearch.store.schema import utc_naive
 from mmsearch.store.snapshot import CORE_COLUMNS, HIDDEN_COLUMNS, Snapshot
@@ -41,6 +50,8 @@ from mmsearch.store.store import Batch, Store
 
 ImageQuery = str | os.PathLike[str] | bytes | Any  # a path, raw bytes or a PIL image
 MODALITIES = ("image", "video", "audio", "text")
+#: Hits rescored by `rerank=True`.
+DEFAULT_RERANK = 20
 
 
 class Collection:
@@ -76,6 +87,9 @@ class Collection:
         self._reader = Store(self.path)
         self._ann_params = AnnParams.resolve(index_params)
         self._ann = None  # the IVF-PQ index in RAM, shared by snapshots and the writer
+        self._calib_cache: tuple[int, Calibration] | None = None
+        self._rerankers: dict[str, Reranker] = {}
+        self._probe_vectors: np.ndarray | None = None
         self._check_model(self._asked_model)
 
     # -- model ------------------------------------------------------------------------
@@ -296,6 +310,9 @@ class Collection:
     def _maintain_index(self, store: Store, force: bool = False) -> None:
         """Train, update or save the IVF-PQ index after a write (inside the writer lock)."""
         self._ann = maintain(store, self._ann_params, self._ann, force=force)
+        if self._encoder is not None and self._probe_vectors is None:
+            self._probe_vectors = self._encoder.encode_texts(list(PROBE_TEXTS))
+        calib.update_store(store, self._probe_vectors)
 
     def rebuild_index(self) -> dict[str, Any]:
         """Retrain the vector index from scratch now (IVF-PQ from `threshold` rows on).
@@ -368,34 +385,64 @@ class Collection:
                 continue
         raise MmsearchError(f"store {self.path} keeps changing under the reader; try again")
 
-    def search(self, text: str | None = None, image: ImageQuery | None = None,
-               audio: Any = None, vector: Sequence[float] | np.ndarray | None = None,
+    def search(self, text: str | Sequence[str | tuple[str, float]] | None = None,
+               image: ImageQuery | None = None, audio: Any = None,
+               vector: Sequence[float] | np.ndarray | None = None,
                k: int = 10, where: str | None = None,
                filters: Mapping[str, Any] | None = None,
-               modality: str | Sequence[str] | None = None) -> list[Result]:
+               modality: str | Sequence[str] | None = None, *,
+               negative: str | Sequence[str] | None = None,
+               weights: Mapping[str, float] | str | None = None, offset: int = 0,
+               min_score: float | None = None, sort: str | None = None,
+               fusion: str = "sum", explain: bool = False, rerank: int | bool = False,
+               reranker: str | None = None) -> list[Result]:
         """Find the k best items for a text, an image, a vector, or several of them.
 
-        Several queries are combined by adding their unit vectors. `where` is a SQL
-        condition over the metadata columns (trusted input); `filters` is a structured,
-        injection-safe alternative (see mmsearch.filters). Both may be given. `modality`
-        ("video", "image,video" or a list) keeps only those kinds of items.
+        Args:
+            text: a text, or several texts / (text, weight) pairs; `-word` tokens in a text
+                are negatives ("beach -people").
+            image, vector: an example image (path, bytes, PIL) or an embedding.
+            negative: text(s) whose matches are pushed down.
+            where: a SQL condition over the metadata columns (trusted input); `filters`
+                is a structured, injection-safe alternative (see mmsearch.filters).
+            modality: "video", "image,video" or a list: only those kinds of items.
+            weights: channel weights, e.g. {"visual": 1, "text": 0.5} or "text=0.5"
+                (default 1 each; 0 leaves a channel out).
+            offset: results to skip (paging; pages never repeat within the candidate pool).
+            min_score: keep results scoring at least this (calibrated z scale, see README).
+            sort: a metadata column to order by (`col`, `-col`, `col:desc`), applied to
+                the results above `min_score`.
+            fusion: "sum" (calibrated weighted sum, default) or "rrf" (reciprocal rank).
+            explain: attach per-channel, per-part contributions to `Result.explain`.
+            rerank: rescore the top N (an int; True = 20) with a cross-attention model.
+            reranker: reranker spec (default $MMSEARCH_RERANKER, else "blip").
 
-        Items with several rows (the moments of a video) appear once, as their best
-        moment (its `start_s`/`end_s` say where it is).
+        Items with several rows (video moments, a product's photo and title) appear once;
+        moments come back as their best moment (`start_s`/`end_s`).
         """
-        if k < 1:
-            raise UsageError("k must be at least 1")
         if audio is not None:
             raise UsageError("audio queries need an audio channel, which this store lacks")
+        rerank_n = _rerank_count(rerank)
+        query, texts = self._parse_query(text, image, vector, negative, k=k, offset=offset,
+                                         min_score=min_score, sort=sort, fusion=fusion,
+                                         weights=weights, explain=explain)
+        if rerank_n and not texts:
+            raise UsageError("reranking needs a text query")
         where = _with_modality(where, modality)
-        query = self._query_vector(text, image, vector)
         snap = self.snapshot()
         if len(snap) == 0:
             return []
         rows = self._filter_rows(snap, where, filters)
-        hits = _best_per_item(snap, query, k, rows)
-        records = snap.records(np.array([r for _, r in hits], dtype=np.int64))
-        return [_to_result(score, rec) for (score, _), rec in zip(hits, records, strict=True)]
+        rerank_fn = None
+        if rerank_n:
+            model = self._load_reranker(reranker)
+            rerank_fn = functools.partial(rerank_hits, n=rerank_n, text=" ".join(texts),
+                                          reranker=model, snap=snap)
+        hits = execute(snap, query, self._calibration(snap, query), rows, rerank_fn,
+                       rerank_n)
+        records = snap.records(np.array([h.row for h in hits], dtype=np.int64))
+        return [_to_result(h.score, rec, h.explain if explain else None, h.similarity)
+                for h, rec in zip(hits, records, strict=True)]
 
     def facets(self, columns: str | Sequence[str], text: str | None = None,
                image: ImageQuery | None = None,
@@ -440,21 +487,58 @@ class Collection:
         return {c: _facet(cursor, "items", c, "count(DISTINCT id)", " AND ".join(clauses),
                           params) for c in names}
 
-    def _query_vector(self, text: str | None, image: ImageQuery | None,
-                      vector: Sequence[float] | np.ndarray | None) -> np.ndarray:
-        parts: list[np.ndarray] = []
-        if text is not None and text.strip():
-            parts.append(self.encoder.encode_texts([text])[0])
+    def _parse_query(self, text: Any, image: ImageQuery | None, vector: Any,
+                     negative: str | Sequence[str] | None, **options: Any
+                     ) -> tuple[Query, list[str]]:
+        """Embed the query parts; returns the query and its positive texts."""
+        terms, negatives = [], [negative] if isinstance(negative, str) else list(negative or [])
+        for term, weight in text_terms(text):
+            rest, minus = split_negatives(term)
+            negatives += minus
+            if rest:
+                terms.append((rest, weight))
+        negatives = [n.strip() for n in negatives if n and n.strip()]
+        texts = [t for t, _ in terms]
+        embedded = self.encoder.encode_texts(texts + negatives) if texts or negatives else []
+        positives = [Part("text", embedded[i], w, f"text:{t}") for i, (t, w) in
+                     enumerate(terms)]
         if image is not None:
-            parts.append(self._embed_image(image)[0])
+            positives.append(Part("image", self._embed_image(image)[0], 1.0, "image"))
         if vector is not None:
             v = np.asarray(vector, dtype=np.float32).reshape(-1)
             self._check_dim(v.shape[0])
-            parts.append(v / max(float(np.linalg.norm(v)), 1e-12))
-        if not parts:
-            raise UsageError("give a query: text, image or vector")
-        q = np.sum(parts, axis=0)
-        return (q / max(float(np.linalg.norm(q)), 1e-12)).astype(np.float32)
+            positives.append(Part("image", v / max(float(np.linalg.norm(v)), 1e-12), 1.0,
+                                  "vector"))
+        parts_neg = [Part("text", embedded[len(texts) + i], 1.0, f"not:{n}")
+                     for i, n in enumerate(negatives)]
+        sort = options.pop("sort")
+        weights = parse_weights(options.pop("weights"))
+        return Query(positives, parts_neg, sort=SortKey.parse(sort) if sort else None,
+                     weights=weights, **options), texts
+
+    def _calibration(self, snap: Snapshot, query: Query) -> Calibration:
+        """The store's calibration; pairs it lacks measured now (once per generation)."""
+        stored = Calibration.from_json(self._store.manifest.get("calibration"))
+        kinds = {p.kind for p in query.positives + query.negatives}
+        lay = layout(snap)
+        wanted = {(kd, c) for kd in kinds for c in lay.names}
+        if wanted <= set(stored.stats):
+            return stored
+        with self._lock:
+            cached = self._calib_cache
+            if cached is None or cached[0] != snap.generation:
+                probes = self.encoder.encode_texts(list(PROBE_TEXTS)) \
+                    if "text" in kinds and self.model else None
+                cached = (snap.generation, measure(snap.vectors, lay.channel, lay.item, probes))
+                self._calib_cache = cached
+        return stored.merged(cached[1])
+
+    def _load_reranker(self, spec: str | None) -> Reranker:
+        spec = spec or config.reranker_spec()
+        with self._lock:
+            if spec not in self._rerankers:
+                self._rerankers[spec] = load_reranker(spec, self._device)
+            return self._rerankers[spec]
 
     def _embed_image(self, image: ImageQuery) -> np.ndarray:
         from PIL import Image
@@ -535,31 +619,6 @@ class Collection:
         return f"Collection({str(self.path)!r}, model={self.model!r})"
 
 
-def _best_per_item(snap: Snapshot, query: np.ndarray, k: int,
-                   rows: np.ndarray | None) -> list[tuple[float, int]]:
-    """The best row of each of the k best items (rows sharing an `id` are one item).
-
-    Over-fetches from the index, growing the fetch until k distinct items are found or
-    every candidate row has been seen.
-    """
-    total = len(snap) if rows is None else len(rows)
-    fetch = k
-    while True:
-        scores, found = snap.index.search(query[None, :], min(fetch, total), rows)
-        keep = found[0] >= 0
-        valid, scores = found[0][keep], scores[0][keep]
-        ids = snap.table.column("id").take(pa.array(valid, pa.int64())).to_pylist()
-        best: dict[str, tuple[float, int]] = {}
-        for score, row, item in zip(scores, valid, ids, strict=True):
-            if item not in best:
-                best[item] = (float(score), int(row))
-                if len(best) == k:
-                    return list(best.values())
-        if fetch >= total or len(valid) < min(fetch, total):
-            return list(best.values())
-        fetch *= 4
-
-
 def _facet(con: duckdb.DuckDBPyConnection, table: str, column: str, count: str, where: str,
            params: list[Any]) -> list[tuple[Any, int]]:
     col = quote_identifier(column)
@@ -591,11 +650,24 @@ def _with_modality(where: str | None, modality: str | Sequence[str] | None) -> s
     return f"({where}) AND {clause}" if where else clause
 
 
-def _to_result(score: float, record: dict[str, Any]) -> Result:
+def _rerank_count(rerank: int | bool) -> int:
+    """`rerank=` as a number of hits (True: DEFAULT_RERANK, False/0: none)."""
+    if rerank is True:
+        return DEFAULT_RERANK
+    if rerank is False or rerank is None:
+        return 0
+    if not isinstance(rerank, int) or rerank < 0:
+        raise UsageError(f"rerank must be a number of results >= 0, not {rerank!r}")
+    return rerank
+
+
+def _to_result(score: float, record: dict[str, Any], explain: dict[str, Any] | None = None,
+               similarity: float | None = None) -> Result:
     meta = {k: v for k, v in record.items() if k not in HIDDEN_COLUMNS and k not in CORE_COLUMNS}
     return Result(id=str(record["id"]), path=record.get("path"),
                   modality=record.get("modality") or "image", score=score,
-                  start_s=record.get("start_s"), end_s=record.get("end_s"), metadata=meta)
+                  start_s=record.get("start_s"), end_s=record.get("end_s"), metadata=meta,
+                  explain=explain, similarity=similarity)
 
 
 def open(store: str | os.PathLike[str] | None = None, model: str | None = None,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 DEFAULT_MODEL = "ViT-B-32-256:datacomp_s34b_b86k"
 DEFAULT_STORE = Path("indexes") / "default"
+#: Reranker used by `rerank=` / `--rerank` unless a spec is given [env MMSEARCH_RERANKER].
+DEFAULT_RERANKER = "blip"
 
 #: Images larger than this many pixels are downscaled right after decoding.
 MAX_IMAGE_PIXELS = 16_000_000
@@ -33,3 +35,8 @@ def model_spec(model: str | None = None) -> str | None:
 def device_name(device: str | None = None) -> str | None:
     """The device asked for: the argument, else $MMSEARCH_DEVICE, else None (auto)."""
     return device or os.environ.get("MMSEARCH_DEVICE") or None
+
+
+def reranker_spec(spec: str | None = None) -> str:
+    """The reranker asked for: the argument, else $MMSEARCH_RERANKER, else DEFAULT_RERANKER."""
+    return spec or os.environ.get("MMSEARCH_RERANKER") or DEFAULT_RERANKER

@@ -12,7 +12,11 @@ import pyarrow as pa
 
 @dataclass
 class Result:
-    """One hit. `score` is higher-is-better; moments carry `start_s`/`end_s`."""
+    """One hit. `score` is higher-is-better; moments carry `start_s`/`end_s`.
+
+    `score` is calibrated (z scale: ~0 for an unrelated item, 3+ a clear match; see the
+    README); `similarity` is the raw cosine of the returned row with the query.
+    """
 
     id: str
     path: str | None
@@ -21,6 +25,10 @@ class Result:
     start_s: float | None = None
     end_s: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: raw cosine of the returned row with the query (positives' unit vectors summed)
+    similarity: float | None = None
+    #: with `explain=True`: which channels and query parts contributed how much
+    explain: dict[str, Any] | None = None
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -32,6 +40,8 @@ class Result:
         """A JSON-ready dict: core fields, then metadata (None values dropped)."""
         out: dict[str, Any] = {"id": self.id, "path": self.path, "modality": self.modality,
                                "score": round(float(self.score), 6)}
+        if self.similarity is not None:
+            out["similarity"] = round(float(self.similarity), 6)
         if self.start_s is not None:
             out["start_s"] = self.start_s
             out["end_s"] = self.end_s
@@ -39,6 +49,8 @@ class Result:
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue
             out[key] = value.isoformat() if isinstance(value, datetime | date) else value
+        if self.explain is not None:
+            out["explain"] = self.explain
         return out
 
 

@@ -101,7 +101,7 @@ def test_exact_while_small_then_ivfpq_past_threshold(tmp_path, nbits):
         assert top1 == [brute(data, q, 1) for q in queries]
         # scores are exact inner products (re-scored from the stored vectors)
         hit = col.search(vector=queries[0], k=1)[0]
-        assert hit.score == pytest.approx(float(vecs[int(hit.id[1:])] @ queries[0]), abs=1e-5)
+        assert hit.similarity == pytest.approx(float(vecs[int(hit.id[1:])] @ queries[0]), abs=1e-5)
 
 
 def test_adds_go_into_the_trained_index_and_deletes_never_come_back(trained, monkeypatch):

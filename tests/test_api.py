@@ -25,7 +25,7 @@ def test_upsert_precomputed_vectors_without_any_model(tmp_path):
         assert col.upsert(records) == 50
         assert len(col) == 50
         hits = col.search(vector=vecs[7], k=3)
-        assert hits[0].id == "p7" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+        assert hits[0].id == "p7" and hits[0].similarity == pytest.approx(1.0, abs=1e-5)
         assert hits[0].price == 7.0 and hits[0].to_dict()["brand"] == "acme"
         with pytest.raises(UsageError, match="without a model"):
             col.search(text="shoes")
@@ -48,7 +48,7 @@ def test_upsert_replaces_by_id_and_delete_removes(tmp_path):
         assert len(col) == 20
         hit = col.search(vector=new, k=1)[0]
         assert hit.id == "x3" and hit.stock == 999
-        assert all(h.id != "x3" for h in col.search(vector=vecs[3], k=20) if h.score > 0.9999)
+        assert all(h.id != "x3" for h in col.search(vector=vecs[3], k=20) if h.similarity > 0.9999)
         assert col.delete(["x3", "x4", "missing"]) == 2
         assert len(col) == 18
         assert {"x3", "x4"}.isdisjoint(h.id for h in col.search(vector=vecs[4], k=20))
@@ -102,7 +102,7 @@ def test_index_and_text_upsert_share_the_model_space(photos, tmp_path, tiny_spec
         col.upsert([{"id": "note-1", "text": "a red mug on a desk", "kind": "note"}])
         hit = col.search(text="a red mug on a desk", k=1)[0]
         assert hit.id == "note-1" and hit.modality == "text"
-        assert hit.score == pytest.approx(1.0, abs=1e-5)
+        assert hit.similarity == pytest.approx(1.0, abs=1e-5)
         images = col.search(text="a red mug on a desk", k=3, where="modality = 'image'")
         assert len(images) == 3 and all(h.modality == "image" for h in images)
         assert col.info()["modalities"] == {"image": 8, "text": 1}

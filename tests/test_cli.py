@@ -67,7 +67,7 @@ def test_query_by_example_image_finds_itself_first(cli, photos, tmp_path, tiny_s
     target = photos / "sub" / "shot.png"
     hits = _json_query(cli, store, "--image", target, "-k", "3")
     assert hits[0]["path"] == str(target)
-    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert hits[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
     assert hits[1]["score"] < hits[0]["score"]
 
 
@@ -112,7 +112,7 @@ def test_incremental_reindex_add_change_rename_delete(cli, photos, tmp_path, tin
     assert changed["width"] == 50
     # the renamed file is found by its own pixels, with the old vector
     moved = _json_query(cli, store, "--image", photos / "sub" / "moved.jpg", "-k", "1")
-    assert moved[0]["path"].endswith("moved.jpg") and moved[0]["score"] > 0.9999
+    assert moved[0]["path"].endswith("moved.jpg") and moved[0]["similarity"] > 0.9999
 
 
 def test_bad_files_are_skipped_counted_and_listed(cli, photos, tmp_path, tiny_spec):

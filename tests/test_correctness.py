@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import open_clip
-import pytest
 import torch
 from PIL import Image
 
@@ -39,12 +38,12 @@ def test_search_equals_bruteforce_open_clip(photos, tmp_path, tiny_spec):
             expected = np.argsort(-(img @ t))
             hits = col.search(text=q, k=len(files))
             assert [h.path for h in hits] == [str(files[i]) for i in expected]
-            np.testing.assert_allclose([h.score for h in hits], (img @ t)[expected], atol=1e-5)
+            np.testing.assert_allclose([h.similarity for h in hits], (img @ t)[expected], atol=1e-5)
         # query by example: cosine against every image, same order
         sims = img @ img[3]
         hits = col.search(image=files[3], k=len(files))
         assert [h.path for h in hits] == [str(files[i]) for i in np.argsort(-sims)]
-        np.testing.assert_allclose([h.score for h in hits], np.sort(sims)[::-1], atol=1e-5)
+        np.testing.assert_allclose([h.similarity for h in hits], np.sort(sims)[::-1], atol=1e-5)
 
 
 def test_filtered_search_equals_filtered_bruteforce(photos, tmp_path, tiny_spec):
@@ -61,13 +60,22 @@ def test_filtered_search_equals_filtered_bruteforce(photos, tmp_path, tiny_spec)
             assert hits == col.search(text="a cat", k=3, filters={"width": {"gte": limit}})
 
 
-def test_text_plus_image_query_adds_unit_vectors(photos, tmp_path, tiny_spec):
+def test_text_plus_image_query_fuses_calibrated_parts(photos, tmp_path, tiny_spec):
+    """Text + image: each part's cosine calibrated, fused as (z_text + z_image) / sqrt(2)."""
     files = sorted(p for p in photos.rglob("*") if p.is_file())
     img, txt = _reference_embeddings(tiny_spec, files, ["in red"])
     q = img[0] + txt[0]
     q /= np.linalg.norm(q)
     with mmsearch.open(tmp_path / "store", model=tiny_spec) as col:
         col.index([photos], progress=False)
-        hits = col.search(text="in red", image=files[0], k=len(files))
-    assert [h.path for h in hits] == [str(files[i]) for i in np.argsort(-(img @ q))]
-    assert hits[0].score == pytest.approx(float(np.max(img @ q)), abs=1e-5)
+        hits = col.search(text="in red", image=files[0], k=len(files), explain=True)
+        stats = col._store.manifest["calibration"]["stats"]
+    z_text = (img @ txt[0] - stats["text>visual"]["mean"]) / stats["text>visual"]["std"]
+    z_img = (img @ img[0] - stats["image>visual"]["mean"]) / stats["image>visual"]["std"]
+    fused = (z_text + z_img) / np.sqrt(2)
+    assert [h.path for h in hits] == [str(files[i]) for i in np.argsort(-fused)]
+    np.testing.assert_allclose([h.score for h in hits], np.sort(fused)[::-1], atol=1e-3)
+    # similarity stays the cosine with the sum of the unit vectors
+    by_path = {str(f): i for i, f in enumerate(files)}
+    np.testing.assert_allclose([h.similarity for h in hits],
+                               [img[by_path[h.path]] @ q for h in hits], atol=1e-5)

@@ -26,7 +26,7 @@ def test_default_model_falls_back_to_offline_model_and_store_pins_it(photos, tmp
     with mmsearch.open(tmp_path / "s") as col:
         assert col.model == "mmsearch-lite" and col.info()["dim"] == 256
         hit = col.search(image=photos / "img2.jpg", k=1)[0]
-        assert hit.path.endswith("img2.jpg") and hit.score > 0.999
+        assert hit.path.endswith("img2.jpg") and hit.similarity > 0.999
 
 
 def test_explicitly_named_model_is_never_swapped(tmp_path, monkeypatch):

@@ -93,8 +93,13 @@ def test_image_upload_finds_the_product(client, served):
                           files={"image": ("q.jpg", (root / "img" / f"p{i}.jpg").read_bytes(),
                                            "image/jpeg")})
         assert res.status_code == 200, res.text
-        top = res.json()["results"][0]  # the same picture (a tiny random model here)
-        assert top["id"] == f"p{i}" and top["score"] > 0.999
+        # The same picture comes back with cosine 1. With a tiny random model its calibrated
+        # score need not rank first: the planner fuses the product's text channel too, and
+        # random text scores are as spread as the tiny model's visual ones (the real-model
+        # ranking is checked in test_fashion_catalog.py).
+        hits = res.json()["results"]
+        same = [h["id"] for h in hits if h["similarity"] > 0.999]
+        assert same == [f"p{i}"]
     bad = client.post("/search/image", headers=KEY,
                       files={"image": ("q.jpg", b"not an image", "image/jpeg")})
     assert bad.status_code == 400 and "cannot use image" in bad.json()["detail"]

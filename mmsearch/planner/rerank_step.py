@@ -1,0 +1,67 @@
+"""Rerank the top hits with a cross-attention image-text model.
+
+The reranker's match probability p is fused with the first-stage score as
+`score + logit(p)`: a confident match moves up, a confident non-match moves down (possibly
+below hits that were not reranked), and the channels that found the item still count.
+Hits without a picture to show the model (precomputed vectors, text rows) keep their
+first-stage score. Video moments are judged on the frame at the moment's start.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from mmsearch import config
+from mmsearch.errors import BadMediaError
+from mmsearch.ingest.images import decode_image
+from mmsearch.ingest.video import read_frame
+from mmsearch.planner.plan import Hit
+from mmsearch.rerank.base import Reranker
+from mmsearch.store.snapshot import Snapshot
+
+EPS = 1e-6
+
+
+def hit_image(record: dict[str, Any]) -> Image.Image | None:
+    """The picture a hit stands for (a video's frame at its moment), or None."""
+    path = record.get("path")
+    if not path:
+        return None
+    try:
+        if record.get("modality") == "video":
+            return read_frame(path, float(record.get("start_s") or 0.0))
+        if record.get("modality", "image") == "image":
+            return decode_image(Path(path).read_bytes(), config.MAX_IMAGE_PIXELS).image
+    except (OSError, BadMediaError):
+        return None
+    return None
+
+
+def rerank_hits(hits: list[Hit], n: int, text: str, reranker: Reranker,
+                snap: Snapshot) -> list[Hit]:
+    """Hits with the first `n` rescored by `reranker` and everything re-ordered."""
+    top = hits[:n]
+    records = snap.records([h.row for h in top])
+    images, scored = [], []
+    for hit, record in zip(top, records, strict=True):
+        image = hit_image(record)
+        if image is not None:
+            images.append(image)
+            scored.append(hit)
+        elif hit.explain:
+            hit.explain["rerank"] = {"skipped": "no image to rerank on"}
+    if images:
+        probs = reranker.score(text, images)
+        for hit, p in zip(scored, probs, strict=True):
+            p = min(max(float(p), EPS), 1 - EPS)
+            logit = math.log(p / (1 - p))
+            if hit.explain:
+                hit.explain["rerank"] = {"model": reranker.spec, "prob": round(p, 4),
+                                         "logit": round(logit, 4),
+                                         "first_stage": round(hit.score, 4)}
+            hit.score += logit
+    return sorted(hits, key=lambda h: -h.score)
