@@ -12,6 +12,8 @@ from mmsearch.errors import UsageError
 
 FUSIONS = ("sum", "rrf")
 #: A `-word` token in a text query: a negative, as in rclip ("beach -people").
+#: Default weight of non-visual channels for queries without text (see channel_weight).
+CROSS_MODAL_WEIGHT = 0.1
 _NEGATIVE_TOKEN = re.compile(r"(?:(?<=\s)|^)-(\w[\w'-]*)")
 
 
@@ -88,8 +90,19 @@ class Query:
         return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
     def channel_weight(self, channel: str) -> float:
-        """The weight of a channel (1 unless set)."""
-        return float(self.weights.get(channel, 1.0))
+        """The weight of a channel: as set, else 1, except for a query without text.
+
+        A query by image or vector only ("more like this") compares like with like on the
+        "visual" channel; its match against the other channels (a product's title, speech,
+        tags) is cross-modal and much weaker evidence, so those channels count
+        `CROSS_MODAL_WEIGHT` unless weighted explicitly. Otherwise a look-alike product with
+        a fitting title would outrank the very product photographed.
+        """
+        if channel in self.weights:
+            return float(self.weights[channel])
+        if channel == "visual" or any(p.kind == "text" for p in self.positives):
+            return 1.0
+        return CROSS_MODAL_WEIGHT
 
 
 def split_negatives(text: str) -> tuple[str, list[str]]:
