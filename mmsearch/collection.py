@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsearch import config
+from mmsearch.audio.search import channel_counts, with_word_matches
+from mmsearch.audio.settings import AudioSettings, audio_query_vector
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.registry import load_default_encoder, load_encoder, same_model
 from mmsearch.errors import BadMediaError, MmsearchError, ModelMismatchError, UsageError
@@ -110,7 +112,9 @@ class Collection:
               batch_size: int = config.BATCH_SIZE, workers: int | None = None,
               commit_every: int = config.COMMIT_EVERY, fps: float = DEFAULT_FPS,
               scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
-              video_time_limit: float = DEFAULT_TIME_LIMIT) -> IndexReport:
+              video_time_limit: float = DEFAULT_TIME_LIMIT, tags: bool | None = None,
+              speech: bool | None = None, whisper: str | None = None,
+              audio_model: str | None = None) -> IndexReport:
         """Index files and folders recursively; re-runs are incremental.
 
         Unchanged files are skipped without decoding, renamed files keep their vectors
@@ -121,6 +125,11 @@ class Collection:
         its 32x32 grayscale thumbnail differs from the last kept one by more than
         `scene_threshold` (mean abs difference, 0-255); `video_time_limit` seconds of
         decoding per file at most (what was decoded by then is kept and reported).
+
+        Audio files and the sound of videos: `tags` (YAMNet sound events), `speech`
+        (Whisper transcripts; `whisper` names the model) and `audio_model` (a CLAP model in
+        its own space, off by default). None: what the store was built with, else the
+        defaults (see `mmsearch.audio.settings`); the store remembers the choice.
         """
         try:
             video = VideoOptions(fps, scene_threshold, video_time_limit)
@@ -130,11 +139,14 @@ class Collection:
         missing = [p for p in roots if not os.path.exists(p)]
         if missing:
             raise UsageError(f"no such file or folder: {', '.join(missing)}")
+        settings = AudioSettings.resolve(self._store.manifest.get("audio"), tags=tags,
+                                         speech=speech, whisper=whisper, clap=audio_model)
         with self._lock, self._store.writer() as store:
             self._check_model(self._asked_model)
             indexer = Indexer(store, lambda: self.encoder, self._model_pin,
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
-                              progress=progress, video=video)
+                              progress=progress, video=video,
+                              audio=settings.analyzer(self._device), audio_settings=settings)
             report = indexer.run(roots)
             self._maintain_index(store)
             self._snapshot = None
@@ -260,21 +272,24 @@ class Collection:
         """
         if k < 1:
             raise UsageError("k must be at least 1")
-        if audio is not None:
-            raise UsageError("audio queries need an audio channel, which this store lacks")
         where = _with_modality(where, modality)
-        query = self._query_vector(text, image, vector)
+        query = self._query_vector(text, image, vector, audio)
         snap = self.snapshot()
         if len(snap) == 0:
             return []
         rows = self._filter_rows(snap, where, filters)
-        hits = _best_per_item(snap, query, k, rows)
+        hits = with_word_matches(snap, query, text, _best_per_item(snap, query, k, rows), k,
+                                 rows)
         records = snap.records(np.array([r for _, r in hits], dtype=np.int64))
         return [_to_result(score, rec) for (score, _), rec in zip(hits, records, strict=True)]
 
     def _query_vector(self, text: str | None, image: ImageQuery | None,
-                      vector: Sequence[float] | np.ndarray | None) -> np.ndarray:
+                      vector: Sequence[float] | np.ndarray | None,
+                      audio: Any = None) -> np.ndarray:
         parts: list[np.ndarray] = []
+        if audio is not None:
+            settings = AudioSettings.resolve(self._store.manifest.get("audio"))
+            parts.append(audio_query_vector(self.encoder, settings, audio, self._device))
         if text is not None and text.strip():
             parts.append(self.encoder.encode_texts([text])[0])
         if image is not None:
@@ -284,7 +299,7 @@ class Collection:
             self._check_dim(v.shape[0])
             parts.append(v / max(float(np.linalg.norm(v)), 1e-12))
         if not parts:
-            raise UsageError("give a query: text, image or vector")
+            raise UsageError("give a query: text, image, audio or vector")
         q = np.sum(parts, axis=0)
         return (q / max(float(np.linalg.norm(q)), 1e-12)).astype(np.float32)
 
@@ -338,7 +353,9 @@ class Collection:
             if self.path.exists() else 0
         return {"store": str(self.path.resolve()), "model": (manifest.get("model") or {}).get(
                     "spec"), "dim": manifest.get("dim"), "items": items, "vectors": len(snap),
-                "modalities": counts, "index": snap.index.kind if len(snap) else "none",
+                "modalities": counts, "channels": channel_counts(snap),
+                "audio": manifest.get("audio"),
+                "index": snap.index.kind if len(snap) else "none",
                 "index_params": snap.index.describe() if len(snap) else {},
                 "segments": len(manifest.get("segments", [])),
                 "generation": manifest.get("generation", 0), "bytes_on_disk": size,

@@ -1,0 +1,92 @@
+"""Search-side audio: plain-word transcript matches, channel counts, query by a sound.
+
+Fusion (a first one; the planner refines it): the main space already holds the visual,
+tags and speech rows of every item, so one vector search asks all of them and an item
+counts with its best row. On top, a transcript segment holding the query's words scores
+`cosine + WORD_WEIGHT * share of the query words it contains`, so an exact phrase match
+outranks a merely similar meaning.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import numpy as np
+
+from mmsearch.store.snapshot import Snapshot
+
+WORD_WEIGHT = 0.5
+#: Rows looked at for word matches at most (the best-matching ones).
+WORD_LIMIT = 1000
+_STOP_WORDS = ("a an and are as at be by for from has he in is it its of on or she that the to "
+               "was were will with")
+_STOP = frozenset(_STOP_WORDS.split(" "))
+
+
+def query_words(text: str) -> list[str]:
+    """Lower-cased words of a query worth matching (no stop words, at least 2 characters)."""
+    words = re.findall(r"[\w']+", text.lower())
+    return list(dict.fromkeys(w for w in words if len(w) > 1 and w not in _STOP))
+
+
+def word_matches(snap: Snapshot, text: str,
+                 rows: np.ndarray | None = None) -> list[tuple[int, float]]:
+    """(row, share of the query words found) for transcript segments holding any of them.
+
+    Words match whole words, case-insensitively (DuckDB regexp on the `transcript` column).
+    """
+    if "transcript" not in snap.table.column_names:
+        return []
+    words = query_words(text)
+    if not words:
+        return []
+    hits = " + ".join("CAST(regexp_matches(lower(transcript), ?) AS INTEGER)" for _ in words)
+    params: list[object] = [rf"\b{re.escape(w)}\b" for w in words]
+    found = snap.sql(f"SELECT _row, {hits} AS n FROM (SELECT _row, transcript FROM items "
+                     "WHERE transcript IS NOT NULL) WHERE n > 0 ORDER BY n DESC "
+                     f"LIMIT {WORD_LIMIT}", params).fetchall()
+    allowed = None if rows is None else set(rows.tolist())
+    return [(int(r), n / len(words)) for r, n in found if allowed is None or int(r) in allowed]
+
+
+def with_word_matches(snap: Snapshot, query: np.ndarray, text: str | None,
+                      hits: list[tuple[float, int]], k: int,
+                      rows: np.ndarray | None = None) -> list[tuple[float, int]]:
+    """Merge word-matched transcript rows into `hits` (score, row): best row per item, top k."""
+    matches = word_matches(snap, text, rows) if text else []
+    if not matches:
+        return hits
+    at = np.array([r for r, _ in matches], dtype=np.int64)
+    cos = snap.vectors.take(at) @ query
+    extra = [(float(c) + WORD_WEIGHT * share, int(r))
+             for c, (r, share) in zip(cos, matches, strict=True)]
+    return best_per_item(snap, [*hits, *extra], k)
+
+
+def best_per_item(snap: Snapshot, scored: Iterable[tuple[float, int]],
+                  k: int) -> list[tuple[float, int]]:
+    """The best (score, row) of each item (rows sharing an `id`), best k items first."""
+    scored = sorted(scored, key=lambda h: -h[0])
+    if not scored:
+        return []
+    ids = snap.table.column("id").take(np.array([r for _, r in scored])).to_pylist()
+    best: dict[str, tuple[float, int]] = {}
+    for hit, item in zip(scored, ids, strict=True):
+        best.setdefault(item, hit)
+        if len(best) == k:
+            break
+    return list(best.values())
+
+
+def channel_counts(snap: Snapshot) -> dict[str, int]:
+    """Rows per channel (null channel: "text" for text records, else "visual")."""
+    if not len(snap):
+        return {}
+    if "channel" not in snap.table.column_names:
+        sql = ("SELECT CASE WHEN modality = 'text' THEN 'text' ELSE 'visual' END, count(*) "
+               "FROM items GROUP BY 1 ORDER BY 1")
+    else:
+        sql = ("SELECT coalesce(channel, CASE WHEN modality = 'text' THEN 'text' "
+               "ELSE 'visual' END), count(*) FROM items GROUP BY 1 ORDER BY 1")
+    return {str(c): int(n) for c, n in snap.sql(sql).fetchall()}
