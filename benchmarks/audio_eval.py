@@ -41,7 +41,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    rows = list(csv.DictReader(open(args.data / "labels.csv", newline="")))
+    with open(args.data / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     label_of = {str((args.data / r["file"]).resolve()): r["label_text"] for r in rows}
     seconds = sum(float(r["duration_s"]) for r in rows)
     with tempfile.TemporaryDirectory() as tmp:

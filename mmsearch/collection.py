@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsearch import config
-from mmsearch.audio.search import channel_counts, with_word_matches
-from mmsearch.audio.settings import AudioSettings, audio_query_vector
+from mmsearch.audio.search import channel_counts, fuse_queries, with_word_matches
+from mmsearch.audio.settings import AudioSettings, audio_query_vectors
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.registry import load_default_encoder, load_encoder, same_model
 from mmsearch.errors import BadMediaError, MmsearchError, ModelMismatchError, UsageError
@@ -262,7 +262,10 @@ class Collection:
                modality: str | Sequence[str] | None = None) -> list[Result]:
         """Find the k best items for a text, an image, a vector, or several of them.
 
-        Several queries are combined by adding their unit vectors. `where` is a SQL
+        Several queries are combined by adding their unit vectors. `audio` (the path of
+        an example sound) is analysed like an indexed file: its tags and its transcript
+        each make a main-space query, their results fused (mean score per item). With
+        `text`, transcripts holding the query's words score higher. `where` is a SQL
         condition over the metadata columns (trusted input); `filters` is a structured,
         injection-safe alternative (see mmsearch.filters). Both may be given. `modality`
         ("video", "image,video" or a list) keeps only those kinds of items.
@@ -273,23 +276,34 @@ class Collection:
         if k < 1:
             raise UsageError("k must be at least 1")
         where = _with_modality(where, modality)
-        query = self._query_vector(text, image, vector, audio)
+        queries = self._query_vectors(text, image, vector, audio)
         snap = self.snapshot()
         if len(snap) == 0:
             return []
         rows = self._filter_rows(snap, where, filters)
-        hits = with_word_matches(snap, query, text, _best_per_item(snap, query, k, rows), k,
-                                 rows)
+        fetch = k if len(queries) == 1 else max(k, 50)
+        hits = fuse_queries([with_word_matches(snap, q, text, _best_per_item(snap, q, fetch, rows),
+                                               fetch, rows) for q in queries], snap, k)
         records = snap.records(np.array([r for _, r in hits], dtype=np.int64))
         return [_to_result(score, rec) for (score, _), rec in zip(hits, records, strict=True)]
 
+    def _query_vectors(self, text: str | None, image: ImageQuery | None,
+                       vector: Sequence[float] | np.ndarray | None,
+                       audio: Any = None) -> list[np.ndarray]:
+        """One query vector, or one per view of an example sound (its tags, its words),
+        each plus the other queries given."""
+        if audio is None:
+            return [self._query_vector(text, image, vector)]
+        settings = AudioSettings.resolve(self._store.manifest.get("audio"))
+        sounds = audio_query_vectors(self.encoder, settings, audio, self._device)
+        if text is None and image is None and vector is None:
+            return sounds
+        other = self._query_vector(text, image, vector)
+        return [_unit(s + other) for s in sounds]
+
     def _query_vector(self, text: str | None, image: ImageQuery | None,
-                      vector: Sequence[float] | np.ndarray | None,
-                      audio: Any = None) -> np.ndarray:
+                      vector: Sequence[float] | np.ndarray | None) -> np.ndarray:
         parts: list[np.ndarray] = []
-        if audio is not None:
-            settings = AudioSettings.resolve(self._store.manifest.get("audio"))
-            parts.append(audio_query_vector(self.encoder, settings, audio, self._device))
         if text is not None and text.strip():
             parts.append(self.encoder.encode_texts([text])[0])
         if image is not None:
@@ -407,6 +421,10 @@ def _best_per_item(snap: Snapshot, query: np.ndarray, k: int,
         if fetch >= total or len(valid) < min(fetch, total):
             return list(best.values())
         fetch *= 4
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
 def _with_modality(where: str | None, modality: str | Sequence[str] | None) -> str | None:

@@ -79,6 +79,34 @@ def best_per_item(snap: Snapshot, scored: Iterable[tuple[float, int]],
     return list(best.values())
 
 
+def fuse_queries(per_query: list[list[tuple[float, int]]], snap: Snapshot,
+                 k: int) -> list[tuple[float, int]]:
+    """Fuse the best-per-item (score, row) hits of several queries (a sound's tags, words).
+
+    An item scores the mean of its score under each query (that query's lowest returned
+    score when the item is not among its hits) and shows its best-scoring row.
+    """
+    if len(per_query) == 1:
+        return per_query[0][:k]
+    ids = snap.table.column("id")
+    best: list[dict[str, tuple[float, int]]] = []
+    for hits in per_query:
+        items = ids.take(np.array([r for _, r in hits], dtype=np.int64)).to_pylist()
+        found: dict[str, tuple[float, int]] = {}
+        for hit, item in zip(hits, items, strict=True):
+            if item not in found or hit[0] > found[item][0]:
+                found[item] = hit
+        best.append(found)
+    floors = [min((s for s, _ in found.values()), default=0.0) for found in best]
+    fused = []
+    for item in set().union(*best):
+        scores = [found[item][0] if item in found else floor
+                  for found, floor in zip(best, floors, strict=True)]
+        row = max(found[item] for found in best if item in found)[1]
+        fused.append((sum(scores) / len(scores), row))
+    return sorted(fused, key=lambda h: -h[0])[:k]
+
+
 def channel_counts(snap: Snapshot) -> dict[str, int]:
     """Rows per channel (null channel: "text" for text records, else "visual")."""
     if not len(snap):

@@ -55,16 +55,16 @@ class AudioSettings:
                              pick_device(device))
 
 
-def audio_query_vector(encoder: Encoder, settings: AudioSettings, audio: Any,
-                       device: str | None = None) -> np.ndarray:
-    """A main-space query vector for an example sound (a path).
+def audio_query_vectors(encoder: Encoder, settings: AudioSettings, audio: Any,
+                        device: str | None = None) -> list[np.ndarray]:
+    """Main-space query vectors for an example sound (a path): its sound, then its words.
 
-    The clip goes through the store's tags and speech channels (as if indexed) and the
-    mean of its parts' vectors is the query: the clip's sound events and words, compared
-    with those of the indexed items.
+    The clip goes through the tags and (when the store has it) speech channels as if it
+    were indexed: the mean of its tag windows' vectors is one query, its transcript
+    embedded as text another (when it has speech). The caller fuses their results.
     """
     from mmsearch.audio.decode import open_audio
-    from mmsearch.audio.embed import part_vectors
+    from mmsearch.audio.embed import label_vectors, tags_vector
 
     if not isinstance(audio, str | os.PathLike):
         raise UsageError("audio= takes the path of a sound file")
@@ -78,8 +78,18 @@ def audio_query_vector(encoder: Encoder, settings: AudioSettings, audio: Any,
         parts = analyzer.analyze(stream).parts
     except BadMediaError as e:
         raise UsageError(f"cannot use audio {os.fspath(audio)}: {e}") from None
-    if not parts:
+    out = []
+    tags = [p for p in parts if p.channel == "tags"]
+    if tags:
+        table = label_vectors(encoder, analyzer.tag_labels or [])
+        out.append(_unit(np.mean([tags_vector(table, p.tags) for p in tags], axis=0)))
+    words = " ".join(p.text for p in parts if p.channel == "speech")
+    if words:
+        out.append(encoder.encode_texts([words])[0])
+    if not out:
         raise UsageError(f"{os.fspath(audio)}: no sound events or speech recognised")
-    vecs = part_vectors(encoder, parts, analyzer.tag_labels)
-    q = vecs.mean(axis=0)
-    return (q / max(float(np.linalg.norm(q)), 1e-12)).astype(np.float32)
+    return out
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
