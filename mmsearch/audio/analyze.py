@@ -80,20 +80,27 @@ class AudioAnalysis:
     warnings: list[str] = field(default_factory=list)
 
 
+#: Loaded models, shared by analyzers in this process: (kind, spec, device) -> model.
+_MODELS: dict[tuple[str, str, str], Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
 class AudioAnalyzer:
-    """Loads the audio models on first use (thread-safe) and analyses tracks."""
+    """Loads the audio models on first use (thread-safe, once per process) and analyses
+    tracks."""
 
     def __init__(self, options: AudioOptions, device: str = "cpu") -> None:
         self.options = options
         self.device = device
-        self._lock = threading.Lock()
-        self._models: dict[str, Any] = {}
 
     def _model(self, name: str, load: Callable[[], Any]) -> Any:
-        with self._lock:
-            if name not in self._models:
-                self._models[name] = load()
-            return self._models[name]
+        spec = {"yamnet": self.options.yamnet, "whisper": self.options.whisper,
+                "clap": self.options.clap}[name]
+        key = (name, str(spec), self.device)
+        with _MODELS_LOCK:
+            if key not in _MODELS:
+                _MODELS[key] = load()
+            return _MODELS[key]
 
     @property
     def yamnet(self) -> Any:
