@@ -13,8 +13,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsearch import config
-from mmsearch.audio.search import channel_counts, fuse_queries, with_word_matches
+from mmsearch.audio.search import channel_counts, clap_hits, fuse_queries, with_word_matches
 from mmsearch.audio.settings import AudioSettings, audio_query_vectors
+from mmsearch.audio.space import ClapSpace
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.registry import load_default_encoder, load_encoder, same_model
 from mmsearch.errors import BadMediaError, MmsearchError, ModelMismatchError, UsageError
@@ -281,11 +282,29 @@ class Collection:
         if len(snap) == 0:
             return []
         rows = self._filter_rows(snap, where, filters)
-        fetch = k if len(queries) == 1 else max(k, 50)
-        hits = fuse_queries([with_word_matches(snap, q, text, _best_per_item(snap, q, fetch, rows),
-                                               fetch, rows) for q in queries], snap, k)
+        clap = self._clap_query(text, audio)
+        fetch = k if len(queries) == 1 and clap is None else max(k, 50)
+        if not queries and clap is None:
+            raise UsageError("no query vector: the sound gave no tags or speech")
+        lists = [with_word_matches(snap, q, text, _best_per_item(snap, q, fetch, rows), fetch,
+                                   rows) for q in queries]
+        if clap is not None:
+            lists.append(clap_hits(snap, ClapSpace(self.path), clap, fetch, rows))
+        hits = fuse_queries([h for h in lists if h], snap, k) if any(lists) else []
         records = snap.records(np.array([r for _, r in hits], dtype=np.int64))
         return [_to_result(score, rec) for (score, _), rec in zip(hits, records, strict=True)]
+
+    def _clap_query(self, text: str | None, audio: Any) -> np.ndarray | None:
+        """The query in the CLAP space when the store has one (text, or the sound's first
+        10 s), else None."""
+        spec = (self._store.manifest.get("audio") or {}).get("clap")
+        if not spec or not ClapSpace(self.path).exists or (audio is None and not text):
+            return None
+        settings = AudioSettings.resolve(self._store.manifest.get("audio"))
+        clap = settings.analyzer(self._device).clap
+        if audio is not None:
+            return clap.embed_file(os.fspath(audio), [(0.0, 10.0)])[0]
+        return clap.embed_texts([text])[0]
 
     def _query_vectors(self, text: str | None, image: ImageQuery | None,
                        vector: Sequence[float] | np.ndarray | None,
@@ -296,6 +315,9 @@ class Collection:
             return [self._query_vector(text, image, vector)]
         settings = AudioSettings.resolve(self._store.manifest.get("audio"))
         sounds = audio_query_vectors(self.encoder, settings, audio, self._device)
+        if not sounds and not ClapSpace(self.path).exists:
+            raise UsageError(f"nothing in {os.fspath(audio)} to search with: no sound events "
+                             "or speech recognised, and the store has no CLAP space")
         if text is None and image is None and vector is None:
             return sounds
         other = self._query_vector(text, image, vector)
@@ -367,13 +389,21 @@ class Collection:
             if self.path.exists() else 0
         return {"store": str(self.path.resolve()), "model": (manifest.get("model") or {}).get(
                     "spec"), "dim": manifest.get("dim"), "items": items, "vectors": len(snap),
-                "modalities": counts, "channels": channel_counts(snap),
+                "modalities": counts, "channels": self._channels(snap),
                 "audio": manifest.get("audio"),
                 "index": snap.index.kind if len(snap) else "none",
                 "index_params": snap.index.describe() if len(snap) else {},
                 "segments": len(manifest.get("segments", [])),
                 "generation": manifest.get("generation", 0), "bytes_on_disk": size,
                 "columns": [c for c in snap.table.column_names if c not in HIDDEN_COLUMNS]}
+
+    def _channels(self, snap: Snapshot) -> dict[str, int]:
+        """Vectors per channel; "clap" counts the CLAP side space's vectors."""
+        counts = channel_counts(snap)
+        space = ClapSpace(self.path)
+        if space.exists:
+            counts["clap"] = int(space.store.manifest.get("rows") or 0)
+        return counts
 
     def __len__(self) -> int:
         """Number of items (moments of one file count once)."""

@@ -15,6 +15,7 @@ from mmsearch import config
 from mmsearch.audio.analyze import AudioAnalyzer
 from mmsearch.audio.embed import part_vectors
 from mmsearch.audio.settings import AudioSettings
+from mmsearch.audio.space import ClapSpace
 from mmsearch.encoders.base import Encoder
 from mmsearch.ingest.discover import Found, Skipped, discover, is_under
 from mmsearch.ingest.pipeline import Prepared, default_workers, ordered_map, prepare_file
@@ -105,6 +106,10 @@ class Indexer:
         self.video = video or VideoOptions()
         self.audio = audio
         self._audio_pin = audio_settings.to_manifest() if audio_settings else None
+        self._clap_spec = audio_settings.clap if audio_settings else None
+        self.side = ClapSpace(store.root) if self._clap_spec else None
+        self._side_rows: list[tuple[str, float, float, np.ndarray]] = []
+        self._side_replace: set[str] = set()
         self.report = IndexReport()
         self._rows: list[dict[str, Any]] = []
         self._vectors: list[np.ndarray] = []
@@ -160,7 +165,7 @@ class Indexer:
                         self._failed[item.found.path] = [item.found.size, item.found.mtime_ns,
                                                          item.error]
                         if old:
-                            self._deletes.extend(old.keys)
+                            self._drop(old)
                     elif item.known:
                         self._reuse(item, by_hash[item.content_hash], old, gone)
                     else:
@@ -176,7 +181,7 @@ class Indexer:
                 if batch:
                     self._embed(batch, by_path)
         for old in gone.values():
-            self._deletes.extend(old.keys)
+            self._drop(old)
             self.report.removed += 1
         # failures outside this run's roots stay remembered; inside, only current ones
         kept = {p: v for p, v in known_failed.items() if not is_under(p, roots)}
@@ -193,15 +198,20 @@ class Indexer:
                gone: dict[str, _Stored]) -> None:
         """Content already embedded under another path (or the same): copy its vectors."""
         vectors = [self._stored_vector(key) for key in source.keys]
+        if self.side is not None:
+            new_id = file_id(item.found.path)
+            self._side_replace.add(new_id)
+            self._side_rows.extend((new_id, a, b, v) for a, b, v in
+                                   self.side.windows_of(file_id(source.path)))
         if old is not None:
-            self._deletes.extend(old.keys)
+            self._drop(old)
             if old.content_hash == item.content_hash:
                 self.report.unchanged += 1  # touched: same content, refreshed metadata
             else:
                 self.report.updated += 1
         elif source.path in gone:
             del gone[source.path]
-            self._deletes.extend(source.keys)
+            self._drop(source)
             self.report.renamed += 1
         else:
             self.report.added += 1
@@ -222,7 +232,7 @@ class Indexer:
         for item in batch:
             old = by_path.get(item.found.path)
             if old is not None:
-                self._deletes.extend(old.keys)
+                self._drop(old)
                 self.report.updated += 1
             else:
                 self.report.added += 1
@@ -235,9 +245,26 @@ class Indexer:
             item_vecs = list(vectors[at:at + n])
             if m:
                 item_vecs += list(part_vecs[part_at:part_at + m])
+            # a CLAP window without a tag row still needs a main row (its moment): channel
+            # "audio", zero main-space vector (it is found through the CLAP space only)
+            tagged = {p.start_s for p in item.parts if p.channel == "tags"}
+            for a, b, _ in item.clap:
+                if a not in tagged:
+                    rows.append({"start_s": a, "end_s": b, "channel": "audio"})
+                    item_vecs.append(np.zeros(encoder.dim, np.float32))
             self._add(item, item.meta, item_vecs, rows)
+            if self.side is not None:
+                item_id = file_id(item.found.path)
+                self._side_replace.add(item_id)
+                self._side_rows.extend((item_id, a, b, v) for a, b, v in item.clap)
             at += n
             part_at += m
+
+    def _drop(self, old: _Stored) -> None:
+        """Delete a stored file's rows (and its side-space rows) at the next commit."""
+        self._deletes.extend(old.keys)
+        if self.side is not None:
+            self._side_replace.add(file_id(old.path))
 
     def _add(self, item: Prepared, meta: dict[str, Any], vectors: list[np.ndarray],
              rows: list[dict[str, Any]]) -> None:
@@ -272,6 +299,9 @@ class Indexer:
             batches.append(Batch(table, np.stack(self._vectors)))
             if self._encoder is not None and not self.store.model:
                 model = self._model_pin(self._encoder)
+        if self.side is not None and self._clap_spec:  # side first: see audio/space.py
+            self.side.commit(self._side_rows, self._side_replace, self._clap_spec)
+            self._side_rows, self._side_replace = [], set()
         dim = self._encoder.dim if self._encoder is not None else None
         extra: dict[str, Any] = {"failed": final_failed} if final_failed is not None else {}
         if self._rows and self._audio_pin and self.store.manifest.get("audio") != self._audio_pin:

@@ -244,3 +244,73 @@ def test_rename_keeps_audio_rows_and_reruns_are_incremental(speech_store, tmp_pa
         after = col.snapshot().sql("SELECT channel, transcript, tags, start_s FROM items "
                                    "WHERE path LIKE '%pantry.flac' ORDER BY 4, 1").fetchall()
         assert after == before and len(after) >= 2
+
+
+# -- CLAP side space (tiny random model) ----------------------------------------------------
+
+def make_tiny_clap(folder: Path) -> Path:
+    """A tiny random CLAP model + processor saved to `folder` (no download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        ClapProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    words = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", "dog", "bark", "rain", "speech"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                        pad_token="<pad>", unk_token="<unk>",
+                                        mask_token="<mask>")
+    config = ClapConfig(
+        text_config={"vocab_size": len(words), "hidden_size": 32, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "intermediate_size": 37,
+                     "max_position_embeddings": 64, "pad_token_id": 1},
+        audio_config={"hidden_size": 32, "depths": [1, 1], "num_attention_heads": [2, 2],
+                      "patch_embeds_hidden_size": 16, "window_size": 8, "spec_size": 256,
+                      "num_mel_bins": 64, "enable_fusion": False},
+        projection_dim=16)
+    import torch
+
+    torch.manual_seed(0)
+    ClapModel(config).save_pretrained(folder)
+    ClapProcessor(feature_extractor=ClapFeatureExtractor(truncation="rand_trunc"),
+                  tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def test_clap_side_space_is_written_first_and_searched(tmp_path, tiny_spec):
+    from mmsearch.audio.space import ClapSpace
+    from mmsearch.store.store import Store
+
+    clap = make_tiny_clap(tmp_path / "clap")
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("revenue.ogg", "kitchen.flac"):
+        shutil.copy(FIXTURES / name, media / name)
+    store = tmp_path / "store"
+    with mmsearch.open(store, model=tiny_spec) as col:
+        report = col.index([media], progress=False, tags=False, speech=False,
+                           audio_model=str(clap))
+        assert report.added == 2 and report.failed == 0
+        info = col.info()
+        assert info["audio"]["clap"] == str(clap) and info["channels"] == {"audio": 2, "clap": 2}
+        side = Store(store / "spaces" / "clap")
+        assert side.manifest["dim"] == 16 and side.manifest["rows"] == 2
+        hits = col.search(text="dog bark", k=5)
+        assert {Path(h.path).name for h in hits} == {"revenue.ogg", "kitchen.flac"}
+        assert all(h.start_s == 0.0 for h in hits)
+        by_sound = col.search(audio=media / "kitchen.flac", k=1)
+        assert Path(by_sound[0].path).name == "kitchen.flac"  # its own CLAP vector
+        # side rows of an id not live in the main store are ignored by readers
+        ClapSpace(store).commit([("no-such-item", 0.0, 1.0, np.ones(16, np.float32) / 4)],
+                                set(), str(clap))
+        assert len(col.search(text="dog", k=5)) == 2
+        # removing a file drops its side rows at the next run
+        (media / "revenue.ogg").unlink()
+        col.index([media], progress=False)
+        assert Store(store / "spaces" / "clap").manifest["rows"] == 2  # kitchen + orphan
+        assert [Path(h.path).name for h in col.search(text="rain", k=5)] == ["kitchen.flac"]

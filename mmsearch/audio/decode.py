@@ -30,12 +30,13 @@ class AudioStream:
     seconds: float = 0.0  # decoded so far
     block_s: float = 30.0
     time_limit: float | None = None
+    rate: int = SAMPLE_RATE
 
     def blocks(self) -> Iterator[np.ndarray]:
-        """Yield 16 kHz mono float32 blocks of ~`block_s` seconds (the last one shorter)."""
+        """Yield mono float32 blocks (at `rate`, 16 kHz by default) of ~`block_s` seconds."""
         import av
 
-        want = int(self.block_s * SAMPLE_RATE)
+        want = int(self.block_s * self.rate)
         pending: list[np.ndarray] = []
         have = 0
         started = time.monotonic()
@@ -45,7 +46,7 @@ class AudioStream:
             raise BadMediaError(f"cannot open audio: {e}") from None
         with container:
             stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
             frames = _decode(container, stream, self)
             for frame in frames:
                 for out in resampler.resample(frame):
@@ -54,7 +55,7 @@ class AudioStream:
                     have += len(arr)
                 while have >= want:
                     block, pending, have = _take(pending, want)
-                    self.seconds += len(block) / SAMPLE_RATE
+                    self.seconds += len(block) / self.rate
                     yield block
                 if self.time_limit and time.monotonic() - started > self.time_limit:
                     self.warnings.append(f"stopped after {self.seconds:.0f} s of audio: "
@@ -66,7 +67,7 @@ class AudioStream:
                 have += len(arr)
         if have:
             block = np.concatenate(pending).astype(np.float32, copy=False)
-            self.seconds += len(block) / SAMPLE_RATE
+            self.seconds += len(block) / self.rate
             yield block
 
 
@@ -92,7 +93,7 @@ def _take(pending: list[np.ndarray], n: int) -> tuple[np.ndarray, list[np.ndarra
 
 
 def open_audio(path: str, block_s: float = 30.0, time_limit: float | None = None,
-               require: bool = True) -> AudioStream | None:
+               require: bool = True, rate: int = SAMPLE_RATE) -> AudioStream | None:
     """Open the first audio track of a file.
 
     Raises BadMediaError when the file cannot be opened or (with `require`) has no audio
@@ -119,4 +120,4 @@ def open_audio(path: str, block_s: float = 30.0, time_limit: float | None = None
         raise
     except Exception as e:
         raise BadMediaError(f"cannot open audio: {type(e).__name__}: {e}") from None
-    return AudioStream(path, meta, block_s=block_s, time_limit=time_limit)
+    return AudioStream(path, meta, block_s=block_s, time_limit=time_limit, rate=rate)

@@ -4,7 +4,8 @@ Fusion (a first one; the planner refines it): the main space already holds the v
 tags and speech rows of every item, so one vector search asks all of them and an item
 counts with its best row. On top, a transcript segment holding the query's words scores
 `cosine + WORD_WEIGHT * share of the query words it contains`, so an exact phrase match
-outranks a merely similar meaning.
+outranks a merely similar meaning. With a CLAP side space, its hits are one more ranked
+list and `fuse_queries` averages an item's scores over the lists.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from mmsearch.audio.space import ClapSpace
 from mmsearch.store.snapshot import Snapshot
 
 WORD_WEIGHT = 0.5
@@ -105,6 +107,35 @@ def fuse_queries(per_query: list[list[tuple[float, int]]], snap: Snapshot,
         row = max(found[item] for found in best if item in found)[1]
         fused.append((sum(scores) / len(scores), row))
     return sorted(fused, key=lambda h: -h[0])[:k]
+
+
+def clap_hits(snap: Snapshot, space: ClapSpace, query: np.ndarray, k: int,
+              rows: np.ndarray | None = None) -> list[tuple[float, int]]:
+    """CLAP-space hits as (score, main row): each window maps to its item's tag row of
+    the same start (else the item's first row); ids not live in the main store drop out."""
+    found = space.search(query, max(4 * k, 50))
+    if not found:
+        return []
+    ids = list({item for _, item, _ in found})
+    marks = ", ".join("?" for _ in ids)
+    where = f"id IN ({marks})"
+    table = snap.sql(f"SELECT _row, id, start_s, channel FROM items WHERE {where} "
+                     "ORDER BY _row", ids).fetchall()
+    allowed = None if rows is None else set(rows.tolist())
+    first: dict[str, int] = {}
+    tagged: dict[tuple[str, float | None], int] = {}
+    for row, item, start, channel in table:
+        if allowed is not None and row not in allowed:
+            continue
+        first.setdefault(item, row)
+        if channel in ("tags", "audio"):
+            tagged[(item, start)] = row
+    out = []
+    for score, item, start in found:
+        row = tagged.get((item, start), first.get(item))
+        if row is not None:
+            out.append((score, int(row)))
+    return best_per_item(snap, out, k)
 
 
 def channel_counts(snap: Snapshot) -> dict[str, int]:

@@ -59,9 +59,9 @@ def audio_query_vectors(encoder: Encoder, settings: AudioSettings, audio: Any,
                         device: str | None = None) -> list[np.ndarray]:
     """Main-space query vectors for an example sound (a path): its sound, then its words.
 
-    The clip goes through the tags and (when the store has it) speech channels as if it
-    were indexed: the mean of its tag windows' vectors is one query, its transcript
-    embedded as text another (when it has speech). The caller fuses their results.
+    The clip goes through the store's tags and speech channels as if it were indexed: the
+    mean of its tag windows' vectors is one query, its transcript embedded as text another
+    (when it has speech). The caller fuses their results (and the CLAP space's, if any).
     """
     from mmsearch.audio.decode import open_audio
     from mmsearch.audio.embed import label_vectors, tags_vector
@@ -70,7 +70,9 @@ def audio_query_vectors(encoder: Encoder, settings: AudioSettings, audio: Any,
         raise UsageError("audio= takes the path of a sound file")
     if not Path(audio).is_file():
         raise UsageError(f"no such audio file: {audio}")
-    use = AudioSettings(tags=True, speech=settings.speech, whisper=settings.whisper)
+    use = AudioSettings(tags=settings.tags, speech=settings.speech, whisper=settings.whisper)
+    if not (use.tags or use.speech):
+        return []  # the store has no main-space audio channel (CLAP only, or none)
     analyzer = use.analyzer(device)
     try:
         stream = open_audio(os.fspath(audio))
@@ -86,8 +88,6 @@ def audio_query_vectors(encoder: Encoder, settings: AudioSettings, audio: Any,
     words = " ".join(p.text for p in parts if p.channel == "speech")
     if words:
         out.append(encoder.encode_texts([words])[0])
-    if not out:
-        raise UsageError(f"{os.fspath(audio)}: no sound events or speech recognised")
     return out
 
 
