@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -158,6 +159,10 @@ class Indexer:
             # a video holds all its moments' pixels until embedded: keep fewer in flight
             window = 256 if all(f.modality == "image" for f in todo) else 2 * self.workers
             with progress_bar(len(todo), "indexing", self.progress) as bar:
+                if self.audio is not None:  # an hour of audio: say how far it got
+                    self.audio.on_progress = lambda path, done: bar.note(
+                        f"indexing ({os.path.basename(path)} {int(done) // 60}:"
+                        f"{int(done) % 60:02d})")
                 for item in ordered_map(work, todo, self.workers, window=window):
                     old = by_path.get(item.found.path)
                     if item.error:
@@ -177,6 +182,7 @@ class Indexer:
                             self._embed(batch, by_path)
                             batch, frames = [], 0
                     bar.advance()
+                    bar.note("indexing")
                     self._maybe_commit()
                 if batch:
                     self._embed(batch, by_path)

@@ -92,6 +92,8 @@ class AudioAnalyzer:
     def __init__(self, options: AudioOptions, device: str = "cpu") -> None:
         self.options = options
         self.device = device
+        #: called with (path, seconds done) between windows of a long track
+        self.on_progress: Callable[[str, float], None] | None = None
 
     def _model(self, name: str, load: Callable[[], Any]) -> Any:
         spec = {"yamnet": self.options.yamnet, "whisper": self.options.whisper,
@@ -213,6 +215,8 @@ class AudioAnalyzer:
                 offset += SPEECH_HOP
                 if on_seconds:
                     on_seconds(offset / SAMPLE_RATE)
+                if self.on_progress:
+                    self.on_progress(stream.path, offset / SAMPLE_RATE)
         if total == 0:
             from mmsearch.errors import BadMediaError
 

@@ -83,8 +83,10 @@ def audio_query_vectors(encoder: Encoder, settings: AudioSettings, audio: Any,
     out = []
     tags = [p for p in parts if p.channel == "tags"]
     if tags:
-        table = label_vectors(encoder, analyzer.tag_labels or [])
-        out.append(_unit(np.mean([tags_vector(table, p.tags) for p in tags], axis=0)))
+        table = label_vectors(encoder, analyzer.tag_labels or [],
+                              (i for p in tags for i, _ in p.tags))
+        out.append(_unit(np.mean([tags_vector(table, p.tags, encoder.dim) for p in tags],
+                                 axis=0)))
     words = " ".join(p.text for p in parts if p.channel == "speech")
     if words:
         out.append(encoder.encode_texts([words])[0])
