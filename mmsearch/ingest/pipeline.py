@@ -137,6 +137,10 @@ def prepare_video(found: Found, known_hashes: Container[str],
                 out.warnings.extend(analysis.warnings)
         except BadMediaError as e:  # the pictures are still good
             out.warnings.append(f"sound track not indexed: {e}")
+        except MmsearchError:  # a model that cannot load stops the run with its message
+            raise
+        except Exception as e:
+            out.warnings.append(f"sound track not indexed: {type(e).__name__}: {e}")
     return out
 
 
