@@ -99,6 +99,19 @@ def index(
         show_default=False)] = None,
     delete_missing: Annotated[bool, typer.Option(
         "--delete-missing", help="Catalog: delete products absent from this file.")] = False,
+    tags: Annotated[bool | None, typer.Option(
+        "--tags/--no-tags", help="Tag sound events (YAMNet) in audio and videos [default: on "
+        "when its weights are found, env MMSEARCH_YAMNET; then as the store was built].",
+        show_default=False)] = None,
+    speech: Annotated[bool | None, typer.Option(
+        "--speech/--no-speech", help="Transcribe speech (Whisper) [default: on].",
+        show_default=False)] = None,
+    whisper: Annotated[str | None, typer.Option(
+        "--whisper", help="Whisper model: folder or Hugging Face id [env MMSEARCH_WHISPER; "
+        "default openai/whisper-tiny.en].", show_default=False)] = None,
+    audio_model: Annotated[str | None, typer.Option(
+        "--audio-model", help="Also embed sounds with this CLAP model (folder or Hugging Face "
+        "id, e.g. laion/clap-htsat-unfused) [default: off].", show_default=False)] = None,
 ) -> None:
     """Index files and folders, or a product catalog (.csv/.tsv/.parquet/.jsonl); re-running
     is incremental."""
@@ -134,7 +147,8 @@ def index(
         return
     report = col.index(paths, progress=False if quiet else None, batch_size=batch_size,
                        workers=workers, fps=fps, scene_threshold=scene_threshold,
-                       video_time_limit=video_time_limit)
+                       video_time_limit=video_time_limit, tags=tags, speech=speech,
+                       whisper=whisper, audio_model=audio_model)
     if verbose:
         for path, reason in report.failures:
             _err(f"skipped {path}: {reason}")
@@ -232,7 +246,9 @@ def query(
         return
     for rank, r in enumerate(results, offset + 1):
         at = f"  @ {_clock(r.start_s)}-{_clock(r.end_s)}" if r.start_s is not None else ""
-        print(f"{rank:>3}  {r.score:7.4f}  {r.path or r.id}{at}")
+        said = r.metadata.get("transcript") or r.metadata.get("tags")
+        said = f'  "{said[:77] + "..." if len(said) > 80 else said}"' if said else ""
+        print(f"{rank:>3}  {r.score:7.4f}  {r.path or r.id}{at}{said}")
         if r.explain:
             print(f"       {_explain_line(r.explain)}")
 
@@ -250,8 +266,9 @@ def info(store: StoreOpt = None,
         print(json.dumps(data, indent=2))
         return
     mods = ", ".join(f"{n} {m}" for m, n in data["modalities"].items()) or "nothing"
+    chans = ", ".join(f"{n} {c}" for c, n in data["channels"].items()) or "none"
     print(f"store      {data['store']}\nmodel      {data['model']} ({data['dim']}-d)\n"
-          f"items      {data['items']} ({mods})\nvectors    {data['vectors']}\n"
+          f"items      {data['items']} ({mods})\nvectors    {data['vectors']} ({chans})\n"
           f"index      {_index_line(data['index_params']) or data['index']}\n"
           f"segments   {data['segments']} "
           f"(generation {data['generation']})\nsize       {_size(data['bytes_on_disk'])}\n"

@@ -15,6 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsearch import config
+from mmsearch.audio.search import channel_counts, row_bonus
+from mmsearch.audio.settings import AudioSettings, audio_query_vectors
+from mmsearch.audio.space import ClapSpace
 from mmsearch.catalog.embed import embed_products
 from mmsearch.catalog.products import ProductColumns, Products, prepare
 from mmsearch.catalog.read import read_catalog
@@ -84,6 +87,7 @@ class Collection:
         self._snap_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._encoder_lock = threading.Lock()
+        self._cache_lock = threading.Lock()  # calibration and reranker caches
         self._reader = Store(self.path)
         self._ann_params = AnnParams.resolve(index_params)
         self._ann = None  # the IVF-PQ index in RAM, shared by snapshots and the writer
@@ -147,7 +151,9 @@ class Collection:
               batch_size: int = config.BATCH_SIZE, workers: int | None = None,
               commit_every: int = config.COMMIT_EVERY, fps: float = DEFAULT_FPS,
               scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
-              video_time_limit: float = DEFAULT_TIME_LIMIT) -> IndexReport:
+              video_time_limit: float = DEFAULT_TIME_LIMIT, tags: bool | None = None,
+              speech: bool | None = None, whisper: str | None = None,
+              audio_model: str | None = None) -> IndexReport:
         """Index files and folders recursively; re-runs are incremental.
 
         Unchanged files are skipped without decoding, renamed files keep their vectors
@@ -158,6 +164,11 @@ class Collection:
         its 32x32 grayscale thumbnail differs from the last kept one by more than
         `scene_threshold` (mean abs difference, 0-255); `video_time_limit` seconds of
         decoding per file at most (what was decoded by then is kept and reported).
+
+        Audio files and the sound of videos: `tags` (YAMNet sound events), `speech`
+        (Whisper transcripts; `whisper` names the model) and `audio_model` (a CLAP model in
+        its own space, off by default). None: what the store was built with, else the
+        defaults (see `mmsearch.audio.settings`); the store remembers the choice.
         """
         try:
             video = VideoOptions(fps, scene_threshold, video_time_limit)
@@ -167,11 +178,14 @@ class Collection:
         missing = [p for p in roots if not os.path.exists(p)]
         if missing:
             raise UsageError(f"no such file or folder: {', '.join(missing)}")
+        settings = AudioSettings.resolve(self._store.manifest.get("audio"), tags=tags,
+                                         speech=speech, whisper=whisper, clap=audio_model)
         with self._lock, self._store.writer() as store:
             self._check_model(self._asked_model)
             indexer = Indexer(store, lambda: self.encoder, self._model_pin,
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
-                              progress=progress, video=video)
+                              progress=progress, video=video,
+                              audio=settings.analyzer(self._device), audio_settings=settings)
             report = indexer.run(roots)
             self._maintain_index(store)
             self._publish(store)
@@ -420,26 +434,30 @@ class Collection:
         Items with several rows (video moments, a product's photo and title) appear once;
         moments come back as their best moment (`start_s`/`end_s`).
         """
-        if audio is not None:
-            raise UsageError("audio queries need an audio channel, which this store lacks")
         rerank_n = _rerank_count(rerank)
-        query, texts = self._parse_query(text, image, vector, negative, k=k, offset=offset,
+        query, texts = self._parse_query(text, image, vector, negative, audio, k=k,
+                                         offset=offset,
                                          min_score=min_score, sort=sort, fusion=fusion,
                                          weights=weights, explain=explain)
         if rerank_n and not texts:
             raise UsageError("reranking needs a text query")
+        if query is None:
+            return self._search_clap_only(audio, k, offset, where, filters)
         where = _with_modality(where, modality)
         snap = self.snapshot()
         if len(snap) == 0:
             return []
         rows = self._filter_rows(snap, where, filters)
+        clap = self._clap_query(" ".join(texts) or None, audio)
+        bonus = row_bonus(snap, texts, rows, clap, ClapSpace(self.path) if clap is not None
+                          else None)
         rerank_fn = None
         if rerank_n:
             model = self._load_reranker(reranker)
             rerank_fn = functools.partial(rerank_hits, n=rerank_n, text=" ".join(texts),
                                           reranker=model, snap=snap)
         hits = execute(snap, query, self._calibration(snap, query), rows, rerank_fn,
-                       rerank_n)
+                       rerank_n, bonus)
         records = snap.records(np.array([h.row for h in hits], dtype=np.int64))
         return [_to_result(h.score, rec, h.explain if explain else None, h.similarity)
                 for h, rec in zip(hits, records, strict=True)]
@@ -488,9 +506,13 @@ class Collection:
                           params) for c in names}
 
     def _parse_query(self, text: Any, image: ImageQuery | None, vector: Any,
-                     negative: str | Sequence[str] | None, **options: Any
-                     ) -> tuple[Query, list[str]]:
-        """Embed the query parts; returns the query and its positive texts."""
+                     negative: str | Sequence[str] | None, audio: Any = None, **options: Any
+                     ) -> tuple[Query | None, list[str]]:
+        """Embed the query parts; returns the query and its positive texts.
+
+        An example sound (`audio`, a path) goes through the store's tags and speech channels
+        as if indexed: its tags and its transcript each become a text-kind part.
+        """
         terms, negatives = [], [negative] if isinstance(negative, str) else list(negative or [])
         for term, weight in text_terms(text):
             rest, minus = split_negatives(term)
@@ -509,6 +531,16 @@ class Collection:
             self._check_dim(v.shape[0])
             positives.append(Part("image", v / max(float(np.linalg.norm(v)), 1e-12), 1.0,
                                   "vector"))
+        if audio is not None:
+            settings = AudioSettings.resolve(self._store.manifest.get("audio"))
+            sounds = audio_query_vectors(self.encoder, settings, audio, self._device)
+            if not sounds and not positives and not ClapSpace(self.path).exists:
+                raise UsageError(f"nothing in {os.fspath(audio)} to search with: no sound "
+                                 "events or speech recognised, and the store has no CLAP "
+                                 "space")
+            if not sounds and not positives:
+                return None, texts  # a query by sound answered by the CLAP space alone
+            positives += [Part("text", v, 1.0, f"sound:{i}") for i, v in enumerate(sounds)]
         parts_neg = [Part("text", embedded[len(texts) + i], 1.0, f"not:{n}")
                      for i, n in enumerate(negatives)]
         sort = options.pop("sort")
@@ -524,7 +556,7 @@ class Collection:
         wanted = {(kd, c) for kd in kinds for c in lay.names}
         if wanted <= set(stored.stats):
             return stored
-        with self._lock:
+        with self._cache_lock:
             cached = self._calib_cache
             if cached is None or cached[0] != snap.generation:
                 probes = self.encoder.encode_texts(list(PROBE_TEXTS)) \
@@ -535,10 +567,35 @@ class Collection:
 
     def _load_reranker(self, spec: str | None) -> Reranker:
         spec = spec or config.reranker_spec()
-        with self._lock:
+        with self._cache_lock:
             if spec not in self._rerankers:
                 self._rerankers[spec] = load_reranker(spec, self._device)
             return self._rerankers[spec]
+
+    def _search_clap_only(self, audio: Any, k: int, offset: int, where: str | None,
+                          filters: Mapping[str, Any] | None) -> list[Result]:
+        """A sound query on a store whose only audio channel is CLAP: its hits, in order
+        (score: the z-score within this search's CLAP hits)."""
+        snap = self.snapshot()
+        if not len(snap):
+            return []
+        rows = self._filter_rows(snap, where, filters)
+        bonus = row_bonus(snap, [], rows, self._clap_query(None, audio), ClapSpace(self.path))
+        ranked = sorted(bonus.items(), key=lambda rz: -rz[1])[offset:offset + k]
+        records = snap.records(np.array([r for r, _ in ranked], dtype=np.int64))
+        return [_to_result(z, rec) for (_, z), rec in zip(ranked, records, strict=True)]
+
+    def _clap_query(self, text: str | None, audio: Any) -> np.ndarray | None:
+        """The query in the CLAP space when the store has one (text, or the sound's first
+        10 s), else None."""
+        spec = (self._store.manifest.get("audio") or {}).get("clap")
+        if not spec or not ClapSpace(self.path).exists or (audio is None and not text):
+            return None
+        settings = AudioSettings.resolve(self._store.manifest.get("audio"))
+        clap = settings.analyzer(self._device).clap
+        if audio is not None:
+            return clap.embed_file(os.fspath(audio), [(0.0, 10.0)])[0]
+        return clap.embed_texts([text])[0]
 
     def _embed_image(self, image: ImageQuery) -> np.ndarray:
         from PIL import Image
@@ -590,11 +647,21 @@ class Collection:
             if self.path.exists() else 0
         return {"store": str(self.path.resolve()), "model": (manifest.get("model") or {}).get(
                     "spec"), "dim": manifest.get("dim"), "items": items, "vectors": len(snap),
-                "modalities": counts, "index": snap.index.kind if len(snap) else "none",
+                "modalities": counts, "channels": self._channels(snap),
+                "audio": manifest.get("audio"),
+                "index": snap.index.kind if len(snap) else "none",
                 "index_params": snap.index.describe() if len(snap) else {},
                 "segments": len(manifest.get("segments", [])),
                 "generation": manifest.get("generation", 0), "bytes_on_disk": size,
                 "columns": [c for c in snap.table.column_names if c not in HIDDEN_COLUMNS]}
+
+    def _channels(self, snap: Snapshot) -> dict[str, int]:
+        """Vectors per channel; "clap" counts the CLAP side space's vectors."""
+        counts = channel_counts(snap)
+        space = ClapSpace(self.path)
+        if space.exists:
+            counts["clap"] = int(space.store.manifest.get("rows") or 0)
+        return counts
 
     def __len__(self) -> int:
         """Number of items (moments of one file count once)."""
@@ -634,6 +701,10 @@ def _failures(failed: list[tuple[str, str]]) -> str:
     shown = "; ".join(f"{i}: {e}" for i, e in failed[:5])
     more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
     return f"{len(failed)} record(s) cannot be used, nothing written: {shown}{more}"
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
 def _with_modality(where: str | None, modality: str | Sequence[str] | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -12,6 +13,10 @@ import numpy as np
 import torch
 
 from mmsearch import config
+from mmsearch.audio.analyze import AudioAnalyzer
+from mmsearch.audio.embed import part_vectors
+from mmsearch.audio.settings import AudioSettings
+from mmsearch.audio.space import ClapSpace
 from mmsearch.encoders.base import Encoder
 from mmsearch.ingest.discover import Found, Skipped, discover, is_under
 from mmsearch.ingest.pipeline import Prepared, default_workers, ordered_map, prepare_file
@@ -61,15 +66,16 @@ class IndexReport:
 
 #: Metadata of a file's rows that a rename or touch carries over with its vectors.
 _FILE_META = ("width", "height", "taken_at", "camera_make", "camera_model", "gps_lat",
-              "gps_lon", "duration_s", "fps", "codec")
+              "gps_lon", "duration_s", "fps", "codec", "sample_rate")
+#: What each row says beyond its file's metadata (carried over with its vector too).
+_ROW_META = ("start_s", "end_s", "channel", "tags", "transcript")
 #: What change detection reads of the stored rows (never user metadata).
-_STORED_COLUMNS = ["key", "path", "bytes", "mtime_ns", "content_hash", "start_s", "end_s",
-                   *_FILE_META]
+_STORED_COLUMNS = ["key", "path", "bytes", "mtime_ns", "content_hash", *_ROW_META, *_FILE_META]
 
 
 @dataclass
 class _Stored:
-    """A stored file: its rows (one per image, one per moment of a video) and metadata."""
+    """A stored file: its rows (one per image, moment, tag window, ...) and metadata."""
 
     keys: list[int]
     path: str
@@ -77,7 +83,7 @@ class _Stored:
     mtime_ns: int
     content_hash: str
     row: dict[str, Any]
-    spans: list[tuple[float | None, float | None]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # _ROW_META per key
 
 
 class Indexer:
@@ -88,7 +94,8 @@ class Indexer:
                  batch_size: int = config.BATCH_SIZE, workers: int | None = None,
                  commit_every: int = config.COMMIT_EVERY,
                  max_pixels: int = config.MAX_IMAGE_PIXELS, progress: bool | None = None,
-                 video: VideoOptions | None = None) -> None:
+                 video: VideoOptions | None = None, audio: AudioAnalyzer | None = None,
+                 audio_settings: AudioSettings | None = None) -> None:
         self.store = store
         self._encoder_factory = encoder_factory
         self._model_pin = model_pin
@@ -98,6 +105,12 @@ class Indexer:
         self.max_pixels = max_pixels
         self.progress = progress
         self.video = video or VideoOptions()
+        self.audio = audio
+        self._audio_pin = audio_settings.to_manifest() if audio_settings else None
+        self._clap_spec = audio_settings.clap if audio_settings else None
+        self.side = ClapSpace(store.root) if self._clap_spec else None
+        self._side_rows: list[tuple[str, float, float, np.ndarray]] = []
+        self._side_replace: set[str] = set()
         self.report = IndexReport()
         self._rows: list[dict[str, Any]] = []
         self._vectors: list[np.ndarray] = []
@@ -140,12 +153,16 @@ class Indexer:
             encoder = self._get_encoder()
             work = partial(prepare_file, known_hashes=by_hash, preprocess=encoder.preprocess,
                            max_pixels=self.max_pixels, min_side=2 * (encoder.image_size or 0),
-                           video=self.video)
+                           video=self.video, audio=self.audio)
             batch: list[Prepared] = []
             frames = 0
             # a video holds all its moments' pixels until embedded: keep fewer in flight
-            window = 256 if all(f.modality != "video" for f in todo) else 2 * self.workers
+            window = 256 if all(f.modality == "image" for f in todo) else 2 * self.workers
             with progress_bar(len(todo), "indexing", self.progress) as bar:
+                if self.audio is not None:  # an hour of audio: say how far it got
+                    self.audio.on_progress = lambda path, done: bar.note(
+                        f"indexing ({os.path.basename(path)} {int(done) // 60}:"
+                        f"{int(done) % 60:02d})")
                 for item in ordered_map(work, todo, self.workers, window=window):
                     old = by_path.get(item.found.path)
                     if item.error:
@@ -153,23 +170,24 @@ class Indexer:
                         self._failed[item.found.path] = [item.found.size, item.found.mtime_ns,
                                                          item.error]
                         if old:
-                            self._deletes.extend(old.keys)
+                            self._drop(old)
                     elif item.known:
                         self._reuse(item, by_hash[item.content_hash], old, gone)
                     else:
                         if item.warnings:
                             self.report.warn(item.found.path, item.warnings)
                         batch.append(item)
-                        frames += len(item.frames)
+                        frames += len(item.frames) + len(item.parts)
                         if frames >= self.batch_size:
                             self._embed(batch, by_path)
                             batch, frames = [], 0
                     bar.advance()
+                    bar.note("indexing")
                     self._maybe_commit()
                 if batch:
                     self._embed(batch, by_path)
         for old in gone.values():
-            self._deletes.extend(old.keys)
+            self._drop(old)
             self.report.removed += 1
         # failures outside this run's roots stay remembered; inside, only current ones
         kept = {p: v for p, v in known_failed.items() if not is_under(p, roots)}
@@ -186,52 +204,84 @@ class Indexer:
                gone: dict[str, _Stored]) -> None:
         """Content already embedded under another path (or the same): copy its vectors."""
         vectors = [self._stored_vector(key) for key in source.keys]
+        if self.side is not None:
+            new_id = file_id(item.found.path)
+            self._side_replace.add(new_id)
+            self._side_rows.extend((new_id, a, b, v) for a, b, v in
+                                   self.side.windows_of(file_id(source.path)))
         if old is not None:
-            self._deletes.extend(old.keys)
+            self._drop(old)
             if old.content_hash == item.content_hash:
                 self.report.unchanged += 1  # touched: same content, refreshed metadata
             else:
                 self.report.updated += 1
         elif source.path in gone:
             del gone[source.path]
-            self._deletes.extend(source.keys)
+            self._drop(source)
             self.report.renamed += 1
         else:
             self.report.added += 1
-        self._add(item, source.row, vectors, source.spans)
+        self._add(item, source.row, vectors, source.rows)
 
     def _embed(self, batch: list[Prepared], by_path: dict[str, _Stored]) -> None:
-        """Embed every frame of the batch's files (in encoder batches), then add their rows."""
+        """Embed every frame and audio part of the batch's files, then add their rows."""
         encoder = self._get_encoder()
         frames = [fr for item in batch for fr in item.frames]
         vectors = np.concatenate([
             encoder.encode_images(torch.stack([fr.pixels.float()
                                                for fr in frames[i:i + self.batch_size]]))
-            for i in range(0, len(frames), self.batch_size)])
-        at = 0
+            for i in range(0, len(frames), self.batch_size)] or [np.zeros((0, encoder.dim))])
+        parts = [p for item in batch for p in item.parts]
+        labels = self.audio.tag_labels if self.audio is not None else None
+        part_vecs = part_vectors(encoder, parts, labels) if parts else None
+        at = part_at = 0
         for item in batch:
             old = by_path.get(item.found.path)
             if old is not None:
-                self._deletes.extend(old.keys)
+                self._drop(old)
                 self.report.updated += 1
             else:
                 self.report.added += 1
-            n = len(item.frames)
-            self._add(item, item.meta, list(vectors[at:at + n]),
-                      [(fr.start_s, fr.end_s) for fr in item.frames])
+            n, m = len(item.frames), len(item.parts)
+            rows = [{"start_s": fr.start_s, "end_s": fr.end_s, "channel": "visual"}
+                    for fr in item.frames]
+            rows += [{"start_s": p.start_s, "end_s": p.end_s, "channel": p.channel,
+                      p.channel if p.channel == "tags" else "transcript": p.text}
+                     for p in item.parts]
+            item_vecs = list(vectors[at:at + n])
+            if m:
+                item_vecs += list(part_vecs[part_at:part_at + m])
+            # a CLAP window without a tag row still needs a main row (its moment): channel
+            # "audio", zero main-space vector (it is found through the CLAP space only)
+            tagged = {p.start_s for p in item.parts if p.channel == "tags"}
+            for a, b, _ in item.clap:
+                if a not in tagged:
+                    rows.append({"start_s": a, "end_s": b, "channel": "audio"})
+                    item_vecs.append(np.zeros(encoder.dim, np.float32))
+            self._add(item, item.meta, item_vecs, rows)
+            if self.side is not None:
+                item_id = file_id(item.found.path)
+                self._side_replace.add(item_id)
+                self._side_rows.extend((item_id, a, b, v) for a, b, v in item.clap)
             at += n
+            part_at += m
+
+    def _drop(self, old: _Stored) -> None:
+        """Delete a stored file's rows (and its side-space rows) at the next commit."""
+        self._deletes.extend(old.keys)
+        if self.side is not None:
+            self._side_replace.add(file_id(old.path))
 
     def _add(self, item: Prepared, meta: dict[str, Any], vectors: list[np.ndarray],
-             spans: list[tuple[float | None, float | None]]) -> None:
-        """Queue a file's rows (one per vector) for the next commit, all together."""
+             rows: list[dict[str, Any]]) -> None:
+        """Queue a file's rows (one per vector, `rows` holding _ROW_META) for the next commit."""
         f = item.found
         base = dict(meta)
-        base.update(id=file_id(f.path), path=f.path, modality=f.modality, channel="visual",
-                    bytes=f.size,
+        base.update(id=file_id(f.path), path=f.path, modality=f.modality, bytes=f.size,
                     mtime=utc_naive(f.mtime_ns), mtime_ns=f.mtime_ns,
                     content_hash=item.content_hash, indexed_at=utc_naive())
-        for vector, (start_s, end_s) in zip(vectors, spans, strict=True):
-            self._rows.append({**base, "start_s": start_s, "end_s": end_s})
+        for vector, row in zip(vectors, rows, strict=True):
+            self._rows.append({**base, **row})
             self._vectors.append(vector)
 
     def _stored_vector(self, key: int) -> np.ndarray:
@@ -255,8 +305,13 @@ class Indexer:
             batches.append(Batch(table, np.stack(self._vectors)))
             if self._encoder is not None and not self.store.model:
                 model = self._model_pin(self._encoder)
+        if self.side is not None and self._clap_spec:  # side first: see audio/space.py
+            self.side.commit(self._side_rows, self._side_replace, self._clap_spec)
+            self._side_rows, self._side_replace = [], set()
         dim = self._encoder.dim if self._encoder is not None else None
-        extra = {"failed": final_failed} if final_failed is not None else None
+        extra: dict[str, Any] = {"failed": final_failed} if final_failed is not None else {}
+        if self._rows and self._audio_pin and self.store.manifest.get("audio") != self._audio_pin:
+            extra["audio"] = self._audio_pin
         self.store.commit(batches, np.array(self._deletes, dtype=np.int64), model=model,
                           dim=dim if not self.store.manifest.get("dim") else None, extra=extra)
         self._rows, self._vectors, self._deletes = [], [], []
@@ -283,11 +338,11 @@ def _stored_files(rows: list[dict[str, Any]]) -> list[_Stored]:
                                          int(row["mtime_ns"]), row.get("content_hash") or "",
                                          meta)
         stored.keys.append(int(row["key"]))
-        stored.spans.append((row.get("start_s"), row.get("end_s")))
+        stored.rows.append({k: row.get(k) for k in _ROW_META})
     for stored in out.values():
         if len(stored.keys) > 1:
             order = sorted(range(len(stored.keys)),
-                           key=lambda i: (stored.spans[i][0] or 0.0, stored.keys[i]))
+                           key=lambda i: (stored.rows[i]["start_s"] or 0.0, stored.keys[i]))
             stored.keys = [stored.keys[i] for i in order]
-            stored.spans = [stored.spans[i] for i in order]
+            stored.rows = [stored.rows[i] for i in order]
     return list(out.values())

@@ -11,9 +11,14 @@ from typing import Protocol
 class Progress(Protocol):
     def advance(self, n: int = 1) -> None: ...
 
+    def note(self, text: str) -> None: ...
+
 
 class _Silent:
     def advance(self, n: int = 1) -> None:
+        pass
+
+    def note(self, text: str) -> None:
         pass
 
 
@@ -23,6 +28,10 @@ class _Bar:
 
     def advance(self, n: int = 1) -> None:
         self._bar.advance(self._task, n)  # type: ignore[attr-defined]
+
+    def note(self, text: str) -> None:
+        """Show progress inside one long file next to the description (thread-safe)."""
+        self._bar.update(self._task, description=text)  # type: ignore[attr-defined]
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from pathlib import Path
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus"})
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ def modality_of(path: str) -> str | None:
     ext = os.path.splitext(path)[1].lower()
     if ext in IMAGE_EXTENSIONS:
         return "image"
+    if ext in AUDIO_EXTENSIONS:
+        return "audio"
     return "video" if ext in VIDEO_EXTENSIONS else None
 
 

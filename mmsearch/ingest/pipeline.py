@@ -17,7 +17,9 @@ from typing import Any, NamedTuple, TypeVar
 import torch
 from PIL import Image
 
-from mmsearch.errors import BadMediaError
+from mmsearch.audio.analyze import AudioAnalyzer, AudioPart
+from mmsearch.audio.decode import open_audio
+from mmsearch.errors import BadMediaError, MmsearchError
 from mmsearch.ingest.discover import Found
 from mmsearch.ingest.images import decode_image
 from mmsearch.ingest.video import VideoOptions, decode_video, video_hash
@@ -38,8 +40,11 @@ class Frame(NamedTuple):
 class Prepared:
     """A file after the worker stage: hashed, and decoded unless its content is known.
 
-    An image yields one frame; a video one frame per moment. `warnings` says what was
-    lost from a file that was still indexed (a truncated video, a decode time limit).
+    An image yields one frame; a video one frame per moment (and audio parts from its
+    sound track); an audio file audio parts (tag windows, transcript segments) and, with
+    CLAP on, `clap` vectors (start_s, end_s, vector). `warnings` says what was lost from a
+    file that was still indexed (a truncated video, a decode time limit). `known`: the
+    content hash matched a stored row (nothing was decoded).
     """
 
     found: Found
@@ -48,16 +53,14 @@ class Prepared:
     frames: list[Frame] = field(default_factory=list)
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    parts: list[AudioPart] = field(default_factory=list)
+    clap: list[tuple[float, float, Any]] = field(default_factory=list)
+    known: bool = False
 
     @property
     def pixels(self) -> torch.Tensor | None:
         """The first frame's pixels (an image's only frame), or None."""
         return self.frames[0].pixels if self.frames else None
-
-    @property
-    def known(self) -> bool:
-        """True when the content hash matched a stored row (no decoding was needed)."""
-        return self.error is None and not self.frames
 
 
 def content_hash(data: bytes) -> str:
@@ -68,10 +71,13 @@ def content_hash(data: bytes) -> str:
 def prepare_file(found: Found, known_hashes: Container[str],
                  preprocess: Callable[[Image.Image], torch.Tensor],
                  max_pixels: int, min_side: int = 0,
-                 video: VideoOptions | None = None) -> Prepared:
+                 video: VideoOptions | None = None,
+                 audio: AudioAnalyzer | None = None) -> Prepared:
     """Worker stage for one file. Never raises for bad input: errors land in `.error`."""
     if found.modality == "video":
-        return prepare_video(found, known_hashes, preprocess, video or VideoOptions())
+        return prepare_video(found, known_hashes, preprocess, video or VideoOptions(), audio)
+    if found.modality == "audio":
+        return prepare_audio(found, known_hashes, audio)
     out = Prepared(found)
     try:
         with open(found.path, "rb") as f:
@@ -81,6 +87,7 @@ def prepare_file(found: Found, known_hashes: Container[str],
         return out
     out.content_hash = content_hash(data)
     if out.content_hash in known_hashes:
+        out.known = True
         return out
     try:
         decoded = decode_image(data, max_pixels, min_side)
@@ -95,7 +102,7 @@ def prepare_file(found: Found, known_hashes: Container[str],
 
 def prepare_video(found: Found, known_hashes: Container[str],
                   preprocess: Callable[[Image.Image], torch.Tensor],
-                  options: VideoOptions) -> Prepared:
+                  options: VideoOptions, audio: AudioAnalyzer | None = None) -> Prepared:
     """Worker stage for a video: hash (sampled when large), then sample moments.
 
     Frames are kept in half precision (the encoder casts them back) to halve the memory
@@ -108,6 +115,7 @@ def prepare_video(found: Found, known_hashes: Container[str],
         out.error = f"cannot read: {e.strerror or e}"
         return out
     if out.content_hash in known_hashes:
+        out.known = True
         return out
     try:
         decoded = decode_video(found.path, options, on_frame=lambda im: preprocess(im).half())
@@ -120,6 +128,52 @@ def prepare_video(found: Found, known_hashes: Container[str],
     out.meta = decoded.meta
     out.warnings = decoded.warnings
     out.frames = [Frame(m.image, m.start_s, m.end_s) for m in decoded.moments]
+    if audio is not None and audio.enabled:
+        try:
+            stream = open_audio(found.path, time_limit=options.time_limit, require=False)
+            if stream is not None:
+                analysis = audio.analyze(stream)
+                out.parts, out.clap = analysis.parts, analysis.clap
+                out.warnings.extend(analysis.warnings)
+        except BadMediaError as e:  # the pictures are still good
+            out.warnings.append(f"sound track not indexed: {e}")
+        except MmsearchError:  # a model that cannot load stops the run with its message
+            raise
+        except Exception as e:
+            out.warnings.append(f"sound track not indexed: {type(e).__name__}: {e}")
+    return out
+
+
+def prepare_audio(found: Found, known_hashes: Container[str],
+                  audio: AudioAnalyzer | None) -> Prepared:
+    """Worker stage for an audio file: hash, then tag / transcribe / embed its windows."""
+    out = Prepared(found)
+    if audio is None or not audio.enabled:
+        out.error = "audio channels are off (--no-tags --no-speech and no --audio-model)"
+        return out
+    try:
+        out.content_hash = video_hash(found.path, found.size)
+    except OSError as e:
+        out.error = f"cannot read: {e.strerror or e}"
+        return out
+    if out.content_hash in known_hashes:
+        out.known = True
+        return out
+    try:
+        stream = open_audio(found.path, time_limit=audio.options.time_limit)
+        assert stream is not None
+        analysis = audio.analyze(stream)
+    except BadMediaError as e:
+        out.error = str(e)
+        return out
+    except MmsearchError:  # a model that cannot load stops the run with its message
+        raise
+    except Exception as e:
+        out.error = f"cannot analyse audio: {type(e).__name__}: {e}"
+        return out
+    out.meta = {"duration_s": analysis.seconds, "codec": stream.meta.get("codec"),
+                "sample_rate": stream.meta.get("sample_rate")}
+    out.parts, out.clap, out.warnings = analysis.parts, analysis.clap, analysis.warnings
     return out
 
 

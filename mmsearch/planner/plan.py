@@ -17,7 +17,7 @@ Fusion "rrf": per channel, items ranked by their best row; score `sum_c w_c / (6
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,8 +61,13 @@ def pool_size(query: Query, rerank: int = 0) -> int:
 
 def execute(snap: Snapshot, query: Query, calibration: Calibration,
             allowed: np.ndarray | None, rerank: Reranker | None = None,
-            rerank_n: int = 0) -> list[Hit]:
-    """The page of hits for `query` (best first, or in `query.sort` order)."""
+            rerank_n: int = 0, bonus: Mapping[int, float] | None = None) -> list[Hit]:
+    """The page of hits for `query` (best first, or in `query.sort` order).
+
+    `bonus` (row -> extra z) is evidence from outside the main space (word matches in
+    transcripts, a side space's hits): those rows' items become candidates and the rows
+    score that much more.
+    """
     lay = layout(snap)
     present = lay.names
     channels = [c for c in present if query.channel_weight(c) > 0]
@@ -71,7 +76,10 @@ def execute(snap: Snapshot, query: Query, calibration: Calibration,
                          f"{', '.join(present)})")
     pool = pool_size(query, rerank_n)
     items = candidate_items(snap, lay, query, channels, allowed, pool)
-    hits = score_items(snap, lay, query, calibration, items, allowed, channels)[:pool]
+    if bonus:
+        items = np.union1d(items, lay.item[np.fromiter(bonus, np.int64, len(bonus))])
+    hits = score_items(snap, lay, query, calibration, items, allowed, channels,
+                       bonus)[:pool]
     if query.min_score is not None:
         hits = [h for h in hits if h.score >= query.min_score]
     if rerank is not None and rerank_n > 0 and hits:
@@ -111,7 +119,7 @@ def candidate_items(snap: Snapshot, lay: Layout, query: Query, channels: list[st
 
 def score_items(snap: Snapshot, lay: Layout, query: Query, calibration: Calibration,
                 items: np.ndarray, allowed: np.ndarray | None,
-                channels: list[str]) -> list[Hit]:
+                channels: list[str], bonus: Mapping[int, float] | None = None) -> list[Hit]:
     """Exact fused scores of the candidate items, best first (ties by id)."""
     rows = lay.rows_of(items)
     if allowed is not None:
@@ -122,6 +130,8 @@ def score_items(snap: Snapshot, lay: Layout, query: Query, calibration: Calibrat
     row_channel = lay.channel[rows]
     vectors = snap.vectors.take(rows)
     row_score, details = score_rows(vectors, row_channel, query, calibration)
+    if bonus:
+        row_score = row_score + np.array([bonus.get(int(r), 0.0) for r in rows])
     similarity = vectors @ query.vector()
     row_item = lay.item[rows]
     ch_names, ch_code = np.unique(row_channel, return_inverse=True)

@@ -37,6 +37,9 @@ FILE_SCHEMA = pa.schema([
     ("duration_s", pa.float64()),
     ("fps", pa.float64()),
     ("codec", pa.string()),
+    ("sample_rate", pa.int32()),
+    ("tags", pa.string()),  # channel "tags": "Dog 0.91; Bark 0.85"
+    ("transcript", pa.string()),  # channel "speech": the segment's words
 ])
 
 

@@ -1,0 +1,1 @@
+"""Audio: decoding into windows, sound-event tags (YAMNet), speech (Whisper), CLAP."""
