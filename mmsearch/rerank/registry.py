@@ -16,7 +16,9 @@ from mmsearch.rerank.base import Reranker
 RerankerFactory = Callable[[str | None, str | None], Reranker]
 _NAMED: dict[str, RerankerFactory] = {}
 #: name -> module that registers it (imported lazily, so heavy imports wait for use).
-_BUILTIN: dict[str, str] = {}
+_BUILTIN: dict[str, str] = {
+    "lite": "mmsearch.rerank.lite",
+}
 
 
 def register_reranker(name: str, factory: RerankerFactory) -> None:
