@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lite_eval import DEFAULT_DATA, read_set  # noqa: E402
-from train_lite_reranker import recall_at, rerank_ranks, score_pairs  # noqa: E402
+from lite_eval import DEFAULT_DATA, read_set
+from train_lite_reranker import recall_at, rerank_ranks, score_pairs
 
-from mmsearch.encoders.lite import text_features, tokenize  # noqa: E402
-from mmsearch.rerank.lite import LiteReranker  # noqa: E402
+from mmsearch.encoders.lite import text_features, tokenize
+from mmsearch.rerank.lite import LiteReranker
 
 
 @torch.no_grad()

@@ -32,10 +32,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import train_lite_heads as heads_script  # noqa: E402  (cache code shared with the heads)
+import train_lite_heads as heads_script
 
-from mmsearch.encoders import lite  # noqa: E402
-from mmsearch.rerank.lite_head import MatchHead  # noqa: E402
+from mmsearch.encoders import lite
+from mmsearch.rerank.lite_head import MatchHead
 
 ALPHAS = (0.0, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 
