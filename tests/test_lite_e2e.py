@@ -2,11 +2,12 @@
 them by their human captions through the public API.
 
 Subset: the first 200 images of ../shared/data/flickr8k (sorted by image id; indexing all
-500 takes ~35-60 s on 2 CPU cores, 200 keeps this test near 20 s). Queries: caption 0 of
-every image (200 queries, written by people, never seen in training). Chance of a top-10
-hit is 10/200 = 5 %; the model measured 86.5 % on exactly this set (see
-benchmarks/RESULTS.md, "Offline reranker"); the test asks for 75 %, far above chance and
-with room for small numeric differences between machines.
+500 takes ~35-60 s on 2 quiet CPU cores, 200 keeps this test near 25 s). Queries: caption 0
+of every image (200 queries, written by people, never seen in training). Chance of a top-10
+hit is 10/200 = 5 % (top-1: 0.5 %); mmsearch-lite measured R@10 90.5 % and R@1 46.0 % on
+exactly this set. The test asks for R@10 >= 80 % and R@1 >= 30 %: far above chance, a
+clear majority, and loose enough for small numeric differences between machines
+(10 points = 21 queries), yet a broken preprocessing, head or index falls far below.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import mmsearch
 
 FLICKR = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k"
 N_IMAGES = 200
-MIN_R10 = 75.0
+MIN_R10 = 80.0
+MIN_R1 = 30.0
 
 pytestmark = pytest.mark.skipif(not (FLICKR / "captions.csv").is_file(),
                                 reason=f"Flickr8k evaluation data not found at {FLICKR}")
@@ -59,4 +61,4 @@ def test_captions_find_their_photo_in_the_top_10(tmp_path, cli, monkeypatch) -> 
     r1 = 100.0 * hits_at[1] / N_IMAGES
     print(f"{N_IMAGES} photos, {N_IMAGES} captions: R@1 {r1:.1f}%, R@10 {r10:.1f}%")
     assert r10 >= MIN_R10, f"caption -> photo R@10 {r10:.1f}% (R@1 {r1:.1f}%), want >= {MIN_R10}"
-    assert r1 > 20.0, f"caption -> photo R@1 {r1:.1f}%: the top hit is rarely right"
+    assert r1 >= MIN_R1, f"caption -> photo R@1 {r1:.1f}%, want >= {MIN_R1}"

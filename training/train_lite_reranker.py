@@ -2,7 +2,7 @@
 
 1. Cache (shared with train_lite_heads.py, same files): EfficientNet-Lite2 9x9x1280 maps
    of the train and val images (float16) and MiniLM token states of every caption.
-2. Fit a fixed PCA of the image cells (1280 -> --pca-dim) on the train images.
+2. Fit a fixed PCA of the image cells (1280 -> --dim) on the train images.
 3. Mine hard negatives with the shipped mmsearch-lite dual encoder: for each train caption
    its top-ranked wrong images, for each train image its top-ranked wrong captions.
 4. Train `mmsearch.rerank.lite_head.MatchHead` with a listwise softmax loss over groups of
@@ -43,28 +43,79 @@ ALPHAS = (0.0, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
 # --------------------------------------------------------------------------- data
 
 
-def build_cache(data_dir: Path, cache_dir: Path) -> Path:
-    """Tower outputs of the train and val images (no mirrors) and of all captions."""
+CHUNK = 256  # train images per cache file
+
+
+def train_order(n: int) -> np.ndarray:
+    """Fixed random order of the train images; chunk k of the cache holds order[k*CHUNK:...],
+    so any number of finished chunks is a random subset (--max-train-images)."""
+    return np.random.default_rng(1234).permutation(n)
+
+
+def build_cache(data_dir: Path, cache_dir: Path, worker: int = 0, workers: int = 1) -> Path:
+    """Tower outputs of the train images (in CHUNK-sized files; `worker` of `workers`
+    processes takes every workers-th chunk), the val images and all captions."""
     folder = cache_dir / heads_script.CACHE_VERSION
     folder.mkdir(parents=True, exist_ok=True)
     splits = heads_script.read_captions(data_dir)
-    if not all((folder / f"img_{s}_orig.npy").exists() for s in ("train", "val")):
-        tower = lite.build_image_tower().to(memory_format=torch.channels_last)
-        for split in ("val", "train"):
-            files, _, _ = heads_script.split_items(splits[split])
-            heads_script.cache_images(tower, data_dir, files, folder / f"img_{split}_orig.npy",
-                                      flip=False)
-        del tower
-    if not all((folder / f"txt_{s}.npz").exists() for s in ("train", "val")):
-        tokenizer, model = lite.build_text_tower()
-        for split in ("val", "train"):
-            _, captions, _ = heads_script.split_items(splits[split])
-            heads_script.cache_texts(tokenizer, model, captions, folder / f"txt_{split}.npz")
     for split in ("train", "val"):
         files, captions, owner = heads_script.split_items(splits[split])
         (folder / f"meta_{split}.json").write_text(json.dumps(
             {"files": files, "captions": captions, "owner": owner.tolist()}))
+    files, _, _ = heads_script.split_items(splits["train"])
+    order = train_order(len(files))
+    chunks = [k for k in range(math.ceil(len(files) / CHUNK)) if k % workers == worker]
+    todo = [k for k in chunks if not (folder / f"img_train_chunk{k:03d}.npy").exists()]
+    val_todo = worker == 0 and not (folder / "img_val_orig.npy").exists()
+    if todo or val_todo:
+        tower = lite.build_image_tower().to(memory_format=torch.channels_last)
+        if val_todo:
+            val_files, _, _ = heads_script.split_items(splits["val"])
+            heads_script.cache_images(tower, data_dir, val_files, folder / "img_val_orig.npy",
+                                      flip=False)
+        for k in todo:
+            part = [files[i] for i in order[k * CHUNK:(k + 1) * CHUNK]]
+            heads_script.cache_images(tower, data_dir, part,
+                                      folder / f"img_train_chunk{k:03d}.npy", flip=False)
+        del tower
+    if worker == 0 and not all((folder / f"txt_{s}.npz").exists() for s in ("train", "val")):
+        tokenizer, model = lite.build_text_tower()
+        for split in ("val", "train"):
+            _, captions, _ = heads_script.split_items(splits[split])
+            heads_script.cache_texts(tokenizer, model, captions, folder / f"txt_{split}.npz")
     return folder
+
+
+class TrainSubset(heads_script.Split):
+    """The cached train images (the first `max_images` of the fixed order whose chunks are
+    cached) with their captions; same fields as `train_lite_heads.Split`."""
+
+    def __init__(self, folder: Path, max_images: int) -> None:
+        meta = json.loads((folder / "meta_train.json").read_text())
+        order = train_order(len(meta["files"]))
+        maps, picked = [], []
+        for k in range(math.ceil(len(order) / CHUNK)):
+            path = folder / f"img_train_chunk{k:03d}.npy"
+            if not path.exists() or len(picked) >= max_images:
+                break
+            maps.append(np.load(path))
+            picked.extend(order[k * CHUNK:(k + 1) * CHUNK].tolist())
+        if not maps:
+            raise SystemExit(f"no cached train chunks in {folder}; run with --cache-only")
+        new_id = {old: i for i, old in enumerate(picked)}
+        owner_all = meta["owner"]
+        caps = [c for c, o in enumerate(owner_all) if o in new_id]
+        self.files = [meta["files"][i] for i in picked]
+        self.captions = [meta["captions"][c] for c in caps]
+        self.owner = torch.tensor([new_id[owner_all[c]] for c in caps], dtype=torch.long)
+        self.images = torch.from_numpy(np.concatenate(maps))
+        self.n_images, self.n_views = len(self.files), 1
+        txt = np.load(folder / "txt_train.npz")
+        self.text = torch.from_numpy(txt["hidden"][caps])
+        self.lengths = torch.from_numpy(txt["lengths"][caps]).long()
+        self.by_image = [[] for _ in range(self.n_images)]
+        for cap, img in enumerate(self.owner.tolist()):
+            self.by_image[img].append(cap)
 
 
 def fit_pca(cells: torch.Tensor, dim: int, sample: int, gen: torch.Generator
@@ -125,7 +176,7 @@ def score_pairs(head: MatchHead, reduced: torch.Tensor, text: torch.Tensor,
         width = int(lengths[ut].max())
         mask = torch.arange(width).unsqueeze(0) < lengths[ut].unsqueeze(1)
         memory = head.image_memory(reduced[ui].float())
-        out[s:s + batch] = head.pair_logits(head.text_tokens(text[ut, :width]), mask, memory,
+        out[s:s + batch] = head.pair_logits(head.text_side(text[ut, :width]), mask, memory,
                                             tinv, iinv)
     return out
 
@@ -186,7 +237,8 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[MatchHead, dict]:
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.time()
-    tr = heads_script.Split(folder, "train", ("orig",))
+    tr = TrainSubset(folder, args.max_train_images)
+    print(f"train: {tr.n_images} images, {len(tr.captions)} captions", flush=True)
     va = heads_script.Split(folder, "val", ("orig",))
     dual = lite.LiteHeads.load(args.dual_heads)
     tr_img, tr_txt = dual_embeddings(tr, dual)
@@ -194,10 +246,10 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[MatchHead, dict]:
     neg_t2i, neg_i2t = hard_negatives(tr_txt @ tr_img.T, tr.owner, args.pool)
     print(f"dual embeddings + negatives: {time.time() - t0:.0f}s", flush=True)
 
-    config = {"dim": args.dim, "heads": args.heads, "layers": args.layers, "mlp": args.mlp,
-              "pca_dim": args.pca_dim, "dropout": args.dropout}
+    config = {"dim": args.dim, "heads": args.heads, "hidden": args.hidden,
+              "dropout": args.dropout}
     head = MatchHead(config)
-    mean, proj = fit_pca(tr.images, args.pca_dim, 200_000, gen)
+    mean, proj = fit_pca(tr.images, args.dim, 100_000, gen)
     head.pca_mean.copy_(mean)
     head.pca_proj.copy_(proj)
     with torch.no_grad():
@@ -205,7 +257,7 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[MatchHead, dict]:
                             for i in range(0, tr.n_images, 256)])
         va_red = torch.cat([head.reduce(va.images[i:i + 256]).half()
                             for i in range(0, va.n_images, 256)])
-    print(f"PCA {lite.IMAGE_CHANNELS}->{args.pca_dim}: {time.time() - t0:.0f}s", flush=True)
+    print(f"PCA {lite.IMAGE_CHANNELS}->{args.dim}: {time.time() - t0:.0f}s", flush=True)
     val_caps = torch.randperm(len(va.captions), generator=gen)[:args.val_captions]
 
     decay = [p for n, p in head.named_parameters() if p.ndim >= 2 and "pos" not in n]
@@ -250,7 +302,7 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[MatchHead, dict]:
             drop[:, 0] = False
             mask = mask & ~drop
         memory = head.image_memory(tr_red[ui].float())
-        logits = head.pair_logits(head.text_tokens(tokens), mask, memory, tinv, iinv)
+        logits = head.pair_logits(head.text_side(tokens), mask, memory, tinv, iinv)
         logits = logits.view(-1, k)
         target = torch.zeros(len(logits), dtype=torch.long)
         loss = F.cross_entropy(logits, target)
@@ -299,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-only", action="store_true", help="build the cache and stop")
+    p.add_argument("--cache-worker", default="0/1",
+                   help="I/N: this process caches every N-th train chunk from the I-th")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--groups", type=int, default=16, help="caption groups per step")
     p.add_argument("--image-groups", type=int, default=8, help="image groups per step")
@@ -308,9 +362,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--mlp", type=int, default=512)
-    p.add_argument("--pca-dim", type=int, default=256)
+    p.add_argument("--hidden", type=int, default=256, help="hidden size of the final MLP")
+    p.add_argument("--max-train-images", type=int, default=1_000_000,
+                   help="train on the first N cached train images of the fixed order")
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--token-drop", type=float, default=0.1,
                    help="fraction of caption tokens masked out while training")
@@ -320,7 +374,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="val captions used to select the step (all of val at the end)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    folder = build_cache(args.data_dir, args.cache_dir)
+    worker, workers = (int(x) for x in args.cache_worker.split("/"))
+    folder = build_cache(args.data_dir, args.cache_dir, worker, workers)
     if args.cache_only:
         return
     head, log = train(folder, args)

@@ -68,7 +68,7 @@ class LiteReranker(Reranker):
         cosine = (img @ txt[0]).float()
         memory = self.head.image_memory(self.head.reduce(cells.to(self.device)))
         n = len(cells)
-        logits = self.head.pair_logits(self.head.text_tokens(hidden), mask,
+        logits = self.head.pair_logits(self.head.text_side(hidden), mask,
                                        memory, torch.zeros(n, dtype=torch.long,
                                                            device=self.device),
                                        torch.arange(n, device=self.device))

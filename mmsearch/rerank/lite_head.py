@@ -1,10 +1,16 @@
 """The trained part of the offline `lite` reranker: a cross-attention image-text match head.
 
-Caption tokens (frozen MiniLM states) attend to the cells of the frozen EfficientNet-Lite2
-feature map (9x9x1280, reduced by a fixed PCA to `pca_dim`); one or two pre-norm
-cross-attention blocks, then a masked mean over the caption tokens and an MLP give one
-match logit per (text, image) pair. Image and text sides are prepared once each
-(`image_memory`, `text_tokens`), so scoring many pairs costs only the attention itself.
+Image side: the 81 cells of the frozen EfficientNet-Lite2 feature map (9x9x1280), reduced
+by a fixed PCA (fitted on the training images) and layer-normalised, plus learned position
+embeddings and a learned per-channel scale/shift. They are the keys and values.
+
+Text side: each caption token's frozen MiniLM state gives a query (multi-head), a value
+gate and a pooling weight. Each token attends over the image cells; its match feature is
+gate * attended cells, pooled over the tokens with the learned weights; an MLP turns the
+pooled feature into one match logit. All per-pair work is the attention itself (about
+L x 81 x dim multiply-adds twice), so scoring many candidates is cheap; the learned
+projections run once per text and the image cells once per image.
+
 Weights: `training/train_lite_reranker.py` -> float16 safetensors (no pickle).
 """
 
@@ -18,83 +24,72 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsearch.encoders.lite import IMAGE_CHANNELS, TEXT_WIDTH, masked_mean
+from mmsearch.encoders.lite import IMAGE_CHANNELS, TEXT_WIDTH
 from mmsearch.errors import MmsearchError
 
 HEAD_PATH = Path(__file__).resolve().parents[1] / "models" / "mmsearch-lite.rerank.safetensors"
 GRID_CELLS = 81  # 9x9 feature map of EfficientNet-Lite2 at 260 px
 
-
-class CrossBlock(nn.Module):
-    """Pre-norm block: text tokens attend to image cells, then a token-wise MLP."""
-
-    def __init__(self, dim: int, heads: int, mlp: int, dropout: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.norm_q = nn.LayerNorm(dim)
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.out = nn.Linear(dim, dim)
-        self.norm_m = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(mlp, dim))
-        self.drop = nn.Dropout(dropout)
-
-    def keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, S, dim) image memory -> keys and values (N, heads, S, dim/heads)."""
-        n, s, d = memory.shape
-        kv = self.kv(memory).view(n, s, 2, self.heads, d // self.heads)
-        return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
-
-    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """x (P, L, dim) text tokens of each pair; k, v (P, heads, S, dim/heads)."""
-        p, n, d = x.shape
-        q = self.q(self.norm_q(x)).view(p, n, self.heads, d // self.heads).transpose(1, 2)
-        att = F.scaled_dot_product_attention(q, k, v)
-        x = x + self.drop(self.out(att.transpose(1, 2).reshape(p, n, d)))
-        return x + self.drop(self.mlp(self.norm_m(x)))
+#: Text side of a batch of captions: queries (M, H, L, dim/H), gates (M, L, dim),
+#: pooling logits (M, L).
+TextSide = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class MatchHead(nn.Module):
-    """Cross-attention match head; `config` keys: dim, heads, layers, mlp, pca_dim, dropout."""
+    """Cross-attention match head; `config` keys: dim (= PCA size), heads, hidden, dropout."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         self.config = dict(config)
-        dim, pca = int(config["dim"]), int(config["pca_dim"])
+        dim = int(config["dim"])
+        self.heads = int(config["heads"])
         drop = float(config.get("dropout", 0.0))
         self.register_buffer("pca_mean", torch.zeros(IMAGE_CHANNELS))
-        self.register_buffer("pca_proj", torch.zeros(IMAGE_CHANNELS, pca))
-        self.img_in = nn.Sequential(nn.LayerNorm(pca), nn.Linear(pca, dim))
+        self.register_buffer("pca_proj", torch.zeros(IMAGE_CHANNELS, dim))
+        self.img_scale = nn.Parameter(torch.ones(dim))
+        self.img_shift = nn.Parameter(torch.zeros(dim))
         self.img_pos = nn.Parameter(torch.zeros(GRID_CELLS, dim))
-        self.img_norm = nn.LayerNorm(dim)
-        self.txt_in = nn.Sequential(nn.LayerNorm(TEXT_WIDTH), nn.Linear(TEXT_WIDTH, dim))
-        self.blocks = nn.ModuleList(CrossBlock(dim, int(config["heads"]), int(config["mlp"]),
-                                               drop) for _ in range(int(config["layers"])))
-        self.final = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(),
-                                   nn.Dropout(drop), nn.Linear(dim, 1))
+        self.txt_norm = nn.LayerNorm(TEXT_WIDTH)
+        self.query = nn.Linear(TEXT_WIDTH, dim)
+        self.gate = nn.Linear(TEXT_WIDTH, dim)
+        self.weight = nn.Linear(TEXT_WIDTH, 1)
+        self.final = nn.Sequential(nn.LayerNorm(dim), nn.Dropout(drop),
+                                   nn.Linear(dim, int(config["hidden"])), nn.GELU(),
+                                   nn.Linear(int(config["hidden"]), 1))
 
     def reduce(self, cells: torch.Tensor) -> torch.Tensor:
-        """(N, 81, 1280) tower cells -> (N, 81, pca_dim) with the fixed PCA."""
-        return (cells.float() - self.pca_mean) @ self.pca_proj
+        """(N, 81, 1280) tower cells -> (N, 81, dim): fixed PCA, then layer norm (no affine)."""
+        x = (cells.float() - self.pca_mean) @ self.pca_proj
+        return F.layer_norm(x, x.shape[-1:])
 
-    def image_memory(self, reduced: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(N, 81, pca_dim) PCA-reduced cells -> keys/values of every block."""
-        mem = self.img_norm(self.img_in(reduced) + self.img_pos)
-        return [block.keys_values(mem) for block in self.blocks]
+    def image_memory(self, reduced: torch.Tensor) -> torch.Tensor:
+        """(N, 81, dim) reduced cells -> keys = values (N, heads, 81, dim/heads)."""
+        mem = reduced.float() * self.img_scale + self.img_shift + self.img_pos
+        n, s, d = mem.shape
+        return mem.view(n, s, self.heads, d // self.heads).transpose(1, 2)
 
-    def text_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(M, L, 384) MiniLM states -> (M, L, dim)."""
-        return self.txt_in(hidden.float())
+    def text_side(self, hidden: torch.Tensor) -> TextSide:
+        """(M, L, 384) MiniLM states -> queries, gates and pooling logits."""
+        x = self.txt_norm(hidden.float())
+        q = self.query(x)
+        m, n, d = q.shape
+        q = q.view(m, n, self.heads, d // self.heads).transpose(1, 2)
+        return q, self.gate(x), self.weight(x).squeeze(-1)
 
-    def pair_logits(self, tokens: torch.Tensor, mask: torch.Tensor,
-                    memory: list[tuple[torch.Tensor, torch.Tensor]],
+    def pair_logits(self, text: TextSide, mask: torch.Tensor, memory: torch.Tensor,
                     text_idx: torch.Tensor, image_idx: torch.Tensor) -> torch.Tensor:
-        """Match logits (P,) of pairs (tokens[text_idx[p]], memory[image_idx[p]])."""
-        x = tokens[text_idx]
-        for block, (k, v) in zip(self.blocks, memory, strict=True):
-            x = block(x, k[image_idx], v[image_idx])
-        return self.final(masked_mean(x, mask[text_idx])).squeeze(-1)
+        """Match logits (P,) of pairs (text[text_idx[p]], memory[image_idx[p]]).
+
+        mask (M, L) marks the real tokens of each text.
+        """
+        q, gate, weight = text
+        mem = memory[image_idx]
+        att = F.scaled_dot_product_attention(q[text_idx], mem, mem)  # (P, H, L, dh)
+        p, h, n, dh = att.shape
+        feats = gate[text_idx] * att.transpose(1, 2).reshape(p, n, h * dh)
+        w = weight[text_idx].masked_fill(~mask[text_idx].bool(), float("-inf")).softmax(dim=1)
+        pooled = torch.einsum("pl,pld->pd", w, feats)
+        return self.final(pooled).squeeze(-1)
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
         """Write float16 weights (PCA in float32) and the config to a safetensors file."""
