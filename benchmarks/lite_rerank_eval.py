@@ -36,31 +36,55 @@ from mmsearch.rerank.lite import LiteReranker
 
 
 @torch.no_grad()
-def encode_set(rr: LiteReranker, paths: list[Path], captions: list[str], batch: int) -> dict:
-    """Tower outputs, dual embeddings and timings of one set."""
+def tower_outputs(rr: LiteReranker, paths: list[Path], captions: list[str], batch: int
+                  ) -> dict:
+    """Image cells (N, 81, 1280), padded MiniLM states (M, L, 384) with lengths, and the
+    seconds the towers took (JPEG decode and preprocessing included)."""
     enc = rr.encoder
     t0 = time.perf_counter()
-    cells = []
-    for i in range(0, len(paths), batch):
-        cells.append(rr.image_cells([Image.open(p).convert("RGB") for p in paths[i:i + batch]]))
-    cells_t = torch.cat(cells)
-    img = F.normalize(enc.heads.image(cells_t), dim=-1)
+    cells = [rr.image_cells([Image.open(p).convert("RGB") for p in paths[i:i + batch]])
+             for i in range(0, len(paths), batch)]
     image_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    hidden, lengths, txt = [], [], []
+    hidden, lengths = [], []
     for i in range(0, len(captions), batch):
         h, mask = text_features(enc.text_tower, tokenize(enc.tokenizer, captions[i:i + batch]))
-        txt.append(F.normalize(enc.heads.text(h, mask), dim=-1))
         hidden.extend(h[j, :int(n)] for j, n in enumerate(mask.sum(dim=1)))
         lengths.append(mask.sum(dim=1))
     text_s = time.perf_counter() - t0
-    width = max(len(h) for h in hidden)
-    padded = torch.zeros(len(hidden), width, hidden[0].shape[-1])
+    padded = torch.zeros(len(hidden), max(len(h) for h in hidden), hidden[0].shape[-1])
     for j, h in enumerate(hidden):
         padded[j, :len(h)] = h
-    reduced = torch.cat([rr.head.reduce(cells_t[i:i + 256]) for i in range(0, len(cells_t), 256)])
-    return {"img": img, "txt": torch.cat(txt), "text": padded, "lengths": torch.cat(lengths),
-            "reduced": reduced, "cells": cells_t, "image_s": image_s, "text_s": text_s}
+    return {"cells": torch.cat(cells), "text": padded, "lengths": torch.cat(lengths),
+            "image_s": torch.tensor(image_s), "text_s": torch.tensor(text_s)}
+
+
+def cached_tower_outputs(rr: LiteReranker, paths: list[Path], captions: list[str], batch: int,
+                         cache: Path | None) -> dict:
+    """`tower_outputs`, read from / written to a safetensors file when `cache` is given."""
+    from safetensors.torch import load_file, save_file
+
+    if cache is not None and cache.is_file():
+        out = load_file(str(cache))
+        return {k: (v.float() if v.is_floating_point() else v) for k, v in out.items()}
+    out = tower_outputs(rr, paths, captions, batch)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: (v.half() if k in ("cells", "text") else v).contiguous()
+                   for k, v in out.items()}, str(cache))
+    return out
+
+
+@torch.no_grad()
+def embed(rr: LiteReranker, towers: dict) -> dict:
+    """Dual-encoder unit embeddings and the reranker's reduced image cells."""
+    heads, cells = rr.encoder.heads, towers["cells"]
+    img = torch.cat([F.normalize(heads.image(cells[i:i + 256]), dim=-1)
+                     for i in range(0, len(cells), 256)])
+    mask = torch.arange(towers["text"].shape[1]).unsqueeze(0) < towers["lengths"].unsqueeze(1)
+    txt = F.normalize(heads.text(towers["text"], mask), dim=-1)
+    reduced = torch.cat([rr.head.reduce(cells[i:i + 256]) for i in range(0, len(cells), 256)])
+    return {"img": img, "txt": txt, "reduced": reduced, **towers}
 
 
 def evaluate(rr: LiteReranker, data: dict, owner: np.ndarray, topk: int) -> dict:
@@ -117,21 +141,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--topk", type=int, default=20)
     p.add_argument("--repeats", type=int, default=5, help="queries timed for ms/candidate")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    p.add_argument("--feature-cache", type=Path, default=None,
+                   help="keep tower outputs here (val.safetensors, test.safetensors) so a "
+                        "re-run with another head skips the towers")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     rr = LiteReranker(device=args.device, weights=args.weights)
     sets = {
-        "val (flickr8k_train224 val, 887 img)": read_set(args.data / "flickr8k_train224", "val"),
-        "test (flickr8k, 500 img)": read_set(args.data / "flickr8k", None),
+        "val": ("val (flickr8k_train224 val, 887 img)",
+                read_set(args.data / "flickr8k_train224", "val")),
+        "test": ("test (flickr8k, 500 img)", read_set(args.data / "flickr8k", None)),
     }
     results, speed, cost = {}, {"images": 0, "image_s": 0.0, "texts": 0, "text_s": 0.0}, {}
-    for name, (paths, captions, owner) in sets.items():
-        data = encode_set(rr, paths, captions, args.batch_size)
+    for key, (name, (paths, captions, owner)) in sets.items():
+        cache = args.feature_cache / f"{key}.safetensors" if args.feature_cache else None
+        data = embed(rr, cached_tower_outputs(rr, paths, captions, args.batch_size, cache))
         results[name] = evaluate(rr, data, owner, args.topk)
-        speed["images"] += len(paths)
-        speed["image_s"] += data["image_s"]
-        speed["texts"] += len(captions)
-        speed["text_s"] += data["text_s"]
+        if float(data["image_s"]) > 0:  # 0: features imported from the training cache
+            speed["images"] += len(paths)
+            speed["image_s"] += float(data["image_s"])
+            speed["texts"] += len(captions)
+            speed["text_s"] += float(data["text_s"])
         if not cost:
             cost = reranker_cost(rr, paths, captions, data["cells"], args.topk, args.repeats)
     print(f"reranker {rr.spec} (alpha {rr.alpha:g}, top {args.topk}) on {rr.device}, "

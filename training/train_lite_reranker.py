@@ -249,7 +249,7 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[MatchHead, dict]:
     config = {"dim": args.dim, "heads": args.heads, "hidden": args.hidden,
               "dropout": args.dropout}
     head = MatchHead(config)
-    mean, proj = fit_pca(tr.images, args.dim, 100_000, gen)
+    mean, proj = fit_pca(tr.images, args.dim, 20_000, gen)
     head.pca_mean.copy_(mean)
     head.pca_proj.copy_(proj)
     with torch.no_grad():
@@ -350,7 +350,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="JSON training log (default: CACHE_DIR/rerank_log.json)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-only", action="store_true", help="build the cache and stop")
+    p.add_argument("--cache-only", action="store_true",
+                   help="build the cache and stop (training uses the chunks cached so far)")
     p.add_argument("--cache-worker", default="0/1",
                    help="I/N: this process caches every N-th train chunk from the I-th")
     p.add_argument("--steps", type=int, default=3000)
@@ -374,10 +375,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="val captions used to select the step (all of val at the end)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    worker, workers = (int(x) for x in args.cache_worker.split("/"))
-    folder = build_cache(args.data_dir, args.cache_dir, worker, workers)
     if args.cache_only:
+        worker, workers = (int(x) for x in args.cache_worker.split("/"))
+        build_cache(args.data_dir, args.cache_dir, worker, workers)
         return
+    folder = args.cache_dir / heads_script.CACHE_VERSION
     head, log = train(folder, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     head.save(args.out, extra={"alpha": log["val_full"]["alpha"], "topk": args.topk,
