@@ -320,7 +320,7 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[MatchHead, dict]:
             rec = evaluate(head, va_red, va, va_img, va_txt, val_caps, args.topk)
             entry = {"step": step + 1, "loss": round(float(np.mean(losses[-args.eval_every:])), 4),
                      "seconds": round(time.time() - t0, 1),
-                     **{key: round(v, 2) for key, v in rec.items()}}
+                     **{key: v if key == "alpha" else round(v, 2) for key, v in rec.items()}}
             log["evals"].append(entry)
             print(json.dumps(entry), flush=True)
             if rec["combined_r1"] > best:
@@ -331,7 +331,7 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[MatchHead, dict]:
     head.load_state_dict(best_state)
     head.eval()
     full = evaluate(head, va_red, va, va_img, va_txt, torch.arange(len(va.captions)), args.topk)
-    log["val_full"] = {key: round(v, 2) for key, v in full.items()}
+    log["val_full"] = {key: v if key == "alpha" else round(v, 2) for key, v in full.items()}
     print("full val:", json.dumps(log["val_full"]), flush=True)
     return head, log
 
