@@ -182,14 +182,15 @@ def score_pairs(head: MatchHead, reduced: torch.Tensor, text: torch.Tensor,
 
 
 def rerank_ranks(sims: torch.Tensor, rerank: torch.Tensor, top: torch.Tensor,
-                 target: torch.Tensor, alpha: float) -> torch.Tensor:
-    """0-based rank of each query's hit after reranking its top-k by sims + alpha * rerank.
+                 target: torch.Tensor, alpha: float, dual: float = 1.0) -> torch.Tensor:
+    """0-based rank of each query's hit after reranking its top-k by
+    dual * sims + alpha * rerank (dual=0: by the reranker alone).
 
     sims (Q, G) dual scores; top (Q, k) the dual top-k gallery ids, rerank (Q, k) their
     match logits; target (Q, G) bool, True for hits (the best-ranked hit counts).
     Candidates beyond the top k keep their dual order, after the top k.
     """
-    combined = sims.gather(1, top) + alpha * rerank
+    combined = dual * sims.gather(1, top) + alpha * rerank
     order = combined.argsort(dim=1, descending=True)
     hit_sorted = target.gather(1, top.gather(1, order))
     in_top = hit_sorted.any(dim=1)
@@ -216,8 +217,8 @@ def evaluate(head: MatchHead, reduced: torch.Tensor, data: heads_script.Split,
     logits = score_pairs(head, reduced, data.text, data.lengths, caps.repeat_interleave(topk),
                          top.reshape(-1)).view(len(caps), topk)
     out: dict[str, float] = {}
-    for name, alpha, scale in (("dual", 0.0, 1.0), ("head", 1.0, 0.0)):
-        r = recall_at(rerank_ranks(sims * scale, logits, top, target, alpha))
+    for name, alpha, dual in (("dual", 0.0, 1.0), ("head", 1.0, 0.0)):
+        r = recall_at(rerank_ranks(sims, logits, top, target, alpha, dual))
         out.update({f"{name}_r{k}": v for k, v in r.items()})
     best = max(ALPHAS, key=lambda a: (recall_at(rerank_ranks(sims, logits, top, target, a),
                                                 (1,))[1], -a))
