@@ -16,7 +16,10 @@ from mmsearch.rerank.base import Reranker
 RerankerFactory = Callable[[str | None, str | None], Reranker]
 _NAMED: dict[str, RerankerFactory] = {}
 #: name -> module that registers it (imported lazily, so heavy imports wait for use).
-_BUILTIN: dict[str, str] = {"blip": "mmsearch.rerank.blip"}
+_BUILTIN: dict[str, str] = {
+    "blip": "mmsearch.rerank.blip",
+    "lite": "mmsearch.rerank.lite",
+}
 
 
 def register_reranker(name: str, factory: RerankerFactory) -> None:
