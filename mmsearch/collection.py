@@ -45,7 +45,7 @@ from mmsearch.planner.query import Part, Query, SortKey, parse_weights, split_ne
 from mmsearch.planner.rerank_step import rerank_hits
 from mmsearch.records import RecordBatch, as_table, to_record_batch
 from mmsearch.rerank.base import Reranker
-from mmsearch.rerank.registry import load_reranker
+from mmsearch.rerank.registry import load_default_reranker, load_reranker
 from mmsearch.results import Result, results_to_arrow
 from mmsearch.store.schema import utc_naive
 from mmsearch.store.snapshot import CORE_COLUMNS, HIDDEN_COLUMNS, Snapshot
@@ -566,10 +566,12 @@ class Collection:
         return stored.merged(cached[1])
 
     def _load_reranker(self, spec: str | None) -> Reranker:
+        asked = spec
         spec = spec or config.reranker_spec()
         with self._cache_lock:
             if spec not in self._rerankers:
-                self._rerankers[spec] = load_reranker(spec, self._device)
+                load = load_reranker if asked else load_default_reranker
+                self._rerankers[spec] = load(spec, self._device)
             return self._rerankers[spec]
 
     def _search_clap_only(self, audio: Any, k: int, offset: int, where: str | None,

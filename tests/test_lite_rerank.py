@@ -78,3 +78,16 @@ def test_missing_weights_file_is_a_clear_error(tmp_path) -> None:
 
     with pytest.raises(MmsearchError, match="not found"):
         MatchHead.load(tmp_path / "nope.safetensors")
+
+
+def test_default_reranker_falls_back_to_lite_offline(photos, tmp_path, tiny_spec,
+                                                     monkeypatch) -> None:
+    import mmsearch
+
+    monkeypatch.delenv("MMSEARCH_RERANKER", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # BLIP surely not cached here
+    with mmsearch.open(tmp_path / "s", model=tiny_spec) as col:
+        col.index([photos], progress=False)
+        hits = col.search(text="a red square", k=2, rerank=2, explain=True)
+    assert len(hits) == 2 and hits[0].explain["rerank"]["model"] == "lite"

@@ -1,8 +1,9 @@
 """Rerank the top hits with a cross-attention image-text model.
 
-The reranker's match probability p is fused with the first-stage score as
-`score + logit(p)`: a confident match moves up, a confident non-match moves down (possibly
-below hits that were not reranked), and the channels that found the item still count.
+The reranker's match log-odds (`Reranker.match_logits`: logit(p) of BLIP's match
+probability p) are added to the first-stage score: a confident match moves up, a confident
+non-match moves down (possibly below hits that were not reranked), and the channels that
+found the item still count.
 Hits without a picture to show the model (precomputed vectors, text rows) keep their
 first-stage score. Video moments are judged on the frame at the moment's start.
 """
@@ -22,8 +23,6 @@ from mmsearch.ingest.video import read_frame
 from mmsearch.planner.plan import Hit
 from mmsearch.rerank.base import Reranker
 from mmsearch.store.snapshot import Snapshot
-
-EPS = 1e-6
 
 
 def hit_image(record: dict[str, Any]) -> Image.Image | None:
@@ -55,11 +54,11 @@ def rerank_hits(hits: list[Hit], n: int, text: str, reranker: Reranker,
         elif hit.explain:
             hit.explain["rerank"] = {"skipped": "no image to rerank on"}
     if images:
-        probs = reranker.score(text, images)
-        for hit, p in zip(scored, probs, strict=True):
-            p = min(max(float(p), EPS), 1 - EPS)
-            logit = math.log(p / (1 - p))
+        logits = reranker.match_logits(text, images)
+        for hit, logit in zip(scored, logits, strict=True):
+            logit = float(logit)
             if hit.explain:
+                p = 1 / (1 + math.exp(-min(max(logit, -50.0), 50.0)))
                 hit.explain["rerank"] = {"model": reranker.spec, "prob": round(p, 4),
                                          "logit": round(logit, 4),
                                          "first_stage": round(hit.score, 4)}

@@ -23,6 +23,10 @@ from mmsearch.rerank.base import Reranker
 from mmsearch.rerank.lite_head import HEAD_PATH, MatchHead
 from mmsearch.rerank.registry import register_reranker
 
+#: Spread (std) of mmsearch-lite's text->image cosines for unrelated pairs, as the planner's
+#: calibration measures it (benchmarks/RESULTS.md, issue 6): converts cosine units to z units.
+COSINE_STD = 0.154
+
 
 class LiteReranker(Reranker):
     """Cross-attention reranker over the frozen mmsearch-lite towers (CPU friendly).
@@ -57,6 +61,13 @@ class LiteReranker(Reranker):
     @torch.inference_mode()
     def score_cells(self, text: str, cells: torch.Tensor) -> np.ndarray:
         """Scores of `text` against images given as tower cells (N, 81, 1280)."""
+        cosine, logits = self._cosines_and_logits(text, cells)
+        return (cosine + self.alpha * logits).astype(np.float32)
+
+    @torch.inference_mode()
+    def _cosines_and_logits(self, text: str, cells: torch.Tensor
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """The dual encoder's cosines and the match head's logits for each image."""
         enc = self.encoder
         with enc._tok_lock:
             batch = tokenize(enc.tokenizer, [str(text)])
@@ -72,7 +83,19 @@ class LiteReranker(Reranker):
                                        memory, torch.zeros(n, dtype=torch.long,
                                                            device=self.device),
                                        torch.arange(n, device=self.device))
-        return (cosine + self.alpha * logits).cpu().numpy().astype(np.float32)
+        return cosine.cpu().numpy(), logits.float().cpu().numpy()
+
+    def match_logits(self, text: str, images: Sequence[Image.Image]) -> np.ndarray:
+        """The head's evidence in the planner's z units: `alpha * logit / COSINE_STD`.
+
+        The dual cosine is already in the first-stage score, so only the head's share of
+        `score` is added, rescaled from cosine units to calibrated z units (COSINE_STD:
+        the spread of unrelated text->image cosines of mmsearch-lite).
+        """
+        if len(images) == 0:
+            return np.zeros(0, dtype=np.float32)
+        _, logits = self._cosines_and_logits(text, self.image_cells(list(images)))
+        return (self.alpha * logits / COSINE_STD).astype(np.float32)
 
     def score(self, text: str, images: Sequence[Image.Image]) -> np.ndarray:
         """Match scores of `text` against each image (higher is better), float32."""
