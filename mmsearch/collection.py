@@ -492,17 +492,10 @@ class Collection:
         snap = self.snapshot()
         if not len(snap):
             return {c: [] for c in names}
-        clauses, params = ["TRUE"], []
-        where = _with_modality(where, modality)
-        if where:
-            clauses.append(f"({where})")
-        if filters:
-            sql, values = compile_filters(filters)
-            clauses.append(f"({sql})")
-            params.extend(values)
+        condition, params = _condition(_with_modality(where, modality), filters)
         cursor = snap.sql("SELECT 1")  # the snapshot's per-thread cursor, `items` registered
         cursor.fetchall()
-        return {c: _facet(cursor, "items", c, "count(DISTINCT id)", " AND ".join(clauses),
+        return {c: _facet(cursor, "items", c, "count(DISTINCT id)", condition or "TRUE",
                           params) for c in names}
 
     def _parse_query(self, text: Any, image: ImageQuery | None, vector: Any,
@@ -623,16 +616,8 @@ class Collection:
     @staticmethod
     def _filter_rows(snap: Snapshot, where: str | None,
                      filters: Mapping[str, Any] | None) -> np.ndarray | None:
-        clauses, params = [], []
-        if where:
-            clauses.append(f"({where})")
-        if filters:
-            sql, values = compile_filters(filters)
-            clauses.append(f"({sql})")
-            params.extend(values)
-        if not clauses:
-            return None
-        return snap.matching_rows(" AND ".join(clauses), params)
+        condition, params = _condition(where, filters)
+        return None if condition is None else snap.matching_rows(condition, params)
 
     def info(self) -> dict[str, Any]:
         """What the store holds: model, counts per modality, index type, size on disk."""
@@ -686,6 +671,20 @@ class Collection:
 
     def __repr__(self) -> str:
         return f"Collection({str(self.path)!r}, model={self.model!r})"
+
+
+def _condition(where: str | None, filters: Mapping[str, Any] | None
+               ) -> tuple[str | None, list[Any]]:
+    """One SQL condition (None: no condition) and its parameters from a trusted `where`
+    string and injection-safe structured `filters`."""
+    clauses, params = [], []
+    if where:
+        clauses.append(f"({where})")
+    if filters:
+        sql, values = compile_filters(filters)
+        clauses.append(f"({sql})")
+        params.extend(values)
+    return (" AND ".join(clauses) if clauses else None), params
 
 
 def _facet(con: duckdb.DuckDBPyConnection, table: str, column: str, count: str, where: str,

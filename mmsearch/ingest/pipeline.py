@@ -108,14 +108,8 @@ def prepare_video(found: Found, known_hashes: Container[str],
     Frames are kept in half precision (the encoder casts them back) to halve the memory
     a video with many moments holds until it is embedded.
     """
-    out = Prepared(found)
-    try:
-        out.content_hash = video_hash(found.path, found.size)
-    except OSError as e:
-        out.error = f"cannot read: {e.strerror or e}"
-        return out
-    if out.content_hash in known_hashes:
-        out.known = True
+    out = _hashed(found, known_hashes)
+    if out.error or out.known:
         return out
     try:
         decoded = decode_video(found.path, options, on_frame=lambda im: preprocess(im).half())
@@ -144,20 +138,27 @@ def prepare_video(found: Found, known_hashes: Container[str],
     return out
 
 
-def prepare_audio(found: Found, known_hashes: Container[str],
-                  audio: AudioAnalyzer | None) -> Prepared:
-    """Worker stage for an audio file: hash, then tag / transcribe / embed its windows."""
+def _hashed(found: Found, known_hashes: Container[str]) -> Prepared:
+    """A media file's content hash (sampled when large); `known` when already stored."""
     out = Prepared(found)
-    if audio is None or not audio.enabled:
-        out.error = "audio channels are off (--no-tags --no-speech and no --audio-model)"
-        return out
     try:
         out.content_hash = video_hash(found.path, found.size)
     except OSError as e:
         out.error = f"cannot read: {e.strerror or e}"
         return out
-    if out.content_hash in known_hashes:
-        out.known = True
+    out.known = out.content_hash in known_hashes
+    return out
+
+
+def prepare_audio(found: Found, known_hashes: Container[str],
+                  audio: AudioAnalyzer | None) -> Prepared:
+    """Worker stage for an audio file: hash, then tag / transcribe / embed its windows."""
+    if audio is None or not audio.enabled:
+        out = Prepared(found)
+        out.error = "audio channels are off (--no-tags --no-speech and no --audio-model)"
+        return out
+    out = _hashed(found, known_hashes)
+    if out.error or out.known:
         return out
     try:
         stream = open_audio(found.path, time_limit=audio.options.time_limit)
