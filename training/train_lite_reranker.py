@@ -371,6 +371,9 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[MatchHead, dict]:
                 if args.patience and since_best >= args.patience:
                     print(f"early stop: no val gain in {since_best} evals", flush=True)
                     break
+            if args.max_minutes and time.time() - t0 > 60 * args.max_minutes:
+                print(f"time limit: stopping after step {step + 1}", flush=True)
+                break
     assert best_state is not None
     head.load_state_dict(best_state)
     head.eval()
@@ -421,6 +424,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="fraction of image cells zeroed while training")
     p.add_argument("--patience", type=int, default=0,
                    help="stop after this many evals without a val gain (0: never)")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop at the first eval after this much wall time (0: no limit)")
     p.add_argument("--topk", type=int, default=20, help="dual-encoder candidates reranked")
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--val-captions", type=int, default=1500,
