@@ -144,6 +144,36 @@ def dual_embeddings(data: heads_script.Split, dual: lite.LiteHeads, batch: int =
     return torch.cat(imgs), torch.cat(txts)
 
 
+def sample_negatives(hard: torch.Tensor, pool: int, n: int, n_random: int, n_items: int,
+                     positive: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """(G, n) negatives per group: n - n_random sampled from each row of `hard` (G, pool)
+    and n_random drawn uniformly from all n_items (redrawn where they hit `positive`, (G,))."""
+    pick = torch.rand(len(hard), pool, generator=gen).argsort(dim=1)[:, :n - n_random]
+    out = hard.gather(1, pick)
+    if n_random > 0:
+        rnd = torch.randint(0, n_items, (len(hard), n_random), generator=gen)
+        clash = rnd == positive[:, None]
+        rnd[clash] = (rnd[clash] + 1 + torch.randint(0, n_items - 1, (int(clash.sum()),),
+                                                     generator=gen)) % n_items
+        out = torch.cat([out, rnd], dim=1)
+    return out
+
+
+def augment_cells(cells: torch.Tensor, flip: float, drop: float, gen: torch.Generator
+                  ) -> torch.Tensor:
+    """Training augmentation of (N, 81, dim) reduced cells: mirror the 9x9 grid of a
+    `flip` fraction of the images, then zero a `drop` fraction of the cells."""
+    if flip > 0:
+        side = round(cells.shape[1] ** 0.5)
+        mirrored = cells.view(len(cells), side, side, -1).flip(2).reshape(cells.shape)
+        which = torch.rand(len(cells), generator=gen) < flip
+        cells = torch.where(which[:, None, None], mirrored, cells)
+    if drop > 0:
+        keep = torch.rand(cells.shape[:2], generator=gen) >= drop
+        cells = cells * keep.unsqueeze(-1)
+    return cells
+
+
 def hard_negatives(sims: torch.Tensor, owner: torch.Tensor, k: int
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k wrong images per caption (M, k) and top-k wrong captions per image (N, k)."""
@@ -274,7 +304,7 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[MatchHead, dict]:
 
     log: dict = {"config": config, "args": {k: str(v) for k, v in vars(args).items()},
                  "evals": []}
-    best, best_state = -1.0, None
+    best, best_state, since_best = -1.0, None, 0
     k = args.candidates
     n_caps = len(tr.captions)
     losses: list[float] = []
@@ -282,16 +312,22 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[MatchHead, dict]:
         head.train()
         # caption groups: caption + its image + k-1 of its top-ranked wrong images
         caps = torch.randint(0, n_caps, (args.groups,), generator=gen)
-        pick = torch.rand(args.groups, args.pool, generator=gen).argsort(dim=1)[:, :k - 1]
-        c_imgs = torch.cat([tr.owner[caps, None], neg_t2i[caps].gather(1, pick)], dim=1)
+        c_imgs = torch.cat([tr.owner[caps, None],
+                            sample_negatives(neg_t2i[caps], args.pool, k - 1,
+                                             args.random_negatives, tr.n_images,
+                                             tr.owner[caps], gen)], dim=1)
         c_text = caps[:, None].expand(-1, k)
         # image groups: image + one of its captions + k-1 of its top-ranked wrong captions
         imgs = torch.randint(0, tr.n_images, (args.image_groups,), generator=gen)
         own = torch.tensor([tr.by_image[i][int(torch.randint(0, len(tr.by_image[i]), (1,),
                                                              generator=gen))]
                             for i in imgs.tolist()])
-        pick = torch.rand(args.image_groups, args.pool, generator=gen).argsort(dim=1)[:, :k - 1]
-        i_text = torch.cat([own[:, None], neg_i2t[imgs].gather(1, pick)], dim=1)
+        neg_caps = sample_negatives(neg_i2t[imgs], args.pool, k - 1, args.random_negatives,
+                                    n_caps, own, gen)
+        # a random caption may belong to the group's image: swap it for a hard negative
+        own_img = tr.owner[neg_caps] == imgs[:, None]
+        neg_caps = torch.where(own_img, neg_i2t[imgs][:, :1].expand_as(neg_caps), neg_caps)
+        i_text = torch.cat([own[:, None], neg_caps], dim=1)
         i_imgs = imgs[:, None].expand(-1, k)
         text_idx = torch.cat([c_text.reshape(-1), i_text.reshape(-1)])
         image_idx = torch.cat([c_imgs.reshape(-1), i_imgs.reshape(-1)])
@@ -302,7 +338,8 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[MatchHead, dict]:
             drop = torch.rand(mask.shape, generator=gen) < args.token_drop
             drop[:, 0] = False
             mask = mask & ~drop
-        memory = head.image_memory(tr_red[ui].float())
+        cells = augment_cells(tr_red[ui].float(), args.grid_flip, args.cell_drop, gen)
+        memory = head.image_memory(cells)
         logits = head.pair_logits(head.text_side(tokens), mask, memory, tinv, iinv)
         logits = logits.view(-1, k)
         target = torch.zeros(len(logits), dtype=torch.long)
@@ -328,6 +365,15 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[MatchHead, dict]:
                 best = rec["combined_r1"]
                 best_state = {key: v.clone() for key, v in head.state_dict().items()}
                 log["best"] = entry
+                since_best = 0
+            else:
+                since_best += 1
+                if args.patience and since_best >= args.patience:
+                    print(f"early stop: no val gain in {since_best} evals", flush=True)
+                    break
+            if args.max_minutes and time.time() - t0 > 60 * args.max_minutes:
+                print(f"time limit: stopping after step {step + 1}", flush=True)
+                break
     assert best_state is not None
     head.load_state_dict(best_state)
     head.eval()
@@ -370,6 +416,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--token-drop", type=float, default=0.1,
                    help="fraction of caption tokens masked out while training")
+    p.add_argument("--random-negatives", type=int, default=0,
+                   help="of each group's negatives, this many drawn uniformly at random")
+    p.add_argument("--grid-flip", type=float, default=0.0,
+                   help="fraction of training images whose 9x9 cell grid is mirrored")
+    p.add_argument("--cell-drop", type=float, default=0.0,
+                   help="fraction of image cells zeroed while training")
+    p.add_argument("--patience", type=int, default=0,
+                   help="stop after this many evals without a val gain (0: never)")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop at the first eval after this much wall time (0: no limit)")
     p.add_argument("--topk", type=int, default=20, help="dual-encoder candidates reranked")
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--val-captions", type=int, default=1500,
