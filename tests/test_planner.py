@@ -14,7 +14,14 @@ from mmsearch.errors import UsageError
 from mmsearch.planner.calibration import Calibration, Stats, measure
 from mmsearch.planner.groups import build_layout
 from mmsearch.planner.plan import RRF_K, execute
-from mmsearch.planner.query import Part, Query, SortKey, parse_weights, split_negatives
+from mmsearch.planner.query import (
+    CROSS_MODAL_WEIGHT,
+    Part,
+    Query,
+    SortKey,
+    parse_weights,
+    split_negatives,
+)
 from mmsearch.store.snapshot import Snapshot
 
 DIM = 16
@@ -337,3 +344,15 @@ def test_store_without_calibration_is_measured_at_query_time(tmp_path):
         assert col._store.manifest["calibration"] is None
         hit = col.search(vector=vecs[5], k=1)[0]
         assert hit.score == pytest.approx((1.0 - stored["mean"]) / stored["std"], abs=1e-3)
+
+
+def test_queries_without_text_weigh_non_visual_channels_down():
+    v = np.ones(4, dtype=np.float32) / 2
+    by_image = Query([Part("image", v, 1.0, "image")])
+    assert by_image.channel_weight("visual") == 1.0
+    assert by_image.channel_weight("text") == by_image.channel_weight("tags") == \
+        CROSS_MODAL_WEIGHT < 1.0
+    with_text = Query([Part("image", v, 1.0, "image"), Part("text", v, 1.0, "text:red")])
+    assert with_text.channel_weight("text") == 1.0
+    explicit = Query([Part("image", v, 1.0, "image")], weights={"text": 0.7, "visual": 0.0})
+    assert (explicit.channel_weight("text"), explicit.channel_weight("visual")) == (0.7, 0.0)

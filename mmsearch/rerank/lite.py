@@ -58,7 +58,6 @@ class LiteReranker(Reranker):
             out.append(image_features(enc.image_tower, pixels).float())
         return torch.cat(out)
 
-    @torch.inference_mode()
     def score_cells(self, text: str, cells: torch.Tensor) -> np.ndarray:
         """Scores of `text` against images given as tower cells (N, 81, 1280)."""
         cosine, logits = self._cosines_and_logits(text, cells)
