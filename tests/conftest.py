@@ -1,52 +1,34 @@
-"""Shared fixtures: a tiny random open_clip model and folders of synthetic photos."""
+"""Shared fixtures: a tiny random open_clip model and folders of synthetic photos.
+
+Tests live in layers: unit/ (library mechanics), e2e/ (the CLI and HTTP service as a user
+drives them), acceptance/ (real data from ../shared, skipped with a reason when absent).
+Each test is marked with its layer (`pytest -m unit`)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from helpers import make_photo
+from tiny_model import make_tiny_model
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_model import make_tiny_model
+LAYERS = ("unit", "e2e", "acceptance")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with the layer (folder) it lives in."""
+    for item in items:
+        layer = Path(str(item.fspath)).parent.name
+        if layer in LAYERS:
+            item.add_marker(getattr(pytest.mark, layer))
 
 
 @pytest.fixture(scope="session")
 def tiny_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Model spec of a tiny random open_clip model (config JSON + checkpoint on disk)."""
     return make_tiny_model(tmp_path_factory.mktemp("model"))
-
-
-def make_photo(path: Path, seed: int, size: tuple[int, int] = (96, 72), *,
-               exif: dict[int, object] | None = None, fmt: str | None = None) -> Path:
-    """A distinct synthetic photo: coloured blocks and noise, optionally with EXIF."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    small = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-    img = Image.fromarray(small).resize((w, h), Image.Resampling.NEAREST)
-    noise = rng.integers(0, 40, size=(h, w, 3), dtype=np.uint8)
-    img = Image.fromarray(np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255)
-                          .astype(np.uint8))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    kwargs: dict[str, object] = {}
-    if exif:
-        ex = Image.Exif()
-        for tag, value in exif.items():
-            if tag in (0x8769, 0x8825):
-                ex.get_ifd(tag).update(value)  # type: ignore[arg-type]
-            else:
-                ex[tag] = value
-        kwargs["exif"] = ex
-    img.save(path, format=fmt, **kwargs)
-    return path
 
 
 @pytest.fixture
@@ -76,11 +58,3 @@ def cli() -> Callable[..., object]:
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return run
-
-
-def run_cli_process(*args: str, env: dict[str, str] | None = None,
-                    timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run `python -m mmsearch` in a fresh process (cold start, real exit codes)."""
-    return subprocess.run([sys.executable, "-m", "mmsearch", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})

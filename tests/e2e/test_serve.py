@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_photo
+from helpers import make_photo
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the `serve` extra is not installed")

@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from helpers import SHARED_MODELS
 
 import mmsearch
 from mmsearch.audio.analyze import AudioAnalyzer, AudioOptions, _tag_windows
@@ -22,9 +23,9 @@ from mmsearch.audio.vad import utterances
 from mmsearch.errors import BadMediaError
 from mmsearch.ingest.discover import modality_of
 
-FIXTURES = Path(__file__).parent / "fixtures" / "audio"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "audio"
 SENTENCES = json.loads((FIXTURES / "sentences.json").read_text())
-MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+MODELS = SHARED_MODELS
 HAVE_MODELS = ((MODELS / "yamnet" / "yamnet.fp16.safetensors").is_file()
                and (MODELS / "whisper-tiny.en-int8" / "model.int8.safetensors").is_file())
 needs_models = pytest.mark.skipif(not HAVE_MODELS, reason="offline YAMNet/Whisper weights not "

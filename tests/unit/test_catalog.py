@@ -8,7 +8,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_photo
+from helpers import make_photo
 
 import mmsearch
 from mmsearch.errors import UsageError

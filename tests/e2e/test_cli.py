@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_photo, run_cli_process
+from helpers import make_photo, run_cli_process
 
 
 def _index(cli, photos: Path, store: Path, spec: str, *extra: str):

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import make_photo
+from helpers import make_photo
 
 import mmsearch
 from mmsearch.store.store import Store

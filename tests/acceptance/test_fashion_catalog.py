@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import itertools
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +17,11 @@ from PIL import Image
 
 pd = pytest.importorskip("pandas")
 
+from helpers import SHARED_DATA  # noqa: E402
+
 import mmsearch  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion_products"
+DATA = SHARED_DATA / "fashion_products"
 N = 100
 
 pytestmark = pytest.mark.skipif(not (DATA / "products.csv").is_file(),

@@ -4,17 +4,17 @@ batches without changing scores, and fails clearly on a missing weights file."""
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SHARED_DATA
 from PIL import Image
 
 from mmsearch.errors import MmsearchError
 from mmsearch.rerank import load_reranker
 from mmsearch.rerank.registry import reranker_names
 
-FLICKR = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k"
+FLICKR = SHARED_DATA / "flickr8k"
 needs_data = pytest.mark.skipif(not (FLICKR / "captions.csv").is_file(),
                                 reason=f"Flickr8k evaluation data not found at {FLICKR}")
 

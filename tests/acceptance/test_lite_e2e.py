@@ -17,10 +17,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import SHARED_DATA
 
 import mmsearch
 
-FLICKR = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k"
+FLICKR = SHARED_DATA / "flickr8k"
 N_IMAGES = 200
 MIN_R10 = 80.0
 MIN_R1 = 30.0

@@ -12,6 +12,8 @@ import pytest
 
 av = pytest.importorskip("av")
 
+from helpers import make_photo  # noqa: E402
+
 import mmsearch  # noqa: E402
 from mmsearch.ingest import video as video_mod  # noqa: E402
 from mmsearch.ingest.video import VideoOptions, decode_video, video_hash  # noqa: E402
@@ -152,7 +154,6 @@ def clips(tmp_path: Path) -> Path:
     make_video(root / "a.mp4", [(10, 2.0), (11, 2.0), (12, 2.0)])
     make_video(root / "b.mov", [(20, 3.0), (21, 3.0)], audio=True)
     make_video(root / "c.mkv", [(30, 1.0), (31, 1.0), (32, 1.0), (33, 1.0)], codec="mpeg4")
-    from conftest import make_photo
 
     make_photo(root / "photo.jpg", seed=40)
     return root
@@ -335,32 +336,3 @@ def test_crop_borders_removes_letterbox_only():
     night[:12] = 0
     night[52:] = 200  # dark band on top only: not a letterbox
     assert crop_borders(Image.fromarray(night)).size[1] == 64
-
-
-def test_slideshow_subset_finds_the_right_moment(tmp_path, tiny_spec):
-    """Real data: 5 Flickr8k slideshow videos; each source photo finds its moment."""
-    from conftest import SHARED_DATA
-
-    root = SHARED_DATA / "flickr8k_slideshow"
-    if not (root / "segments.csv").is_file():
-        pytest.skip(f"evaluation data absent: {root} (see ../shared/data/README.md)")
-    import csv
-
-    files = sorted((root / "video").glob("*.mp4"))[:5]
-    names = {f.name for f in files}
-    segments = {}
-    with open(root / "segments.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if Path(row["video"]).name in names:
-                segments[(Path(row["video"]).name, row["segment"])] = (
-                    float(row["start_s"]), float(row["end_s"]),
-                    SHARED_DATA / "flickr8k" / row["source_file"])
-    assert len(segments) == 50
-    with mmsearch.open(tmp_path / "store", model=tiny_spec) as col:
-        report = col.index(files, progress=False)
-        assert report.added == 5 and len(col) == 5
-        hits = 0
-        for (video, _), (start, end, source) in segments.items():
-            top = col.search(image=source, k=3)[0]
-            hits += Path(top.path).name == video and start <= top.start_s < end
-    assert hits >= 0.95 * len(segments), f"{hits}/50 moments found"
