@@ -23,11 +23,22 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from mmsearch.collection import Collection
-from mmsearch.errors import BadMediaError, MmsearchError, UsageError
+from mmsearch.errors import (
+    BadMediaError,
+    LimitError,
+    MediaChangedError,
+    MmsearchError,
+    StoreDamagedError,
+    StoreLockedError,
+    UsageError,
+)
 from mmsearch.results import Result
 from mmsearch.thumbnails import thumbnail
 
 API_KEY_HEADER = "X-API-Key"
+#: Seconds a client should wait before retrying a write refused because another process
+#: holds the store's write lock.
+RETRY_AFTER_S = 2
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,7 @@ def create_app(collection: Collection, api_key: str | None = None,
     def check_key(request: Request) -> None:
         if api_key is None:
             return
-        given = request.headers.get(API_KEY_HEADER) or request.query_params.get("api_key")
+        given = request.headers.get(API_KEY_HEADER)  # never in the URL: URLs get logged
         if not given or not hmac.compare_digest(given.encode(), api_key.encode()):
             raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER})")
 
@@ -96,6 +107,23 @@ def create_app(collection: Collection, api_key: str | None = None,
     @app.exception_handler(UsageError)
     async def usage_error(_: Request, e: UsageError) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=400)
+
+    @app.exception_handler(LimitError)
+    async def limit_error(_: Request, e: LimitError) -> JSONResponse:
+        return JSONResponse({"detail": str(e), "limit": e.limit}, status_code=413)
+
+    @app.exception_handler(StoreDamagedError)
+    async def damaged(_: Request, e: StoreDamagedError) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=503)
+
+    @app.exception_handler(StoreLockedError)
+    async def locked(_: Request, e: StoreLockedError) -> JSONResponse:
+        return JSONResponse({"detail": f"{e}; try again shortly"}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(MediaChangedError)
+    async def changed(_: Request, e: MediaChangedError) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=409)
 
     @app.exception_handler(MmsearchError)
     async def engine_error(_: Request, e: MmsearchError) -> JSONResponse:
