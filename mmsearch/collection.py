@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmsearch import config
+from mmsearch import config, limits
 from mmsearch.audio.search import channel_counts, row_bonus
 from mmsearch.audio.settings import AudioSettings, audio_query_vectors
 from mmsearch.audio.space import ClapSpace
@@ -36,7 +36,7 @@ from mmsearch.index.manage import maintain
 from mmsearch.index.params import AnnParams
 from mmsearch.indexer import Indexer, IndexReport
 from mmsearch.ingest.discover import is_under
-from mmsearch.ingest.images import decode_image
+from mmsearch.ingest.images import ImageTooLarge, decode_image
 from mmsearch.ingest.video import (
     DEFAULT_FPS,
     DEFAULT_SCENE_THRESHOLD,
@@ -542,12 +542,23 @@ class Collection:
         as if indexed: its tags and its transcript each become a text-kind part.
         """
         terms, negatives = [], [negative] if isinstance(negative, str) else list(negative or [])
-        for term, weight in text_terms(text):
+        given = text_terms(text)
+        limits.check("max_query_parts", len(given) + len(negatives), "query texts")
+        for term, _ in given:
+            limits.check("max_text_chars", len(term), "characters in a query text")
+        for term, weight in given:
             rest, minus = split_negatives(term)
             negatives += minus
             if rest:
                 terms.append((rest, weight))
+        if not all(isinstance(n, str) for n in negatives):
+            raise UsageError("negative texts must be strings")
+        for n in negatives:
+            limits.check("max_text_chars", len(n), "characters in a negative text")
         negatives = [n.strip() for n in negatives if n and n.strip()]
+        limits.check("max_query_parts", len(terms) + len(negatives)
+                     + (image is not None) + (vector is not None) + (audio is not None),
+                     "query parts (texts, negatives, image, vector)")
         texts = [t for t, _ in terms]
         embedded = self.encoder.encode_texts(texts + negatives) if texts or negatives else []
         positives = [Part("text", embedded[i], w, f"text:{t}") for i, (t, w) in
@@ -555,7 +566,7 @@ class Collection:
         if image is not None:
             positives.append(Part("image", self._embed_image(image)[0], 1.0, "image"))
         if vector is not None:
-            v = np.asarray(vector, dtype=np.float32).reshape(-1)
+            v = _query_vector(vector)
             self._check_dim(v.shape[0])
             positives.append(Part("image", v / max(float(np.linalg.norm(v)), 1e-12), 1.0,
                                   "vector"))
@@ -644,6 +655,9 @@ class Collection:
             try:
                 pil = decode_image(data, config.MAX_IMAGE_PIXELS,
                                    2 * (encoder.image_size or 0)).image
+            except ImageTooLarge as e:
+                raise limits.over("max_image_pixels", e.pixels, e.limit,
+                                  "pixels of the query image") from None
             except BadMediaError as e:
                 raise UsageError(f"cannot use image {image!r:.80}: {e}") from None
         return encoder.encode_images(encoder.preprocess(pil)[None])
@@ -737,6 +751,21 @@ def _failures(failed: list[tuple[str, str]]) -> str:
     shown = "; ".join(f"{i}: {e}" for i, e in failed[:5])
     more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
     return f"{len(failed)} record(s) cannot be used, nothing written: {shown}{more}"
+
+
+def _query_vector(vector: Any) -> np.ndarray:
+    """A query vector as finite, non-zero float32 numbers (UsageError otherwise)."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise UsageError("the query vector must be a list of numbers") from None
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not len(v) or not np.isfinite(v).all() or not np.isfinite(np.linalg.norm(v)) \
+                or not np.any(v):
+            raise UsageError("the query vector must hold finite numbers, not all zero "
+                             "(NaN, Inf or overflow given)")
+    return v
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -70,6 +70,7 @@ def to_record_batch(records: Any) -> RecordBatch:
                                  pa.array(paths, pa.string()))
         rows = np.flatnonzero(source == 1)
         batch.paths = (rows, [paths[i] for i in rows])
+        table = _file_stamps(table, paths, source == 1)
     if "text" in table.column_names:
         texts = table.column("text").to_pylist()
         rows = np.flatnonzero(source == 2)
@@ -138,6 +139,23 @@ def _present(table: pa.Table, name: str) -> np.ndarray:
     if name not in table.column_names:
         return np.zeros(len(table), dtype=bool)
     return pc.is_valid(table.column(name)).to_numpy(zero_copy_only=False)
+
+
+def _file_stamps(table: pa.Table, paths: list[str | None], embedded: np.ndarray) -> pa.Table:
+    """Record the size and time of each embedded image file (files are served only while
+    they still match)."""
+    size: list[int | None] = [None] * len(paths)
+    mtime: list[int | None] = [None] * len(paths)
+    for i in np.flatnonzero(embedded):
+        try:
+            st = os.stat(paths[i])
+        except OSError:
+            continue  # reported when the image is read
+        size[i], mtime[i] = st.st_size, st.st_mtime_ns
+    table = table.append_column("mtime_ns", pa.array(mtime, pa.int64()))
+    if "bytes" not in table.column_names:
+        table = table.append_column("bytes", pa.array(size, pa.int64()))
+    return table
 
 
 def _fill(table: pa.Table, name: str, default: np.ndarray) -> pa.Table:

@@ -55,7 +55,7 @@ def test_a_missing_manifest_refuses_everything_and_deletes_nothing(tmp_path, cli
     (tmp_path / "pics").mkdir()
     r = cli("index", tmp_path / "pics", "--store", col.path)
     assert r.exit_code == 1 and "doctor" in r.stderr
-    with pytest.raises(StoreDamagedError, match="manifest.json"):
+    with pytest.raises(StoreDamagedError, match=r"manifest\.json"):
         mmsearch.open(col.path).upsert([{"id": "z", "vector": _vec(1)}])
     assert sorted(p.name for p in (col.path / "segments").iterdir()) == files  # all kept
     # the doctor names it, and rebuilds the manifest from the segments
