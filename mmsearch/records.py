@@ -59,7 +59,10 @@ def to_record_batch(records: Any) -> RecordBatch:
     batch = RecordBatch(table, ids)
     if "vector" in table.column_names:
         rows = np.flatnonzero(source == 0)
-        batch.vectors = (rows, _vectors(table.column("vector").take(pa.array(rows)), ids, rows))
+        column = table.column("vector")
+        if len(rows) < n:  # the fast path (every record has a vector) copies nothing
+            column = column.take(pa.array(rows))
+        batch.vectors = (rows, _vectors(column, ids, rows))
         table = table.drop_columns(["vector"])
     if "path" in table.column_names:
         paths = table.column("path").to_pylist()
