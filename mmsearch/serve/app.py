@@ -59,6 +59,8 @@ class Limits:
 
     max_k: int = 1000
     max_body_bytes: int = 20 * 2**20
+    #: JSON bodies of /search and /delete (parsed before any other check: kept small).
+    max_query_body_bytes: int = 2**20
     max_image_bytes: int = 10 * 2**20
     max_records: int = 10_000
 
@@ -129,7 +131,9 @@ def create_app(collection: Collection, api_key: str | None = None,
 
     app = FastAPI(title="mmsearch", version="0.1.0",
                   description="Multimodal search over one mmsearch store.")
-    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes,
+                       small={"/search": limits.max_query_body_bytes,
+                              "/delete": limits.max_query_body_bytes})
     can_rerank = "rerank" in inspect.signature(collection.search).parameters
 
     key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
@@ -318,17 +322,19 @@ def _media_row(collection: Collection, item_id: str, start_s: float | None
 class _BodyLimit:
     """ASGI middleware: 413 when a request body is over `max_bytes`, declared or streamed."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, small: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.small = small or {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.small.get(scope.get("path", ""), self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await _too_large(self.max_bytes)(scope, receive, send)
+        if declared.isdigit() and int(declared) > limit:
+            await _too_large(limit)(scope, receive, send)
             return
         received = 0
 
@@ -337,9 +343,9 @@ class _BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise HTTPException(413, f"request body is over the limit of "
-                                        f"{self.max_bytes} bytes")
+                                        f"{limit} bytes")
             return message
 
         await self.app(scope, limited, send)
