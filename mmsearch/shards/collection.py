@@ -369,7 +369,8 @@ class ShardedCollection:
         snaps = [shard.snapshot() for shard in self.shards]
         if not any(len(s) for s in snaps):
             return SearchResults()
-        calibration = self._calibration(snaps, query)
+        names = {c for s in snaps if len(s) for c in layout(s).names}
+        calibration = self._calibration(query, names, lambda: snaps)
         condition, params = _condition(where, filters)
         parts = []
         for s, snap in enumerate(snaps):
@@ -391,14 +392,16 @@ class ShardedCollection:
         return [_to_result(h.score, rec, h.explain if explain else None, h.similarity)
                 for h, rec in zip(merged.hits, records, strict=True)]
 
-    def _calibration(self, snaps: Sequence[Snapshot], query: Query) -> Calibration:
-        """The shared calibration; pairs it lacks measured over all shards now (once per
-        set of shard generations), as one store does."""
+    def _calibration(self, query: Query, names: set[str],
+                     snapshots: Callable[[], Sequence[Snapshot]]) -> Calibration:
+        """The shared calibration for a query on shards holding channels `names`; pairs it
+        lacks are measured over all shards' `snapshots()` now (once per set of shard
+        generations), as one store does."""
         stored = Calibration.from_json(self._manifest().get("calibration"))
         kinds = {p.kind for p in query.positives + query.negatives}
-        names = {c for s in snaps if len(s) for c in layout(s).names}
         if {(kd, c) for kd in kinds for c in names} <= set(stored.stats):
             return stored
+        snaps = snapshots()
         generations = tuple(s.generation for s in snaps)
         with self._cache_lock:
             cached = self._calib_cache
