@@ -17,9 +17,11 @@ from typing import Any
 
 from mmsearch.collection import _condition
 from mmsearch.distributed.cluster import connect
+from mmsearch.distributed.ingest import RayIndexer
 from mmsearch.distributed.shard_actor import ShardServer
 from mmsearch.errors import MmsearchError
 from mmsearch.index.params import AnnParams
+from mmsearch.indexer import Indexer
 from mmsearch.planner.calibration import Calibration
 from mmsearch.planner.plan import Hit
 from mmsearch.planner.query import Query
@@ -64,6 +66,8 @@ class RayCollection(ShardedCollection):
         self._actors: list[Any] | None = None
         self.start_timeout = START_TIMEOUT
         self._restarting: set[int] = set()
+        #: encoder actors of `index` (None: one per GPU, else 2)
+        self.encoder_actors: int | None = None
 
     @property
     def actors(self) -> list[Any]:
@@ -124,6 +128,10 @@ class RayCollection(ShardedCollection):
         merged = merge(parts, query, pool, fetch, rerank_fn)
         return SearchResults(self._results(merged, fetch(merged.origin), query.explain),
                              missing)
+
+    def _indexer(self, *args: Any, **kwargs: Any) -> Indexer:
+        """Decoding and embedding on a Ray Data encoder actor pool (see `ingest.py`)."""
+        return RayIndexer(*args, ray=self._ray, actors=self.encoder_actors, **kwargs)
 
     def _await_restarts(self) -> None:
         """Shards whose actor died in an earlier search are being restarted by Ray: wait

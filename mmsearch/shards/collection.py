@@ -205,9 +205,24 @@ class ShardedCollection:
               scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
               video_time_limit: float = DEFAULT_TIME_LIMIT, tags: bool | None = None,
               speech: bool | None = None, whisper: str | None = None,
-              audio_model: str | None = None) -> IndexReport:
+              audio_model: str | None = None, ray: str | None = None) -> IndexReport:
         """Index files and folders as `Collection.index` does (incremental, renames matched
-        by content hash across shards); each file's rows go to the shard of its id."""
+        by content hash across shards); each file's rows go to the shard of its id.
+
+        `ray`: decode and embed on a Ray cluster ("local", "auto" or an address; see
+        `mmsearch.distributed.ingest`); the result is the same.
+        """
+        if ray is not None:
+            from mmsearch.distributed import RayCollection
+
+            with RayCollection(self.path, model=self.shards[0]._asked_model,
+                               device=self.shards[0]._device, shards=len(self.shards),
+                               address=ray) as remote:
+                return remote.index(paths, progress=progress, batch_size=batch_size,
+                                    workers=workers, commit_every=commit_every, fps=fps,
+                                    scene_threshold=scene_threshold,
+                                    video_time_limit=video_time_limit, tags=tags,
+                                    speech=speech, whisper=whisper, audio_model=audio_model)
         if audio_model:
             raise UsageError("a CLAP audio space (--audio-model) is not supported on sharded "
                              "stores; tags and speech are")
@@ -226,13 +241,17 @@ class ShardedCollection:
             for shard in self.shards:
                 shard._check_model(shard._asked_model)
             device = self.shards[0]._device
-            indexer = Indexer(view, lambda: self.encoder, self.shards[0]._model_pin,
+            indexer = self._indexer(view, lambda: self.encoder, self.shards[0]._model_pin,
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
                               progress=progress, video=video, audio=settings.analyzer(device),
                               audio_settings=settings)
             report = indexer.run(roots)
             self._after_shard_writes(stores)
         return report
+
+    def _indexer(self, *args: Any, **kwargs: Any) -> Indexer:
+        """The file indexer over the shards (`RayCollection` embeds on Ray instead)."""
+        return Indexer(*args, **kwargs)
 
     @contextmanager
     def _shard_writers(self) -> Iterator[list[Store]]:

@@ -117,3 +117,40 @@ def test_a_killed_shard_actor_mid_query_is_reported_and_restarted(stores):
     whole = col.search(vector=q, k=10)  # waits for the restarted actor
     assert whole.partial is False
     same(single.search(vector=q, k=10), whole)
+
+
+# -- ingestion on Ray Data ----------------------------------------------------------------
+def _report(r) -> tuple:
+    return (r.added, r.updated, r.renamed, r.removed, r.unchanged, r.failed,
+            sorted(p for p, _ in r.failures))
+
+
+def test_ray_ingestion_is_the_local_run_even_when_an_encoder_actor_dies(
+        cluster, tmp_path, tiny_spec, photos, monkeypatch):
+    """Same reports and store as a local run, first run with a drill killing the encoder
+    actor once (Ray restarts it and retries its batch: nothing is lost), then an
+    incremental run (rename, delete, add)."""
+    from helpers import make_photo
+
+    local = mmsearch.open(tmp_path / "local", model=tiny_spec, shards=3)
+    (photos / "broken.jpg").write_bytes(b"not an image")
+    remote = RayCollection(tmp_path / "onray", model=tiny_spec, shards=3, address="local")
+    remote.encoder_actors = 1
+    marker = tmp_path / "drill"
+    monkeypatch.setenv("MMSEARCH_RAY_DRILL_EXIT_ONCE", str(marker))
+    first = [local.index([photos], progress=False), remote.index([photos], progress=False)]
+    assert marker.exists(), "the drill should have killed the encoder actor once"
+    monkeypatch.delenv("MMSEARCH_RAY_DRILL_EXIT_ONCE")
+    assert _report(first[0]) == _report(first[1]) and first[1].added == 8
+    assert len(remote) == 8 and first[1].failed == 1
+    same(local.search(text="a photo", k=8), remote.search(text="a photo", k=8))
+    (photos / "img0.jpg").rename(photos / "moved.jpg")
+    (photos / "img1.jpg").unlink()
+    make_photo(photos / "new.jpg", seed=42)
+    # through the plain API this time: a sharded store indexed with ray=
+    second = [local.index([photos], progress=False),
+              mmsearch.open(tmp_path / "onray").index([photos], progress=False, ray="local")]
+    assert _report(second[0]) == _report(second[1])
+    assert (second[1].added, second[1].renamed, second[1].removed) == (1, 1, 1)
+    same(local.search(text="a photo", k=8), remote.search(text="a photo", k=8))
+    remote.close()
