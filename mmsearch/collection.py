@@ -112,7 +112,8 @@ class Collection:
     def model(self) -> str | None:
         """The model spec this collection embeds with (pinned by the store once written)."""
         pinned = (self._manifest().get("model") or {}).get("spec")
-        return pinned or self._asked_model or (None if self._manifest() else
+        written = self._manifest().get("generation") or self._manifest().get("segments")
+        return pinned or self._asked_model or (None if written else
                                                config.DEFAULT_MODEL)
 
     @property

@@ -75,7 +75,8 @@ class Store:
     # -- reading ----------------------------------------------------------------------
     @property
     def exists(self) -> bool:
-        return bool(self.manifest)
+        """True once a commit wrote rows (the empty manifest of a new store is not one)."""
+        return self.generation > 0 or bool(self.manifest.get("segments"))
 
     @property
     def generation(self) -> int:
@@ -223,6 +224,12 @@ class Store:
             manifest["dim"] = dim
         manifest.update(extra or {})
         batches = self._conform(manifest, [b for b in batches if len(b.table)])
+        if not (self.root / MANIFEST).exists():
+            # a new store: an empty manifest first, so data files never exist without one
+            # (a missing manifest beside data files is damage, not a first commit cut short)
+            write_json_atomic(self.root / MANIFEST, {"format": FORMAT, "generation": 0,
+                                                     "segments": [], "next_key": 0,
+                                                     "created_at": time.time()})
         seg_dir.mkdir(parents=True, exist_ok=True)
         segments = list(manifest.get("segments", []))
         files = {k: v for k, v in (manifest.get("files") or {}).items()}
