@@ -74,7 +74,7 @@ class DoctorReport:
 def check(root: str | os.PathLike[str]) -> DoctorReport:
     """Verify a store (and its side stores) completely; nothing is changed."""
     root = Path(root)
-    if not (root / MANIFEST).exists() and not _data_files(root):
+    if not list(_stores(root)):
         raise UsageError(f"no store at {root}")
     report = DoctorReport(str(root))
     for prefix, folder in _stores(root):
@@ -83,8 +83,8 @@ def check(root: str | os.PathLike[str]) -> DoctorReport:
             report.problems.append((prefix + MANIFEST, problem))
             continue
         report.problems += [(prefix + f, w) for f, w in _check_store(folder, manifest)]
-        if not prefix:
-            report.rows = int(manifest.get("rows") or 0)
+        if SPACES not in prefix:
+            report.rows += int(manifest.get("rows") or 0)
     return report
 
 
@@ -106,13 +106,21 @@ def repair(root: str | os.PathLike[str]) -> DoctorReport:
 
 
 # -- checking ---------------------------------------------------------------------------
-def _stores(root: Path) -> Iterator[tuple[str, Path]]:
-    yield "", root
+def _stores(root: Path, prefix: str = "") -> Iterator[tuple[str, Path]]:
+    """(prefix, folder) of the store and its side stores; each shard of a sharded store."""
+    if (root / "shards.json").exists():
+        for shard in sorted(root.glob("shard-*")):
+            if shard.is_dir():
+                yield from _stores(shard, f"{prefix}{shard.name}/")
+        return
+    if not (root / MANIFEST).exists() and not _data_files(root):
+        return
+    yield prefix, root
     spaces = root / SPACES
     if spaces.is_dir():
         for sub in sorted(spaces.iterdir()):
             if sub.is_dir() and ((sub / MANIFEST).exists() or _data_files(sub)):
-                yield f"{SPACES}/{sub.name}/", sub
+                yield f"{prefix}{SPACES}/{sub.name}/", sub
 
 
 def _manifest(folder: Path) -> tuple[dict[str, Any], str | None]:

@@ -189,3 +189,16 @@ def test_http_answers_503_for_a_damaged_store(tmp_path):
     assert r.status_code == 503, r.text
     assert name in r.json()["detail"] and "doctor" in r.json()["detail"]
     assert client.get("/health").status_code == 200
+
+
+def test_the_doctor_checks_and_repairs_each_shard(tmp_path):
+    col = mmsearch.open(tmp_path / "s", shards=2)
+    col.upsert([{"id": f"a{i}", "vector": _vec(i)} for i in range(10)])
+    assert doctor.check(col.path).healthy and doctor.check(col.path).rows == 10
+    npy = next((col.path / "shard-000" / "segments").glob("*.npy"))
+    npy.write_bytes(npy.read_bytes()[:-4])
+    found = doctor.check(col.path)
+    assert not found.healthy and found.problems[0][0].startswith("shard-000/segments/")
+    fixed = doctor.repair(col.path)
+    assert fixed.healthy and fixed.lost_rows == len(fixed.lost_ids) > 0
+    assert len(mmsearch.open(col.path)) == 10 - fixed.lost_rows
