@@ -330,17 +330,10 @@ def kill_trials(root: Path, spec: str, store: Path, trials: int, seed: int,
             with contextlib.suppress(ProcessLookupError):  # it may have finished
                 os.kill(pid, signal.SIGKILL)
             forker.wait()
-            done, current, _ = _journal(journal)
-            text = err.read_text(errors="replace") if err.exists() else ""
-            if "Traceback" in text:
-                tally.tracebacks += 1
-                tally.problems.append(f"kill {t}: worker traceback: {text[-600:]}")
+            _, current, _ = _journal(journal)
             op = current["op"] if current else "between ops"
             tally.killed_in_op[op] = tally.killed_in_op.get(op, 0) + 1
-            state = check(store, state, done, current, tally, f"kill {t}")
-            tally.trials += 1
-            journal.unlink(missing_ok=True)
-            err.unlink(missing_ok=True)
+            state = _finish(store, state, journal, err, 0, tally, f"kill {t}")
     finally:
         if own:
             forker.close()
@@ -368,25 +361,33 @@ def fault_trials(root: Path, spec: str, store: Path, trials: int, seed: int,
             forker.start(args)
             status = forker.wait()
             t += 1
-            done, current, lines = _journal(journal)
-            text = err.read_text(errors="replace") if err.exists() else ""
-            if status != 0 or "Traceback" in text:
-                tally.tracebacks += 1
-                tally.problems.append(f"fault {t}: worker status {status}: {text[-600:]}")
+            done, _, lines = _journal(journal)
             failed = [ln for ln in lines if ln.startswith("FAILED")]
             if failed:
                 tally.faults += 1
                 what = failed[0].split("(", 1)[-1].split(")")[0] if "(" in failed[0] else "?"
                 key = f"{done[0]['op'] if done else '?'}: {what.split(' to ')[0]}"
                 tally.faults_where[key] = tally.faults_where.get(key, 0) + 1
-            state = check(store, state, done, current, tally, f"fault {t}")
-            tally.trials += 1
-            journal.unlink(missing_ok=True)
-            err.unlink(missing_ok=True)
+            state = _finish(store, state, journal, err, status, tally, f"fault {t}")
     finally:
         if own:
             forker.close()
     return tally
+
+
+def _finish(store: Path, state: State, journal: Path, err: Path, status: int, tally: Tally,
+            label: str) -> State:
+    """Count a worker's traceback, check the store, clean up; returns the new state."""
+    done, current, _ = _journal(journal)
+    text = err.read_text(errors="replace") if err.exists() else ""
+    if status != 0 or "Traceback" in text:
+        tally.tracebacks += 1
+        tally.problems.append(f"{label}: worker status {status}: {text[-600:]}")
+    state = check(store, state, done, current, tally, label)
+    tally.trials += 1
+    journal.unlink(missing_ok=True)
+    err.unlink(missing_ok=True)
+    return state
 
 
 # -- a fork server: workers start in milliseconds, not seconds of imports ----------------
