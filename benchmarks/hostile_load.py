@@ -5,7 +5,7 @@
 
 Starts `mmsearch serve` on 127.0.0.1 (loopback only) over a store of 2,000 items (a tiny
 random model, text and vector rows), samples the server's resident memory (VmRSS) every
-0.2 s, and stops everything after `--seconds`. Hostile requests: texts with 100k `-word`
+0.2 s, and stops everything after `--seconds`. Hostile requests: texts with 5k and 100k `-word`
 negatives, `in` filters with 3M values (over the body limit) and with 20k values, filters
 nested 10k deep, 81- and 169-megapixel PNGs of a few KB, bodies over the size limit,
 NaN/Inf vectors, huge k, malformed JSON, 10k-record upserts, thumbnails and media of
@@ -95,6 +95,9 @@ def hostile(i: int, dim: int, pngs: list[bytes]) -> tuple[str, str, dict]:
                                                         for j in range(10_001)]}}
     if kind == 10:
         return "GET", f"/thumbnail/nope{i}", {}
+    if i % 24 == 11:
+        return "POST", "/search", {"json": {"text": "x " + " ".join(
+            f"-w{j}" for j in range(5_000))}}  # under the body limit: the text limit's turn
     return "POST", "/search", {"json": {"text": ["a"] * 5000}}
 
 

@@ -59,8 +59,9 @@ class Limits:
 
     max_k: int = 1000
     max_body_bytes: int = 20 * 2**20
-    #: JSON bodies of /search and /delete (parsed before any other check: kept small).
-    max_query_body_bytes: int = 2**20
+    #: JSON bodies of /search and /delete (parsed before any other check: kept small;
+    #: 32 texts of 2,000 characters, a 4,096-d vector or 10,000 short `in` values fit).
+    max_query_body_bytes: int = 256 * 2**10
     max_image_bytes: int = 10 * 2**20
     max_records: int = 10_000
 
