@@ -335,10 +335,12 @@ class _BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.small.get(scope.get("path", ""), self.max_bytes)
+        path = scope.get("path", "")
+        limit = self.small.get(path, self.max_bytes)
+        name = "max_query_body_bytes" if path in self.small else "max_body_bytes"
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            await _too_large(limit)(scope, receive, send)
+            await _too_large(limit, name)(scope, receive, send)
             return
         received = 0
 
@@ -355,6 +357,6 @@ class _BodyLimit:
         await self.app(scope, limited, send)
 
 
-def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse({"detail": f"request body is over the limit of {limit} bytes"},
-                        status_code=413)
+def _too_large(limit: int, name: str) -> JSONResponse:
+    return JSONResponse({"detail": f"request body is over the limit {name}={limit} bytes",
+                         "limit": name}, status_code=413)

@@ -74,8 +74,11 @@ def test_nan_or_inf_vectors_are_400(served):
 def test_limits_are_413_naming_the_limit(served):
     client = served[2]
     r = client.post("/search", headers=KEY,
-                    json={"text": "x " + " ".join(f"-n{i}" for i in range(50_000))})
+                    json={"text": "x " + " ".join(f"-n{i}" for i in range(3_000))})
     assert r.status_code == 413 and r.json()["limit"] == "max_text_chars"
+    r = client.post("/search", headers=KEY,
+                    json={"text": "x " + " ".join(f"-n{i}" for i in range(100_000))})
+    assert r.status_code == 413 and r.json()["limit"] == "max_query_body_bytes"
     r = client.post("/search", headers=KEY,
                     json={"text": "x", "filters": {"id": {"in": [str(i) for i in
                                                                   range(20_000)]}}})
