@@ -59,13 +59,13 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 0) -> DecodedImag
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
             width, height = im.size
+            if im.format == "JPEG":
+                _draft(im, max_pixels, min_side)
+            _check_pixels(im)  # before anything that may decode (PNG's getexif loads)
             meta = _exif_meta(im)
             if meta.pop("_orientation", 1) in (5, 6, 7, 8):
                 width, height = height, width
             meta.update(width=width, height=height)
-            if im.format == "JPEG":
-                _draft(im, max_pixels, min_side)
-            _check_pixels(im)
             im.seek(0)
             im.load()
             im = ImageOps.exif_transpose(im)
