@@ -443,11 +443,10 @@ class Collection:
             raise UsageError("reranking needs a text query")
         if query is None:
             return self._search_clap_only(audio, k, offset, where, filters)
-        where = _with_modality(where, modality)
         snap = self.snapshot()
         if len(snap) == 0:
             return []
-        rows = self._filter_rows(snap, where, filters)
+        rows = self._filter_rows(snap, where, filters, modality)
         clap = self._clap_query(" ".join(texts) or None, audio)
         bonus = row_bonus(snap, texts, rows, clap, ClapSpace(self.path) if clap is not None
                           else None)
@@ -614,9 +613,19 @@ class Collection:
         return encoder.encode_images(encoder.preprocess(pil)[None])
 
     @staticmethod
-    def _filter_rows(snap: Snapshot, where: str | None,
-                     filters: Mapping[str, Any] | None) -> np.ndarray | None:
-        condition, params = _condition(where, filters)
+    def _filter_rows(snap: Snapshot, where: str | None, filters: Mapping[str, Any] | None,
+                     modality: str | Sequence[str] | None = None) -> np.ndarray | None:
+        """Rows allowed by `where`, `filters` and `modality` (None: all). Structured filters
+        alone are evaluated on the column arrays and cached per snapshot; SQL otherwise."""
+        names = _modality_names(modality)
+        if not where and (filters or names):
+            clauses = list((filters or {}).items())
+            if names:
+                clauses.append(("modality", {"in": names}))
+            rows = snap.filter_rows(clauses)
+            if rows is not None:
+                return rows
+        condition, params = _condition(_with_modality(where, modality), filters)
         return None if condition is None else snap.matching_rows(condition, params)
 
     def info(self) -> dict[str, Any]:
@@ -708,16 +717,24 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
-def _with_modality(where: str | None, modality: str | Sequence[str] | None) -> str | None:
-    """`where` with a condition on the `modality` column added (names are validated)."""
+def _modality_names(modality: str | Sequence[str] | None) -> list[str]:
+    """Validated modality names ([] when none asked)."""
     if modality is None:
-        return where
+        return []
     names = modality.split(",") if isinstance(modality, str) else list(modality)
     names = [str(n).strip().lower() for n in names if str(n).strip()]
     bad = [n for n in names if n not in MODALITIES]
     if bad or not names:
         raise UsageError(f"unknown modality {', '.join(bad) or repr(modality)}; "
                          f"choose from {', '.join(MODALITIES)}")
+    return names
+
+
+def _with_modality(where: str | None, modality: str | Sequence[str] | None) -> str | None:
+    """`where` with a condition on the `modality` column added (names are validated)."""
+    names = _modality_names(modality)
+    if not names:
+        return where
     clause = "modality IN (" + ", ".join(f"'{n}'" for n in names) + ")"
     return f"({where}) AND {clause}" if where else clause
 
