@@ -45,13 +45,17 @@ def isotropic(n: int, dim: int = 384, centers: int = 2000, noise: float = 1.0,
 
 def mixture(n: int, dim: int = 512, centers: int = 2000, rank: int = 32,
             seed: int = 1) -> np.ndarray:
-    """benchmarks/ann.py's mixture: per-cluster low-rank spread plus faint isotropic noise."""
+    """benchmarks/ann.py's mixture: per-cluster low-rank spread plus faint isotropic noise.
+
+    Rows come in random cluster order; memory stays at the output array (4 × n × dim B).
+    """
     base = np.random.default_rng(0)
     cen = base.standard_normal((centers, dim), dtype=np.float32)
     cen /= np.linalg.norm(cen, axis=1, keepdims=True)
     rng = np.random.default_rng(seed)
-    labels = np.sort(rng.integers(0, centers, n))
-    bounds = np.searchsorted(labels, np.arange(centers + 1))
+    labels = rng.integers(0, centers, n)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(centers + 1))
     out = np.empty((n, dim), np.float32)
     for c in range(centers):
         a, b = bounds[c], bounds[c + 1]
@@ -60,9 +64,11 @@ def mixture(n: int, dim: int = 512, centers: int = 2000, rank: int = 32,
         shape = (np.random.default_rng(10_000 + c).standard_normal((rank, dim), dtype=np.float32)
                  / np.sqrt(dim * rank))
         z = rng.standard_normal((b - a, rank), dtype=np.float32) * 0.8
-        noise = rng.standard_normal((b - a, dim), dtype=np.float32) * (0.5 / np.sqrt(dim))
-        out[a:b] = cen[c] + z @ shape + noise
-    return _unit(out[rng.permutation(n)])
+        x = cen[c] + z @ shape
+        x += rng.standard_normal((b - a, dim), dtype=np.float32) * (0.5 / np.sqrt(dim))
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        out[order[a:b]] = x  # rows of cluster c land at random positions
+    return out
 
 
 def cache_dir() -> Path:
