@@ -84,4 +84,4 @@ def test_http_batch_endpoint(col):
             col.search(text="cat", vector=q[1], k=3, filters={"bucket": {"lt": 5}})]
     assert [[r["id"] for r in hits] for hits in lists] == [[r.id for r in w] for w in want]
     too_many = client.post("/search/batch", json={"queries": [{"text": "a"}] * 4})
-    assert too_many.status_code == 400 and "batch limit of 3" in too_many.json()["detail"]
+    assert too_many.status_code == 413 and "batch limit of 3" in too_many.json()["detail"]
