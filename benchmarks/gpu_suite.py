@@ -279,25 +279,18 @@ def stage_encoder(a: argparse.Namespace, ctx: dict) -> dict:
 
 def stage_rerank(a: argparse.Namespace, ctx: dict) -> dict:
     from PIL import Image
-    from transformers import BlipConfig, BlipForImageTextRetrieval
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny_blip import make_processor, make_tiny_blip
-
+    from benchmarks.rerank_cost import random_base_reranker
     from mmsearch.rerank.blip import BlipReranker
 
-    torch.manual_seed(0)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_blip import make_tiny_blip
+
     if a.blip == "tiny":  # the test suite's tiny random BLIP: the code path, not the cost
         reranker = BlipReranker.load(str(make_tiny_blip(Path(tempfile.mkdtemp()))), a.device)
-        model = reranker.model
     else:
-        config = BlipConfig()
-        model = BlipForImageTextRetrieval(config)
-        if a.device.startswith("cuda"):
-            model = model.half()
-        processor = make_processor(Path(tempfile.mkdtemp()), config.vision_config.image_size)
-        reranker = BlipReranker(model.to(a.device), processor, "blip:random-base", a.device,
-                                batch_size=a.rerank_batch)
+        reranker = random_base_reranker(a.device, a.rerank_batch)
+    model = reranker.model
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (288, 384, 3), dtype=np.uint8))
               for _ in range(a.candidates)]
