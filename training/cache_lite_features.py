@@ -107,17 +107,20 @@ def cache_texts(data_dir: Path, folder: Path, split: str, device: str,
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     layers = {n: np.zeros((int(offsets[-1]), lite.TEXT_WIDTH), dtype=np.float16)
               for n in TEXT_LAYERS}
+    order = np.argsort(lengths, kind="stable")  # batches of similar length: little padding
     t0 = time.time()
-    for start in range(0, len(captions), batch_size):
-        batch = lite.tokenize(tokenizer, captions[start:start + batch_size])
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = lite.tokenize(tokenizer, [captions[c] for c in idx])
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.inference_mode():
             hs = model(**batch, output_hidden_states=True).hidden_states
-        for i in range(len(batch["input_ids"])):
-            c = start + i
+        for i, c in enumerate(idx):
             for n in TEXT_LAYERS:
                 layers[n][offsets[c]:offsets[c + 1]] = \
                     hs[n][i, :lengths[c]].to(torch.float16).cpu().numpy()
+        if (start // batch_size) % 20 == 19:
+            print(f"  {out.name}: {start + len(idx)}/{len(order)}", flush=True)
     print(f"  {out.name}: {len(captions)} captions in {time.time() - t0:.0f}s", flush=True)
     tmp = out.with_name(out.stem + ".tmp.npz")
     np.savez(tmp, lengths=lengths, offsets=offsets,

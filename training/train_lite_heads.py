@@ -111,8 +111,8 @@ class Split:
         lengths = self.lengths[caps]
         width = int(lengths.max())
         mask = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
-        flat = np.concatenate([np.arange(self.offsets[c], self.offsets[c] + lengths[i])
-                               for i, c in enumerate(caps.tolist())])
+        flat = np.concatenate([np.arange(self.offsets[c], self.offsets[c] + n)
+                               for c, n in zip(caps.tolist(), lengths.tolist(), strict=True)])
         out = {}
         for n, states in self.text.items():
             padded = torch.zeros(len(caps), width, states.shape[1])
@@ -147,7 +147,7 @@ class Trainable(nn.Module):
         if self.text_layer is not None:
             bias = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
             out = self.text_layer(layers[5], attention_mask=bias[:, None, None, :])
-            layers = dict(layers, **{6: out[0] if isinstance(out, tuple) else out})
+            layers = {**layers, 6: out[0] if isinstance(out, tuple) else out}
         return self.heads.embed_text(layers, mask)
 
     def tower_state(self) -> dict[str, torch.Tensor]:
@@ -355,6 +355,26 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[Trainable, dict]:
                  "train_images": tr.n_images, "epochs": []}
     best, best_state, step = -1.0, None, 0
     t0 = time.time()
+
+    def evaluate(epoch: int, losses: list[float]) -> None:
+        nonlocal best, best_state
+        img = embed_images(model, va, device)
+        if va_flip is not None:
+            img = F.normalize(img + embed_images(model, va_flip, device), dim=-1)
+        rec = recalls(img, embed_texts(model, va, device), va.owner)
+        score = rec["t2i_r1"] + rec["t2i_r5"] + rec["t2i_r10"]
+        entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 4) if losses else None,
+                 "temperature": round(float(1 / heads.logit_scale.detach().exp()), 4),
+                 "seconds": round(time.time() - t0, 1), **{k: round(v, 2) for k, v in rec.items()}}
+        log["epochs"].append(entry)
+        print(json.dumps(entry), flush=True)
+        if score > best:
+            best = score
+            best_state = copy.deepcopy(model.state_dict())
+            log["best"] = entry
+
+    if args.init:  # epoch 0: the starting heads (kept if training does not beat them)
+        evaluate(0, [])
     for epoch in range(args.epochs):
         # each image's 5 captions in a random order: round r uses the r-th (no duplicates
         # of an image within a batch, every caption once per epoch)
@@ -393,20 +413,7 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[Trainable, dict]:
                 opt.step()
                 step += 1
                 losses.append(float(loss.detach()))
-        img = embed_images(model, va, device)
-        if va_flip is not None:
-            img = F.normalize(img + embed_images(model, va_flip, device), dim=-1)
-        rec = recalls(img, embed_texts(model, va, device), va.owner)
-        score = rec["t2i_r1"] + rec["t2i_r5"] + rec["t2i_r10"]
-        entry = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4),
-                 "temperature": round(float(1 / heads.logit_scale.exp()), 4),
-                 "seconds": round(time.time() - t0, 1), **{k: round(v, 2) for k, v in rec.items()}}
-        log["epochs"].append(entry)
-        print(json.dumps(entry), flush=True)
-        if score > best:
-            best = score
-            best_state = copy.deepcopy(model.state_dict())
-            log["best"] = entry
+        evaluate(epoch + 1, losses)
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()
