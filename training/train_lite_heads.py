@@ -145,7 +145,8 @@ class Trainable(nn.Module):
 
     def text(self, layers: dict[int, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         if self.text_layer is not None:
-            bias = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+            bias = torch.zeros(mask.shape, device=mask.device).masked_fill(
+                ~mask, torch.finfo(torch.float32).min)
             out = self.text_layer(layers[5], attention_mask=bias[:, None, None, :])
             layers = {**layers, 6: out[0] if isinstance(out, tuple) else out}
         return self.heads.embed_text(layers, mask)
