@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--spec", default=lite.SPEC, help="model spec written into the heads")
+    p.add_argument("--spec", default=lite.LATEST, help="model spec written into the heads")
     p.add_argument("--init", type=Path, default=None,
                    help="start from these heads (tensors whose shapes fit)")
     p.add_argument("--max-train-images", type=int, default=None)
