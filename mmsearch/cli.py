@@ -112,6 +112,10 @@ def index(
     audio_model: Annotated[str | None, typer.Option(
         "--audio-model", help="Also embed sounds with this CLAP model (folder or Hugging Face "
         "id, e.g. laion/clap-htsat-unfused) [default: off].", show_default=False)] = None,
+    ocr: Annotated[bool | None, typer.Option(
+        "--ocr/--no-ocr", help="Read the text in pictures and video moments (OCR) [default: "
+        "on when the `ocr` extra is installed; then as the store was built].",
+        show_default=False)] = None,
 ) -> None:
     """Index files and folders, or a product catalog (.csv/.tsv/.parquet/.jsonl); re-running
     is incremental."""
@@ -148,7 +152,7 @@ def index(
     report = col.index(paths, progress=False if quiet else None, batch_size=batch_size,
                        workers=workers, fps=fps, scene_threshold=scene_threshold,
                        video_time_limit=video_time_limit, tags=tags, speech=speech,
-                       whisper=whisper, audio_model=audio_model)
+                       whisper=whisper, audio_model=audio_model, ocr=ocr)
     if verbose:
         for path, reason in report.failures:
             _err(f"skipped {path}: {reason}")

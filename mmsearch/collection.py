@@ -37,6 +37,8 @@ from mmsearch.ingest.video import (
     DEFAULT_TIME_LIMIT,
     VideoOptions,
 )
+from mmsearch.ocr import search as ocr_search
+from mmsearch.ocr.settings import OcrSettings
 from mmsearch.planner import calibration as calib
 from mmsearch.planner.calibration import PROBE_TEXTS, Calibration, measure
 from mmsearch.planner.groups import layout
@@ -153,7 +155,7 @@ class Collection:
               scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
               video_time_limit: float = DEFAULT_TIME_LIMIT, tags: bool | None = None,
               speech: bool | None = None, whisper: str | None = None,
-              audio_model: str | None = None) -> IndexReport:
+              audio_model: str | None = None, ocr: bool | None = None) -> IndexReport:
         """Index files and folders recursively; re-runs are incremental.
 
         Unchanged files are skipped without decoding, renamed files keep their vectors
@@ -169,6 +171,10 @@ class Collection:
         (Whisper transcripts; `whisper` names the model) and `audio_model` (a CLAP model in
         its own space, off by default). None: what the store was built with, else the
         defaults (see `mmsearch.audio.settings`); the store remembers the choice.
+
+        `ocr`: read the text in pictures and video moments (channel "ocr", columns `ocr`
+        and `ocr_lines`); None: as the store was built, else on when the engine is
+        installed (the `ocr` extra); remembered like the audio channels.
         """
         try:
             video = VideoOptions(fps, scene_threshold, video_time_limit)
@@ -180,12 +186,14 @@ class Collection:
             raise UsageError(f"no such file or folder: {', '.join(missing)}")
         settings = AudioSettings.resolve(self._store.manifest.get("audio"), tags=tags,
                                          speech=speech, whisper=whisper, clap=audio_model)
+        reading = OcrSettings.resolve(self._store.manifest.get("ocr"), ocr)
         with self._lock, self._store.writer() as store:
             self._check_model(self._asked_model)
             indexer = Indexer(store, lambda: self.encoder, self._model_pin,
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
                               progress=progress, video=video,
-                              audio=settings.analyzer(self._device), audio_settings=settings)
+                              audio=settings.analyzer(self._device), audio_settings=settings,
+                              ocr_settings=reading)
             report = indexer.run(roots)
             self._maintain_index(store)
             self._publish(store)
@@ -451,6 +459,8 @@ class Collection:
         clap = self._clap_query(" ".join(texts) or None, audio)
         bonus = row_bonus(snap, texts, rows, clap, ClapSpace(self.path) if clap is not None
                           else None)
+        for row, extra in ocr_search.row_bonus(snap, texts, rows).items():
+            bonus[row] = max(bonus.get(row, 0.0), extra)
         rerank_fn = None
         if rerank_n:
             model = self._load_reranker(reranker)
@@ -459,7 +469,8 @@ class Collection:
         hits = execute(snap, query, self._calibration(snap, query), rows, rerank_fn,
                        rerank_n, bonus)
         records = snap.records(np.array([h.row for h in hits], dtype=np.int64))
-        return [_to_result(h.score, rec, h.explain if explain else None, h.similarity)
+        return [ocr_search.annotate(_to_result(h.score, rec, h.explain if explain else None,
+                                               h.similarity), texts)
                 for h, rec in zip(hits, records, strict=True)]
 
     def facets(self, columns: str | Sequence[str], text: str | None = None,
@@ -635,7 +646,7 @@ class Collection:
         return {"store": str(self.path.resolve()), "model": (manifest.get("model") or {}).get(
                     "spec"), "dim": manifest.get("dim"), "items": items, "vectors": len(snap),
                 "modalities": counts, "channels": self._channels(snap),
-                "audio": manifest.get("audio"),
+                "audio": manifest.get("audio"), "ocr": manifest.get("ocr"),
                 "index": snap.index.kind if len(snap) else "none",
                 "index_params": snap.index.describe() if len(snap) else {},
                 "segments": len(manifest.get("segments", [])),
