@@ -137,8 +137,6 @@ class OcrEngine:
 
     def has_text(self, bgr: np.ndarray) -> bool:
         """The pre-check: any text-like region at CHECK_SIDE pixels?"""
-        if max(bgr.shape[:2]) <= CHECK_SIDE:
-            return True  # a small picture: the full detection is as cheap
         prob, _ = self._probability(bgr, CHECK_SIDE, upscale=False)
         return int((prob > self._post.thresh).sum()) >= CHECK_PIXELS
 
@@ -216,3 +214,10 @@ def get_engine() -> OcrEngine:
         if _ENGINE is None:
             _ENGINE = OcrEngine()
         return _ENGINE
+
+
+class LazyEngine:
+    """Stands for the process's engine, loading it at the first picture to read."""
+
+    def read(self, image: Image.Image | np.ndarray) -> list[OcrLine]:
+        return get_engine().read(image)

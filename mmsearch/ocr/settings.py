@@ -38,7 +38,8 @@ class OcrSettings:
         return asdict(self)
 
     def reader(self) -> Any:
-        """The engine (loaded once per process), or None when OCR is off."""
-        from mmsearch.ocr.engine import get_engine
+        """The engine (loaded once per process, at its first picture), or None when OCR
+        is off."""
+        from mmsearch.ocr.engine import LazyEngine
 
-        return get_engine() if self.enabled else None
+        return LazyEngine() if self.enabled else None
