@@ -197,7 +197,7 @@ def query(
         "does the same).", show_default=False)] = None,
     weight: Annotated[list[str] | None, typer.Option(
         "--weight", help="Channel weight CHANNEL=W, e.g. text=0.5 (repeatable; 0 leaves a "
-        "channel out; channels: visual, text, speech, tags).", show_default=False)] = None,
+        "channel out; channels: visual, text, speech, tags, ocr).", show_default=False)] = None,
     min_score: Annotated[float | None, typer.Option(
         "--min-score", help="Only results with a calibrated score at least this (z scale: "
         "0 = unrelated, 3 = a clear match).", show_default=False)] = None,

@@ -72,6 +72,22 @@ def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size) if path else ImageFont.load_default(size=size)
 
 
+def sign_photo(path: Path, text: str, seed: int = 0,
+               at: tuple[int, int] = (30, 60)) -> Path:
+    """A synthetic 480x320 photo with `text` printed large and dark on a light plate."""
+    from helpers import make_photo
+
+    make_photo(path, seed, size=(480, 320))
+    im = Image.open(path).convert("RGB")
+    draw = ImageDraw.Draw(im)
+    font = _font(fonts()[0], 36)
+    left, top, right, bottom = draw.textbbox(at, text, font=font)
+    draw.rectangle((left - 12, top - 10, right + 12, bottom + 10), fill=(240, 240, 230))
+    draw.text(at, text, font=font, fill=(10, 10, 10))
+    im.save(path, quality=92)
+    return path
+
+
 def phrases(n: int, seed: int = 0) -> list[list[str]]:
     """n phrases of 2-3 words, no word used twice (so each phrase names one picture)."""
     rng = random.Random(seed)

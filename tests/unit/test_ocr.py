@@ -12,28 +12,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from helpers import make_photo
-from ocr_evalset import fonts
-from PIL import Image, ImageDraw, ImageFont
+from ocr_evalset import sign_photo as sign
+from PIL import Image
 
 import mmsearch
 from mmsearch.ocr import search as ocr_search
 from mmsearch.ocr.engine import OcrLine, available
 
 needs_ocr = pytest.mark.skipif(available() is not None, reason=str(available()))
-
-
-def sign(path: Path, text: str, seed: int = 0, at: tuple[int, int] = (30, 60)) -> Path:
-    """A synthetic photo with `text` printed large and dark on a light plate."""
-    make_photo(path, seed, size=(480, 320))
-    im = Image.open(path).convert("RGB")
-    draw = ImageDraw.Draw(im)
-    font = ImageFont.truetype(fonts()[0], 36) if fonts()[0] else \
-        ImageFont.load_default(size=36)
-    left, top, right, bottom = draw.textbbox(at, text, font=font)
-    draw.rectangle((left - 12, top - 10, right + 12, bottom + 10), fill=(240, 240, 230))
-    draw.text(at, text, font=font, fill=(10, 10, 10))
-    im.save(path, quality=92)
-    return path
 
 
 def test_matched_line_splits_runs_and_counts_words():
