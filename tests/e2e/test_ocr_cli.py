@@ -23,7 +23,7 @@ def test_ocr_through_the_cli(tmp_path, tiny_spec):
                            timeout=600)
     assert done.returncode == 0, done.stderr
     found = run_cli_process("query", "harbor bakery", "--store", store, "--json", "-k", "2",
-                            "--explain", "--thumbnails", tmp_path / "thumbs")
+                            "--explain", "--thumbnails", tmp_path / "thumbs", timeout=600)
     assert found.returncode == 0, found.stderr
     top = json.loads(found.stdout.splitlines()[0])
     assert top["path"].endswith("receipt.jpg")
@@ -32,7 +32,7 @@ def test_ocr_through_the_cli(tmp_path, tiny_spec):
     assert top["explain"]["ocr"]["words_found"] == ["harbor", "bakery"]
     assert len(list((tmp_path / "thumbs").glob("*.jpg"))) == 2
     where = run_cli_process("query", "x", "--store", store, "--json", "--where",
-                            "ocr ILIKE '%arcade%'")
+                            "ocr ILIKE '%arcade%'", timeout=600)
     assert where.returncode == 0, where.stderr
     assert [json.loads(line)["path"].split("/")[-1] for line in where.stdout.splitlines()] \
         == ["poster.jpg"]
@@ -45,6 +45,6 @@ def test_no_ocr_flag(tmp_path, tiny_spec):
     done = run_cli_process("index", data, "--store", store, "--model", tiny_spec, "-q",
                            "--no-ocr", timeout=600)
     assert done.returncode == 0, done.stderr
-    info = run_cli_process("info", "--store", store, "--json")
+    info = run_cli_process("info", "--store", store, "--json", timeout=600)
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["ocr"]["enabled"] is False
