@@ -459,8 +459,7 @@ class Collection:
         clap = self._clap_query(" ".join(texts) or None, audio)
         bonus = row_bonus(snap, texts, rows, clap, ClapSpace(self.path) if clap is not None
                           else None)
-        for row, extra in ocr_search.row_bonus(snap, texts, rows).items():
-            bonus[row] = max(bonus.get(row, 0.0), extra)
+        bonus = ocr_search.add_bonus(bonus, snap, texts, rows)
         rerank_fn = None
         if rerank_n:
             model = self._load_reranker(reranker)
@@ -755,8 +754,21 @@ def _to_result(score: float, record: dict[str, Any], explain: dict[str, Any] | N
 
 def open(store: str | os.PathLike[str] | None = None, model: str | None = None,
          device: str | None = None,
-         index_params: AnnParams | Mapping[str, Any] | None = None) -> Collection:
-    """Open (or prepare to create) a collection; see `Collection`."""
-    return Collection(config.store_path(store), model=model, device=device,
-                      index_params=index_params)
+         index_params: AnnParams | Mapping[str, Any] | None = None, *,
+         shards: int | None = None, ray: str | None = None) -> Collection:
+    """Open (or prepare to create) a collection; see `Collection`.
+
+    `shards`: create the store with N shards (`mmsearch.shards`); a sharded store opens as
+    one by itself. `ray`: search its shards on Ray actors (`local`, `auto` or an address;
+    needs `pip install mmsearch[ray]`).
+    """
+    path = config.store_path(store)
+    from mmsearch.shards.layout import is_sharded
+
+    if shards is not None or ray is not None or is_sharded(path):
+        from mmsearch.shards import open_sharded
+
+        return open_sharded(path, model=model, device=device,  # type: ignore[return-value]
+                            index_params=index_params, shards=shards, ray=ray)
+    return Collection(path, model=model, device=device, index_params=index_params)
 

@@ -38,6 +38,14 @@ def row_bonus(snap: Snapshot, texts: list[str], rows: np.ndarray | None) -> dict
     return bonus
 
 
+def add_bonus(bonus: dict[int, float], snap: Snapshot, texts: list[str],
+              rows: np.ndarray | None) -> dict[int, float]:
+    """`bonus` (row -> z, e.g. the audio channels') with the OCR word bonus merged in."""
+    for row, extra in row_bonus(snap, texts, rows).items():
+        bonus[row] = max(bonus.get(row, 0.0), extra)
+    return bonus
+
+
 def _split(text: str) -> str:
     return re.sub(r"([a-z])([A-Z])", r"\1 \2", text).lower()
 
