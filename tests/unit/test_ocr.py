@@ -122,3 +122,19 @@ def test_asking_for_ocr_without_the_engine_is_a_usage_error(monkeypatch):
         OcrSettings.resolve(None, True)
     assert OcrSettings.resolve(None).enabled is False
     assert OcrSettings.resolve({"enabled": True}).enabled is False  # pictures only
+
+
+@needs_ocr
+def test_video_moments_are_read(tmp_path, tiny_spec):
+    from ocr_evalset import build_slides
+
+    slides = build_slides(tmp_path / "data" / "deck.mp4", 3)
+    with mmsearch.open(tmp_path / "store", model=tiny_spec) as col:
+        assert col.index([tmp_path / "data"], progress=False).failed == 0
+        assert col.info()["channels"]["ocr"] >= 3
+        for slide in slides:
+            top = col.search(slide.query, k=1)[0]
+            assert top.modality == "video" and top.metadata["ocr_match"] is not None
+            assert abs(top.start_s - slide.start_s) < 1.0
+            box = top.metadata["ocr_match"]["box"]
+            assert all(0 <= x <= 640 and 0 <= y <= 360 for x, y in box)  # video pixels
