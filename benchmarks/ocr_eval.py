@@ -163,7 +163,8 @@ def _hits(col, queries: list[evalset.Printed], n_distractors: int) -> dict:
             None)
         kinds.setdefault(q.kind, []).append(99 if rank is None else rank)
         if rank != 0:
-            misses.append((q.kind, q.query, (hits[0].metadata.get("ocr") or "")[:60] if hits else ""))
+            said = (hits[0].metadata.get("ocr") or "") if hits else ""
+            misses.append((q.kind, q.query, said[:60]))
     out: dict = {}
     allr = [r for ranks in kinds.values() for r in ranks]
     for name, ranks in [*kinds.items(), ("all", allr)]:
