@@ -401,7 +401,18 @@ def _index_line(p: dict[str, Any]) -> str:
     return (f"ivfpq (nlist {p['nlist']}, m {p['m']} x {p['nbits']} bits"
             f"{', OPQ' if p['opq'] else ''}, nprobe {p['nprobe']}, rerank {p['rerank']}x, "
             f"trained on {p['trained_rows']} rows, {p['ntotal']} vectors, {p['device']}; "
-            f"{ram} + {p['mapped_bytes_per_vector']} B/vector memory-mapped)")
+            f"{ram} + {p['mapped_bytes_per_vector']} B/vector memory-mapped)"
+            f"\n           {_recall_line(p)}")
+
+
+def _recall_line(p: dict[str, Any]) -> str:
+    """The index's measured recall@10 (held-out stored vectors vs exact search)."""
+    if p.get("recall_at_10") is None:
+        return "recall@10 not measured yet (measured when the index is next trained)"
+    on = p.get("recall_measured_on") or {}
+    verdict = "meets" if p.get("recall_met") else "BELOW"
+    return (f"recall@10 {p['recall_at_10']:.3f} ({verdict} target {p['target_recall']:g}; "
+            f"{on.get('queries')} held-out queries at {on.get('rows')} rows)")
 
 
 def _explain_line(explain: dict[str, Any]) -> str:
