@@ -154,3 +154,36 @@ def test_ray_ingestion_is_the_local_run_even_when_an_encoder_actor_dies(
     assert (second[1].added, second[1].renamed, second[1].removed) == (1, 1, 1)
     same(local.search(text="a photo", k=8), remote.search(text="a photo", k=8))
     remote.close()
+
+
+def test_http_service_reports_missing_shards(stores):
+    from fastapi.testclient import TestClient
+
+    from mmsearch.serve import create_app
+
+    single, col = stores
+    client = TestClient(create_app(col))
+    q = unit(np.random.default_rng(8), 1)[0].tolist()
+    whole = client.post("/search", json={"vector": q, "k": 5}).json()
+    assert "partial" not in whole
+    assert [h["id"] for h in whole["results"]] == [r.id for r in single.search(vector=q, k=5)]
+    col.pause_shard(0, 4.0)
+    col.timeout = 1.0
+    try:
+        late = client.post("/search", json={"vector": q, "k": 5})
+    finally:
+        col.timeout = 20.0
+    assert late.status_code == 200
+    body = late.json()
+    assert body["partial"] is True and body["missing_shards"] == ["shard-000"]
+    time.sleep(3.5)
+
+
+def test_cli_query_with_ray(stores, cli):
+    single, col = stores
+    result = cli("query", "a red car", "--store", col.path, "--ray", "local", "--json", "-k", "5")
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    ids = [json.loads(line)["id"] for line in result.stdout.splitlines()]
+    assert ids == [r.id for r in single.search(text="a red car", k=5)]

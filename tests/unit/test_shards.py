@@ -190,3 +190,18 @@ def test_a_copied_sharded_store_opens_anywhere(pair, tmp_path):
     copy = mmsearch.open(tmp_path / "copy")
     q = unit(np.random.default_rng(1), 1)[0]
     same(sharded.search(vector=q), copy.search(vector=q))
+
+
+def test_rerank_and_explain_match(tmp_path, tiny_spec, photos):
+    from tiny_blip import make_tiny_blip
+
+    spec = f"blip:{make_tiny_blip(tmp_path / 'blip')}"
+    single = mmsearch.open(tmp_path / "single", model=tiny_spec)
+    sharded = mmsearch.open(tmp_path / "sharded", model=tiny_spec, shards=4)
+    for col in (single, sharded):
+        col.index([photos], progress=False)
+    a = single.search(text="a red shoe", k=6, rerank=4, reranker=spec, explain=True)
+    b = sharded.search(text="a red shoe", k=6, rerank=4, reranker=spec, explain=True)
+    same(a, b)
+    assert any("rerank" in (r.explain or {}) for r in b)  # some reranked hits stay on top
+    assert [r.explain.get("rerank") for r in a] == [r.explain.get("rerank") for r in b]
