@@ -205,3 +205,29 @@ def test_rerank_and_explain_match(tmp_path, tiny_spec, photos):
     same(a, b)
     assert any("rerank" in (r.explain or {}) for r in b)  # some reranked hits stay on top
     assert [r.explain.get("rerank") for r in a] == [r.explain.get("rerank") for r in b]
+
+
+def test_ivfpq_shards_keep_the_single_store_recall(tmp_path):
+    """At ANN sizes each shard trains its own IVF-PQ index; recall@10 against exact search
+    stays that of one store (here 4,000 clustered vectors, 2 shards past the threshold)."""
+    from test_ann import PARAMS, brute, clustered, ids_of
+    from test_ann import records as ann_records
+
+    vecs = clustered(4000, 1)
+    queries = clustered(40, 99)
+    data = {i: v for i, v in enumerate(vecs)}
+    single = mmsearch.open(tmp_path / "single", index_params=PARAMS)
+    sharded = mmsearch.open(tmp_path / "sharded", index_params=PARAMS, shards=2)
+    for col in (single, sharded):
+        col.upsert(ann_records(vecs))
+    assert single.info()["index"] == "ivfpq"
+    assert [s["index"] for s in sharded.info()["shards"]] == ["ivfpq", "ivfpq"]
+
+    def recall(col) -> float:
+        found = [len(set(ids_of(col.search(vector=q, k=10))) & set(brute(data, q, 10)))
+                 for q in queries]
+        return sum(found) / (10 * len(queries))
+
+    r_single, r_sharded = recall(single), recall(sharded)
+    assert r_single >= 0.95 and r_sharded >= 0.95
+    assert abs(r_single - r_sharded) <= 0.03
