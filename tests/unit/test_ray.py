@@ -136,13 +136,17 @@ def test_ray_ingestion_is_the_local_run_even_when_an_encoder_actor_dies(
     (photos / "broken.jpg").write_bytes(b"not an image")
     remote = RayCollection(tmp_path / "onray", model=tiny_spec, shards=3, address="local")
     remote.encoder_actors = 1
-    marker = tmp_path / "drill"
+    marker, writer_marker = tmp_path / "drill", tmp_path / "writer-drill"
     monkeypatch.setenv("MMSEARCH_RAY_DRILL_EXIT_ONCE", str(marker))
+    monkeypatch.setenv("MMSEARCH_RAY_DRILL_WRITER_EXIT_ONCE", str(writer_marker))
     first = [local.index([photos], progress=False), remote.index([photos], progress=False)]
     assert marker.exists(), "the drill should have killed the encoder actor once"
+    assert writer_marker.exists(), "the drill should have killed a writer after a commit"
     monkeypatch.delenv("MMSEARCH_RAY_DRILL_EXIT_ONCE")
+    monkeypatch.delenv("MMSEARCH_RAY_DRILL_WRITER_EXIT_ONCE")
     assert _report(first[0]) == _report(first[1]) and first[1].added == 8
-    assert len(remote) == 8 and first[1].failed == 1
+    # the retried commit was not applied twice: one row per photo
+    assert len(remote) == 8 and remote.info()["vectors"] == 8 and first[1].failed == 1
     same(local.search(text="a photo", k=8), remote.search(text="a photo", k=8))
     (photos / "img0.jpg").rename(photos / "moved.jpg")
     (photos / "img1.jpg").unlink()
