@@ -470,6 +470,7 @@ class ShardedCollection:
         out.update(store=str(self.path.resolve()), model=self.model or out["model"],
                    dim=top.get("dim") or out["dim"],
                    index=",".join(sorted({p["index"] for p in parts})),
+                   index_params={},  # one per shard: see `shards`
                    generation=int(top.get("generation", 0)),
                    columns=sorted({c for p in parts for c in p["columns"]}),
                    shards=[{"name": n, "items": p["items"], "vectors": p["vectors"],
