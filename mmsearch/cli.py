@@ -306,6 +306,32 @@ def remove(paths: Annotated[list[Path], typer.Argument(
 
 @app.command()
 @handle_errors
+def doctor(store: StoreOpt = None,
+           repair: Annotated[bool, typer.Option(
+               "--repair", help="Rebuild a lost manifest from the intact segments; drop "
+               "damaged segments (listing the ids lost) and a damaged index.")] = False,
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+           ) -> None:
+    """Verify every file of the store (checksums, headers); with --repair, fix it."""
+    from mmsearch.store import doctor as doc
+
+    path = config.store_path(store)
+    report = doc.repair(path) if repair else doc.check(path)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for line in report.lines():
+            print(line)
+        if report.healthy:
+            print(f"{path}: healthy ({report.rows} rows)")
+        elif not repair:
+            print(f"{path}: damaged; run `mmsearch doctor --repair --store {path}`")
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
 def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List the models usable now without a download (offline or cached), with dimensions."""
     from mmsearch.encoders.available import available_models
@@ -374,7 +400,18 @@ def _index_line(p: dict[str, Any]) -> str:
     return (f"ivfpq (nlist {p['nlist']}, m {p['m']} x {p['nbits']} bits"
             f"{', OPQ' if p['opq'] else ''}, nprobe {p['nprobe']}, rerank {p['rerank']}x, "
             f"trained on {p['trained_rows']} rows, {p['ntotal']} vectors, {p['device']}; "
-            f"{ram} + {p['mapped_bytes_per_vector']} B/vector memory-mapped)")
+            f"{ram} + {p['mapped_bytes_per_vector']} B/vector memory-mapped)"
+            f"\n           {_recall_line(p)}")
+
+
+def _recall_line(p: dict[str, Any]) -> str:
+    """The index's measured recall@10 (held-out stored vectors vs exact search)."""
+    if p.get("recall_at_10") is None:
+        return "recall@10 not measured yet (measured when the index is next trained)"
+    on = p.get("recall_measured_on") or {}
+    verdict = "meets" if p.get("recall_met") else "BELOW"
+    return (f"recall@10 {p['recall_at_10']:.3f} ({verdict} target {p['target_recall']:g}; "
+            f"{on.get('queries')} held-out queries at {on.get('rows')} rows)")
 
 
 def _explain_line(explain: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmsearch import config
+from mmsearch import config, limits
 from mmsearch.audio.search import channel_counts, row_bonus
 from mmsearch.audio.settings import AudioSettings, audio_query_vectors
 from mmsearch.audio.space import ClapSpace
@@ -24,13 +24,19 @@ from mmsearch.catalog.read import read_catalog
 from mmsearch.catalog.sync import CatalogReport, plan
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.registry import load_default_encoder, load_encoder, same_model
-from mmsearch.errors import BadMediaError, MmsearchError, ModelMismatchError, UsageError
+from mmsearch.errors import (
+    BadMediaError,
+    MmsearchError,
+    ModelMismatchError,
+    StoreDamagedError,
+    UsageError,
+)
 from mmsearch.filters import compile_filters, quote_identifier
 from mmsearch.index.manage import maintain
 from mmsearch.index.params import AnnParams
 from mmsearch.indexer import Indexer, IndexReport
 from mmsearch.ingest.discover import is_under
-from mmsearch.ingest.images import decode_image
+from mmsearch.ingest.images import ImageTooLarge, decode_image
 from mmsearch.ingest.video import (
     DEFAULT_FPS,
     DEFAULT_SCENE_THRESHOLD,
@@ -47,6 +53,7 @@ from mmsearch.records import RecordBatch, as_table, to_record_batch
 from mmsearch.rerank.base import Reranker
 from mmsearch.rerank.registry import load_default_reranker, load_reranker
 from mmsearch.results import Result, results_to_arrow
+from mmsearch.store.columns import SchemaLike, as_schema
 from mmsearch.store.schema import utc_naive
 from mmsearch.store.snapshot import CORE_COLUMNS, HIDDEN_COLUMNS, Snapshot
 from mmsearch.store.store import Batch, Store
@@ -67,13 +74,17 @@ class Collection:
         device: "cpu", "cuda", ... None: CUDA when available.
         index_params: vector index settings (an `AnnParams` or a dict of its fields, e.g.
             `{"threshold": 100_000, "nprobe": 64}`); default from `MMSEARCH_ANN_*`.
+        schema: column types to fix before the first write (an Arrow schema or
+            `{"price": "double", ...}`); otherwise the first write fixes them. A write whose
+            values do not fit is refused whole (`SchemaError`).
     """
 
     def __init__(self, path: str | os.PathLike[str], model: str | None = None,
                  device: str | None = None,
-                 index_params: AnnParams | Mapping[str, Any] | None = None) -> None:
+                 index_params: AnnParams | Mapping[str, Any] | None = None,
+                 schema: SchemaLike | None = None) -> None:
         self.path = Path(path)
-        self._store = Store(self.path)
+        self._store = Store(self.path, as_schema(schema))
         self._asked_model = config.model_spec(model)
         self._device = config.device_name(device)
         self._encoder: Encoder | None = None
@@ -87,6 +98,7 @@ class Collection:
         self._snap_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._encoder_lock = threading.Lock()
+        self._batch = threading.local()  # search_batch's shared text embeddings
         self._cache_lock = threading.Lock()  # calibration and reranker caches
         self._reader = Store(self.path)
         self._ann_params = AnnParams.resolve(index_params)
@@ -101,7 +113,8 @@ class Collection:
     def model(self) -> str | None:
         """The model spec this collection embeds with (pinned by the store once written)."""
         pinned = (self._manifest().get("model") or {}).get("spec")
-        return pinned or self._asked_model or (None if self._manifest() else
+        written = self._manifest().get("generation") or self._manifest().get("segments")
+        return pinned or self._asked_model or (None if written else
                                                config.DEFAULT_MODEL)
 
     @property
@@ -129,6 +142,16 @@ class Collection:
         """The newest manifest seen, by the writer's or the readers' `Store`."""
         writer, reader = self._store.manifest, self._reader.manifest
         return writer if writer.get("generation", 0) >= reader.get("generation", 0) else reader
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        """Each column's Arrow type, as fixed by the first write or declared."""
+        return self._store.schema or self._store.declared
+
+    @property
+    def schema_changes(self) -> list[dict[str, Any]]:
+        """Columns added and types widened after the first write, oldest first."""
+        return list(self._manifest().get("schema_changes", []))
 
     def _check_model(self, asked: str | None) -> None:
         pinned = (self._manifest().get("model") or {}).get("spec")
@@ -285,14 +308,24 @@ class Collection:
         return report
 
     def _record_vectors(self, batch: RecordBatch) -> np.ndarray:
-        if batch.vectors is not None:
-            self._check_dim(batch.vectors.shape[1])
-            return batch.vectors
-        if batch.paths is not None:
-            return np.concatenate([self._embed_image(p) for p in batch.paths])
-        if batch.texts is not None:
-            return self.encoder.encode_texts(batch.texts)
-        raise UsageError("records need a `vector`, `path` or `text` column to embed")
+        """One vector per record: its own, else its image's, else its text's embedding."""
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        if batch.vectors is not None and len(batch.vectors[0]):
+            self._check_dim(batch.vectors[1].shape[1])
+            parts.append(batch.vectors)
+        if batch.paths is not None and len(batch.paths[0]):
+            parts.append((batch.paths[0],
+                          np.concatenate([self._embed_image(p) for p in batch.paths[1]])))
+        if batch.texts is not None and len(batch.texts[0]):
+            parts.append((batch.texts[0], self.encoder.encode_texts(batch.texts[1])))
+        dims = {v.shape[1] for _, v in parts}
+        if len(dims) != 1:
+            raise UsageError(f"records' vectors have {sorted(dims)[0]} dimensions; the "
+                             f"model makes {sorted(dims)[-1]}")
+        out = np.empty((len(batch.ids), dims.pop()), dtype=np.float32)
+        for rows, vectors in parts:
+            out[rows] = vectors
+        return out
 
     def delete(self, ids: Iterable[str]) -> int:
         """Remove items (all their rows) by id; returns the number of rows removed."""
@@ -391,12 +424,16 @@ class Collection:
 
     def _load_snapshot(self) -> Snapshot:
         for _ in range(5):  # a concurrent compaction may remove files between reads
-            try:  # its own Store: one manifest read, never refreshed under the load
-                snap = Snapshot.load(Store(self.path), self._ann_params, self._ann)
+            store = Store(self.path)  # its own: one manifest read, never refreshed under load
+            try:
+                snap = Snapshot.load(store, self._ann_params, self._ann)
                 self._ann = snap.ann or self._ann
                 return snap
-            except FileNotFoundError:
-                continue
+            except (FileNotFoundError, StoreDamagedError):
+                if Store(self.path).generation != store.generation:
+                    continue  # a commit removed files meanwhile: load the new generation
+                store.verify()  # not a commit: damage, named by file
+                raise
         raise MmsearchError(f"store {self.path} keeps changing under the reader; try again")
 
     def search(self, text: str | Sequence[str | tuple[str, float]] | None = None,
@@ -443,11 +480,10 @@ class Collection:
             raise UsageError("reranking needs a text query")
         if query is None:
             return self._search_clap_only(audio, k, offset, where, filters)
-        where = _with_modality(where, modality)
         snap = self.snapshot()
         if len(snap) == 0:
             return []
-        rows = self._filter_rows(snap, where, filters)
+        rows = self._filter_rows(snap, where, filters, modality)
         clap = self._clap_query(" ".join(texts) or None, audio)
         bonus = row_bonus(snap, texts, rows, clap, ClapSpace(self.path) if clap is not None
                           else None)
@@ -507,20 +543,31 @@ class Collection:
         as if indexed: its tags and its transcript each become a text-kind part.
         """
         terms, negatives = [], [negative] if isinstance(negative, str) else list(negative or [])
-        for term, weight in text_terms(text):
+        given = text_terms(text)
+        limits.check("max_query_parts", len(given) + len(negatives), "query texts")
+        for term, _ in given:
+            limits.check("max_text_chars", len(term), "characters in a query text")
+        for term, weight in given:
             rest, minus = split_negatives(term)
             negatives += minus
             if rest:
                 terms.append((rest, weight))
+        if not all(isinstance(n, str) for n in negatives):
+            raise UsageError("negative texts must be strings")
+        for n in negatives:
+            limits.check("max_text_chars", len(n), "characters in a negative text")
         negatives = [n.strip() for n in negatives if n and n.strip()]
+        limits.check("max_query_parts", len(terms) + len(negatives)
+                     + (image is not None) + (vector is not None) + (audio is not None),
+                     "query parts (texts, negatives, image, vector)")
         texts = [t for t, _ in terms]
-        embedded = self.encoder.encode_texts(texts + negatives) if texts or negatives else []
+        embedded = self._embed_texts(texts + negatives) if texts or negatives else []
         positives = [Part("text", embedded[i], w, f"text:{t}") for i, (t, w) in
                      enumerate(terms)]
         if image is not None:
             positives.append(Part("image", self._embed_image(image)[0], 1.0, "image"))
         if vector is not None:
-            v = np.asarray(vector, dtype=np.float32).reshape(-1)
+            v = _query_vector(vector)
             self._check_dim(v.shape[0])
             positives.append(Part("image", v / max(float(np.linalg.norm(v)), 1e-12), 1.0,
                                   "vector"))
@@ -540,6 +587,54 @@ class Collection:
         weights = parse_weights(options.pop("weights"))
         return Query(positives, parts_neg, sort=SortKey.parse(sort) if sort else None,
                      weights=weights, **options), texts
+
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Text embeddings, from the running `search_batch`'s shared encoder batch if any."""
+        memo = getattr(self._batch, "texts", None)
+        if memo is not None and all(t in memo for t in texts):
+            return np.stack([memo[t] for t in texts])
+        return self.encoder.encode_texts(texts)
+
+    def search_batch(self, texts: Sequence[str | None] | None = None,
+                     vectors: Sequence[Sequence[float]] | np.ndarray | None = None,
+                     **options: Any) -> list[list[Result]]:
+        """One result list per query, the same as `search` called once per query.
+
+        Args:
+            texts: query texts (None entries: no text for that query).
+            vectors: query embeddings, a 2-D array or a list (same length as `texts` when
+                both are given: query i uses both).
+            **options: any other `search` argument (k, filters, where, modality, ...),
+                shared by every query.
+
+        All texts (and `-negatives`) are embedded in one encoder batch and the filters are
+        evaluated once (cached per snapshot); each query then runs the planner.
+        """
+        n_text = None if texts is None else len(texts)
+        n_vec = None if vectors is None else len(vectors)
+        if n_text is not None and n_vec is not None and n_text != n_vec:
+            raise UsageError(f"search_batch: {n_text} texts but {n_vec} vectors")
+        n = n_text if n_text is not None else n_vec
+        if not n:
+            return []
+        if "text" in options or "vector" in options:
+            raise UsageError("search_batch takes texts= and vectors=, not text= / vector=")
+        wanted: list[str] = []
+        for t in texts or []:
+            for term, _ in text_terms(t):
+                rest, minus = split_negatives(term)
+                wanted += [rest, *minus] if rest else minus
+        neg = options.get("negative")
+        wanted += [neg] if isinstance(neg, str) else list(neg or [])
+        wanted = list(dict.fromkeys(w.strip() for w in wanted if w and w.strip()))
+        self._batch.texts = (dict(zip(wanted, self.encoder.encode_texts(wanted), strict=True))
+                             if wanted else {})
+        try:
+            return [self.search(text=None if texts is None else texts[i],
+                                vector=None if vectors is None else vectors[i], **options)
+                    for i in range(n)]
+        finally:
+            self._batch.texts = None
 
     def _calibration(self, snap: Snapshot, query: Query) -> Calibration:
         """The store's calibration; pairs it lacks measured now (once per generation)."""
@@ -609,14 +704,29 @@ class Collection:
             try:
                 pil = decode_image(data, config.MAX_IMAGE_PIXELS,
                                    2 * (encoder.image_size or 0)).image
+            except ImageTooLarge as e:
+                raise limits.over("max_image_pixels", e.pixels, e.limit,
+                                  "pixels of the query image") from None
             except BadMediaError as e:
                 raise UsageError(f"cannot use image {image!r:.80}: {e}") from None
         return encoder.encode_images(encoder.preprocess(pil)[None])
 
     @staticmethod
-    def _filter_rows(snap: Snapshot, where: str | None,
-                     filters: Mapping[str, Any] | None) -> np.ndarray | None:
-        condition, params = _condition(where, filters)
+    def _filter_rows(snap: Snapshot, where: str | None, filters: Mapping[str, Any] | None,
+                     modality: str | Sequence[str] | None = None) -> np.ndarray | None:
+        """Rows allowed by `where`, `filters` and `modality` (None: all). Structured filters
+        alone are evaluated on the column arrays and cached per snapshot; SQL otherwise."""
+        names = _modality_names(modality)
+        if not where and (filters or names):
+            if filters:
+                compile_filters(filters)  # validates values and limits (UsageError/LimitError)
+            clauses = list((filters or {}).items())
+            if names:
+                clauses.append(("modality", {"in": names}))
+            rows = snap.filter_rows(clauses)
+            if rows is not None:
+                return rows
+        condition, params = _condition(_with_modality(where, modality), filters)
         return None if condition is None else snap.matching_rows(condition, params)
 
     def info(self) -> dict[str, Any]:
@@ -704,20 +814,43 @@ def _failures(failed: list[tuple[str, str]]) -> str:
     return f"{len(failed)} record(s) cannot be used, nothing written: {shown}{more}"
 
 
+def _query_vector(vector: Any) -> np.ndarray:
+    """A query vector as finite, non-zero float32 numbers (UsageError otherwise)."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise UsageError("the query vector must be a list of numbers") from None
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not len(v) or not np.isfinite(v).all() or not np.isfinite(np.linalg.norm(v)) \
+                or not np.any(v):
+            raise UsageError("the query vector must hold finite numbers, not all zero "
+                             "(NaN, Inf or overflow given)")
+    return v
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
-def _with_modality(where: str | None, modality: str | Sequence[str] | None) -> str | None:
-    """`where` with a condition on the `modality` column added (names are validated)."""
+def _modality_names(modality: str | Sequence[str] | None) -> list[str]:
+    """Validated modality names ([] when none asked)."""
     if modality is None:
-        return where
+        return []
     names = modality.split(",") if isinstance(modality, str) else list(modality)
     names = [str(n).strip().lower() for n in names if str(n).strip()]
     bad = [n for n in names if n not in MODALITIES]
     if bad or not names:
         raise UsageError(f"unknown modality {', '.join(bad) or repr(modality)}; "
                          f"choose from {', '.join(MODALITIES)}")
+    return names
+
+
+def _with_modality(where: str | None, modality: str | Sequence[str] | None) -> str | None:
+    """`where` with a condition on the `modality` column added (names are validated)."""
+    names = _modality_names(modality)
+    if not names:
+        return where
     clause = "modality IN (" + ", ".join(f"'{n}'" for n in names) + ")"
     return f"({where}) AND {clause}" if where else clause
 
@@ -744,7 +877,8 @@ def _to_result(score: float, record: dict[str, Any], explain: dict[str, Any] | N
 
 def open(store: str | os.PathLike[str] | None = None, model: str | None = None,
          device: str | None = None,
-         index_params: AnnParams | Mapping[str, Any] | None = None, *,
+         index_params: AnnParams | Mapping[str, Any] | None = None,
+         schema: SchemaLike | None = None, *,
          shards: int | None = None, ray: str | None = None) -> Collection:
     """Open (or prepare to create) a collection; see `Collection`.
 
@@ -760,5 +894,6 @@ def open(store: str | os.PathLike[str] | None = None, model: str | None = None,
 
         return open_sharded(path, model=model, device=device,  # type: ignore[return-value]
                             index_params=index_params, shards=shards, ray=ray)
-    return Collection(path, model=model, device=device, index_params=index_params)
+    return Collection(path, model=model, device=device, index_params=index_params,
+                      schema=schema)
 
