@@ -382,6 +382,14 @@ class ShardedCollection:
 
         return self._run(query, texts, where, filters, pool_size(query, rerank_n), rerank_fn)
 
+    #: Several queries in one call, as `Collection.search_batch` (texts embedded in one
+    #: encoder batch by the first shard's encoder, which parses every query).
+    search_batch = Collection.search_batch
+
+    @property
+    def _batch(self) -> Any:
+        return self.shards[0]._batch
+
     def _run(self, query: Query, texts: list[str], where: str | None,
              filters: Mapping[str, Any] | None, pool: int,
              rerank_fn: Callable[[list[Hit], Any], list[Hit]] | None) -> SearchResults:

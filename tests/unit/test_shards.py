@@ -118,6 +118,17 @@ def test_text_queries_and_negatives_give_the_single_store_answer(pair):
         same(single.search(**kwargs), sharded.search(**kwargs))
 
 
+def test_search_batch_gives_the_single_store_answers(pair):
+    single, sharded = pair
+    qs = unit(np.random.default_rng(4), 3)
+    texts = ["a red car", None, "dog -cat"]
+    a = single.search_batch(texts=texts, vectors=qs, k=5, filters={"color": "red"})
+    b = sharded.search_batch(texts=texts, vectors=qs, k=5, filters={"color": "red"})
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b, strict=True):
+        same(x, y)
+
+
 def test_paging_covers_the_same_pool(pair):
     single, sharded = pair
     q = unit(np.random.default_rng(3), 1)[0]
