@@ -344,7 +344,7 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     for m in found:
         print(f"{m.spec:<45} {m.dim:>5}-d  {m.source}")
     print(f"default: {config.DEFAULT_MODEL} (downloaded on first use; offline falls back to "
-          "mmsearch-lite)", file=sys.stderr)
+          "mmsearch-lite-2)", file=sys.stderr)
 
 
 @app.command()

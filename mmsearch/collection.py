@@ -497,8 +497,8 @@ class Collection:
                           else None)
         bonus = ocr_search.add_bonus(bonus, snap, texts, rows)
         rerank_fn = None
-        if rerank_n:
-            model = self._load_reranker(reranker)
+        model = self._load_reranker(reranker) if rerank_n else None
+        if model is not None:  # None: no reranker reachable (said once in the log)
             rerank_fn = functools.partial(rerank_hits, n=rerank_n, text=" ".join(texts),
                                           reranker=model, snap=snap)
         hits = execute(snap, query, self._calibration(snap, query), rows, rerank_fn,
@@ -663,7 +663,7 @@ class Collection:
                 self._calib_cache = cached
         return stored.merged(cached[1])
 
-    def _load_reranker(self, spec: str | None) -> Reranker:
+    def _load_reranker(self, spec: str | None) -> Reranker | None:
         asked = spec
         spec = spec or config.reranker_spec()
         with self._cache_lock:

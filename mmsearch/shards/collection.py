@@ -378,8 +378,8 @@ class ShardedCollection:
                              "stores do not have")
         where = _with_modality(where, modality)
         rerank_fn = None
-        if rerank_n:
-            model = primary._load_reranker(reranker)
+        model = primary._load_reranker(reranker) if rerank_n else None
+        if model is not None:  # None: no reranker reachable (said once in the log)
             joined = " ".join(texts)
 
             def rerank_fn(hits: list[Hit], view: Any) -> list[Hit]:
