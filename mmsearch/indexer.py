@@ -13,13 +13,19 @@ import numpy as np
 import torch
 
 from mmsearch import config
-from mmsearch.audio.analyze import AudioAnalyzer
+from mmsearch.audio.analyze import CHANNELS, AudioAnalyzer
 from mmsearch.audio.embed import part_vectors
 from mmsearch.audio.settings import AudioSettings
 from mmsearch.audio.space import ClapSpace
 from mmsearch.encoders.base import Encoder
 from mmsearch.ingest.discover import Found, Skipped, discover, is_under
-from mmsearch.ingest.pipeline import Prepared, default_workers, ordered_map, prepare_file
+from mmsearch.ingest.pipeline import (
+    NO_SOUND,
+    Prepared,
+    default_workers,
+    ordered_map,
+    prepare_file,
+)
 from mmsearch.ingest.video import VideoOptions
 from mmsearch.progress import progress_bar
 from mmsearch.store.schema import file_id, file_rows_table, utc_naive
@@ -41,6 +47,10 @@ class IndexReport:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    #: channels left out of this run (their model is missing or failed), with why
+    skipped_channels: dict[str, str] = field(default_factory=dict)
+    #: files indexed without some wanted channel (completed by a later run)
+    incomplete: int = 0
 
     @property
     def processed(self) -> int:
@@ -58,6 +68,13 @@ class IndexReport:
         self.failed += 1
         self.failures.append((path, reason))
 
+    def channel_notes(self) -> list[str]:
+        """One line per channel left out of the run: what, why, and what happens next."""
+        files = (f"; {self.incomplete} file(s) indexed without it, a later run adds it"
+                 if self.incomplete else "")
+        return [f"{CHANNELS[c]} skipped: {why}{files}"
+                for c, why in self.skipped_channels.items()]
+
     def warn(self, path: str, warnings: list[str]) -> None:
         """A file indexed only in part (a truncated video keeps the frames it decoded)."""
         self.partial += 1
@@ -66,7 +83,7 @@ class IndexReport:
 
 #: Metadata of a file's rows that a rename or touch carries over with its vectors.
 _FILE_META = ("width", "height", "taken_at", "camera_make", "camera_model", "gps_lat",
-              "gps_lon", "duration_s", "fps", "codec", "sample_rate")
+              "gps_lon", "duration_s", "fps", "codec", "sample_rate", "audio_channels")
 #: What each row says beyond its file's metadata (carried over with its vector too).
 _ROW_META = ("start_s", "end_s", "channel", "tags", "transcript")
 #: What change detection reads of the stored rows (never user metadata).
@@ -95,8 +112,9 @@ class Indexer:
                  commit_every: int = config.COMMIT_EVERY,
                  max_pixels: int = config.MAX_IMAGE_PIXELS, progress: bool | None = None,
                  video: VideoOptions | None = None, audio: AudioAnalyzer | None = None,
-                 audio_settings: AudioSettings | None = None) -> None:
+                 audio_settings: AudioSettings | None = None, reprocess: bool = False) -> None:
         self.store = store
+        self.reprocess = reprocess
         self._encoder_factory = encoder_factory
         self._model_pin = model_pin
         self.batch_size = batch_size
@@ -134,6 +152,7 @@ class Indexer:
         self._failed = {}
         seen: set[str] = set()
         todo: list[Found] = []
+        redo: set[str] = set()  # content hashes recomputed (not reused) in this run
         for entry in discover(roots, exclude=[self.store.root]):
             if isinstance(entry, Skipped):
                 self.report.fail(entry.path, entry.reason)
@@ -142,8 +161,12 @@ class Indexer:
             old = by_path.get(entry.path)
             failed = known_failed.get(entry.path)
             if old and old.size == entry.size and old.mtime_ns == entry.mtime_ns:
-                self.report.unchanged += 1
-            elif failed and failed[:2] == [entry.size, entry.mtime_ns]:
+                if self.reprocess or self._completes(old):
+                    todo.append(entry)
+                    redo.add(old.content_hash)
+                else:
+                    self.report.unchanged += 1
+            elif failed and failed[:2] == [entry.size, entry.mtime_ns] and not self.reprocess:
                 self._failed[entry.path] = failed
                 self.report.fail(entry.path, f"{failed[2]} (unchanged since it failed)")
             else:
@@ -151,7 +174,8 @@ class Indexer:
         gone = {s.path: s for s in stored if s.path not in seen and is_under(s.path, roots)}
         if todo:
             encoder = self._get_encoder()
-            work = partial(prepare_file, known_hashes=by_hash, preprocess=encoder.preprocess,
+            known = {} if self.reprocess else {h: v for h, v in by_hash.items() if h not in redo}
+            work = partial(prepare_file, known_hashes=known, preprocess=encoder.preprocess,
                            max_pixels=self.max_pixels, min_side=2 * (encoder.image_size or 0),
                            video=self.video, audio=self.audio)
             batch: list[Prepared] = []
@@ -167,8 +191,9 @@ class Indexer:
                     old = by_path.get(item.found.path)
                     if item.error:
                         self.report.fail(item.found.path, item.error)
-                        self._failed[item.found.path] = [item.found.size, item.found.mtime_ns,
-                                                         item.error]
+                        if not item.retry:  # retried files are tried again next run
+                            self._failed[item.found.path] = [
+                                item.found.size, item.found.mtime_ns, item.error]
                         if old:
                             self._drop(old)
                     elif item.known:
@@ -192,8 +217,23 @@ class Indexer:
         # failures outside this run's roots stay remembered; inside, only current ones
         kept = {p: v for p, v in known_failed.items() if not is_under(p, roots)}
         self._commit(final_failed={**kept, **self._failed})
+        if self.audio is not None:
+            self.report.skipped_channels = self.audio.missing
         self.report.seconds = time.monotonic() - start
         return self.report
+
+    def _completes(self, old: _Stored) -> bool:
+        """Whether an unchanged file lacks a wanted sound channel that works now."""
+        done = old.row.get("audio_channels")
+        if done is None or done == NO_SOUND or self.audio is None:
+            return False
+        lacking = [c for c in self.audio.wanted if c not in done.split(",")]
+        if not lacking:
+            return False
+        if any(self.audio.model(c) is not None for c in lacking):
+            return True
+        self.report.incomplete += 1
+        return False
 
     def _get_encoder(self) -> Encoder:
         if self._encoder is None:
@@ -232,7 +272,8 @@ class Indexer:
                                                for fr in frames[i:i + self.batch_size]]))
             for i in range(0, len(frames), self.batch_size)] or [np.zeros((0, encoder.dim))])
         parts = [p for item in batch for p in item.parts]
-        labels = self.audio.tag_labels if self.audio is not None else None
+        tagged = any(p.channel == "tags" for p in parts)
+        labels = self.audio.tag_labels if self.audio is not None and tagged else None
         part_vecs = part_vectors(encoder, parts, labels) if parts else None
         at = part_at = 0
         for item in batch:
@@ -258,6 +299,14 @@ class Indexer:
                 if a not in tagged:
                     rows.append({"start_s": a, "end_s": b, "channel": "audio"})
                     item_vecs.append(np.zeros(encoder.dim, np.float32))
+            if not rows:  # a sound without tags or words: one row keeps it remembered
+                rows.append({"start_s": 0.0, "end_s": item.meta.get("duration_s"),
+                             "channel": "audio"})
+                item_vecs.append(np.zeros(encoder.dim, np.float32))
+            done = item.meta.get("audio_channels")
+            if (self.audio is not None and done not in (None, NO_SOUND)
+                    and set(self.audio.wanted) - set(done.split(","))):
+                self.report.incomplete += 1
             self._add(item, item.meta, item_vecs, rows)
             if self.side is not None:
                 item_id = file_id(item.found.path)
@@ -293,8 +342,11 @@ class Indexer:
             self._commit()
 
     def _commit(self, final_failed: dict[str, list[Any]] | None = None) -> None:
-        if not self._rows and not self._deletes and (
-                final_failed is None or final_failed == self.store.manifest.get("failed", {})):
+        manifest = self.store.manifest
+        settings_changed = bool(self._audio_pin and manifest.get("audio") != self._audio_pin
+                                and (self._rows or manifest.get("generation")))
+        if not self._rows and not self._deletes and not settings_changed and (
+                final_failed is None or final_failed == manifest.get("failed", {})):
             return
         batches = []
         model = None
@@ -310,7 +362,7 @@ class Indexer:
             self._side_rows, self._side_replace = [], set()
         dim = self._encoder.dim if self._encoder is not None else None
         extra: dict[str, Any] = {"failed": final_failed} if final_failed is not None else {}
-        if self._rows and self._audio_pin and self.store.manifest.get("audio") != self._audio_pin:
+        if settings_changed:  # --tags/--speech... change what the store computes
             extra["audio"] = self._audio_pin
         self.store.commit(batches, np.array(self._deletes, dtype=np.int64), model=model,
                           dim=dim if not self.store.manifest.get("dim") else None, extra=extra)

@@ -6,6 +6,7 @@ saved with `save_pretrained` (model and processor).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +27,11 @@ class ClapEncoder:
 
         self.spec = spec or DEFAULT_CLAP
         self.device = device
+        if not os.path.isdir(self.spec):
+            from mmsearch.hub import require_hub
+
+            require_hub(f"CLAP model {self.spec!r}", self.spec, option="--audio-model PATH",
+                        argument="audio_model='/path/to/folder'")
         try:
             self.model = ClapModel.from_pretrained(self.spec).to(device).eval()
             self.processor = ClapProcessor.from_pretrained(self.spec)

@@ -8,6 +8,7 @@ softmax probability that the image matches the text. Runs batched; fp16 on CUDA.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +43,11 @@ class BlipReranker(Reranker):
         name = name_or_path or DEFAULT
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        if not os.path.isdir(name):
+            from mmsearch.hub import require_hub
+
+            require_hub(f"the BLIP reranker {name!r}", name, option="--reranker blip:PATH",
+                        argument="reranker='blip:/path/to/folder'")
         try:
             processor = BlipProcessor.from_pretrained(name)
             model = BlipForImageTextRetrieval.from_pretrained(name, torch_dtype=dtype)

@@ -40,6 +40,9 @@ FILE_SCHEMA = pa.schema([
     ("sample_rate", pa.int32()),
     ("tags", pa.string()),  # channel "tags": "Dog 0.91; Bark 0.85"
     ("transcript", pa.string()),  # channel "speech": the segment's words
+    # audio and video files: the sound channels computed ("tags,speech"; "" none could
+    # run; "-" no sound track); null for other files and stores written before it existed
+    ("audio_channels", pa.string()),
 ])
 
 
