@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 
-from mmsearch.errors import UsageError
+from mmsearch.errors import MmsearchError
 
 HUB_HOST = "huggingface.co"
 _lock = threading.Lock()
@@ -102,11 +102,16 @@ def cached(repo: str, filename: str = "config.json") -> bool:
         return False
 
 
+def is_local(spec: str) -> bool:
+    """Whether a model spec names a local folder or file (existing or not), not a hub id."""
+    return os.path.exists(spec) or os.path.isabs(spec) or spec.startswith((".", "~"))
+
+
 def require_hub(what: str, repo: str | None = None, **how: str | None) -> None:
-    """Raise a clear UsageError at once when `what` needs a download (`repo` is not cached)
+    """Raise a clear MmsearchError at once when `what` needs a download (`repo` is not cached)
     and the hub is known (or found now) to be unreachable; `how`: see `hint`."""
     if (repo and cached(repo)) or reachable():
         return
     ways = hint(**how)
-    raise UsageError(f"cannot load {what}: it is not on this machine and the model hub is "
+    raise MmsearchError(f"cannot load {what}: it is not on this machine and the model hub is "
                      f"unreachable (asked once, no retries)" + (f"; {ways}" if ways else ""))

@@ -6,7 +6,6 @@ saved with `save_pretrained` (model and processor).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 from mmsearch.audio.decode import open_audio
 from mmsearch.encoders.base import normalize
 from mmsearch.errors import UsageError
+from mmsearch.hub import is_local
 
 DEFAULT_CLAP = "laion/clap-htsat-unfused"
 
@@ -27,7 +27,7 @@ class ClapEncoder:
 
         self.spec = spec or DEFAULT_CLAP
         self.device = device
-        if not os.path.isdir(self.spec):
+        if not is_local(self.spec):
             from mmsearch.hub import require_hub
 
             require_hub(f"CLAP model {self.spec!r}", self.spec, option="--audio-model PATH",

@@ -8,7 +8,6 @@ softmax probability that the image matches the text. Runs batched; fp16 on CUDA.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from mmsearch.errors import MmsearchError
+from mmsearch.hub import is_local
 from mmsearch.rerank.base import Reranker
 from mmsearch.rerank.registry import register_reranker
 
@@ -43,7 +43,7 @@ class BlipReranker(Reranker):
         name = name_or_path or DEFAULT
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        if not os.path.isdir(name):
+        if not is_local(name):
             from mmsearch.hub import require_hub
 
             require_hub(f"the BLIP reranker {name!r}", name, option="--reranker blip:PATH",

@@ -40,8 +40,11 @@ def _run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh environment with the wheel and its [speech] extra; returns its bin folder."""
     root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"  # a copy: building leaves build/ and *.egg-info behind
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", ".venv", "venv", "indexes"))
     built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                  "-w", str(root / "dist"), str(REPO)])
+                  "-w", str(root / "dist"), str(source)])
     assert built.returncode == 0, built.stderr[-3000:]
     wheel = next((root / "dist").glob("mmsearch-*.whl"))
     venv = root / "venv"

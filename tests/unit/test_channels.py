@@ -15,7 +15,7 @@ from tiny_yamnet import make_tiny_yamnet
 
 import mmsearch
 from mmsearch import hub
-from mmsearch.errors import UsageError
+from mmsearch.errors import MmsearchError
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "audio"
 
@@ -161,13 +161,13 @@ def test_hub_is_asked_once_and_messages_fit_the_caller(monkeypatch):
 
     t = time.monotonic()
     for _ in range(3):
-        with pytest.raises(UsageError) as err:
+        with pytest.raises(MmsearchError) as err:
             Whisper("openai/whisper-base.en-not-cached")
         assert "whisper='/path/to/folder'" in str(err.value)
         assert "--whisper" not in str(err.value)
     assert asked == [3.0] and time.monotonic() - t < 5
     monkeypatch.setattr(hub, "frontend", "cli")
-    with pytest.raises(UsageError) as err:
+    with pytest.raises(MmsearchError) as err:
         Whisper("openai/whisper-base.en-not-cached")
     assert "--whisper PATH" in str(err.value) and "mmsearch[speech]" in str(err.value)
     assert len(asked) == 1
