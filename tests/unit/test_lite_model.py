@@ -53,3 +53,27 @@ def test_deterministic_and_batch_independent(enc) -> None:
     t = enc.encode_texts(texts)
     np.testing.assert_array_equal(t, enc.encode_texts(texts))
     np.testing.assert_allclose(enc.encode_texts(texts[1:])[0], t[1], atol=1e-4)
+
+
+def test_plain_torch_text_tower_matches_transformers():
+    """The query path's MiniLM (plain PyTorch + tokenizers) computes transformers' states."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from mmsearch.encoders.lite import MAX_TOKENS, text_tower_dir
+    from mmsearch.encoders.minibert import load_minibert
+
+    folder = text_tower_dir()
+    tok, ours = load_minibert(folder)
+    ref_tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    ref = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+    texts = ["a dog runs on the beach", "x", "two children playing football " * 20]
+    a = tok(texts, padding=True, truncation=True, max_length=MAX_TOKENS)
+    b = ref_tok(texts, padding=True, truncation=True, max_length=MAX_TOKENS,
+                return_tensors="pt")
+    for key in ("input_ids", "token_type_ids", "attention_mask"):
+        assert torch.equal(a[key], b[key]), key
+    with torch.inference_mode():
+        mask = a["attention_mask"].bool()
+        diff = (ours.eval()(**a).last_hidden_state - ref(**b).last_hidden_state)[mask]
+    assert float(diff.abs().max()) < 1e-4
