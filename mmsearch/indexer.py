@@ -10,7 +10,6 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-import torch
 
 from mmsearch import config
 from mmsearch.audio.analyze import CHANNELS, AudioAnalyzer
@@ -145,7 +144,7 @@ class Indexer:
         # vectors stay memory-mapped: only those of renamed files are ever read
         table, self._stored_vectors = self.store.live(columns=_STORED_COLUMNS)
         self._key_rows = {int(k): i for i, k in enumerate(table.column("key").to_numpy())}
-        stored = _stored_files(table.to_pylist() if "path" in table.column_names else [])
+        stored = _stored_files(_plain_rows(table) if "path" in table.column_names else [])
         by_path = {s.path: s for s in stored}
         by_hash = {s.content_hash: s for s in stored if s.content_hash}
         known_failed: dict[str, list[Any]] = self.store.manifest.get("failed") or {}
@@ -265,6 +264,8 @@ class Indexer:
 
     def _embed(self, batch: list[Prepared], by_path: dict[str, _Stored]) -> None:
         """Embed every frame and audio part of the batch's files, then add their rows."""
+        import torch
+
         encoder = self._get_encoder()
         frames = [fr for item in batch for fr in item.frames]
         vectors = np.concatenate([
@@ -368,6 +369,18 @@ class Indexer:
                           dim=dim if not self.store.manifest.get("dim") else None, extra=extra)
         self._rows, self._vectors, self._deletes = [], [], []
         self._last_commit = time.monotonic()
+
+
+def _plain_rows(table: Any) -> list[dict[str, Any]]:
+    """The table's rows as dicts, timestamps as integers of their unit (pyarrow converts
+    timestamps to datetimes through pandas, seconds of a no-op run's start; the integers
+    go back into timestamp columns as they are)."""
+    import pyarrow as pa
+
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.int64()))
+    return table.to_pylist()
 
 
 def _int64(values: np.ndarray) -> Any:

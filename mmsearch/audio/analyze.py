@@ -26,9 +26,10 @@ import numpy as np
 
 from mmsearch.audio.decode import SAMPLE_RATE, AudioStream
 from mmsearch.audio.vad import utterances
-from mmsearch.audio.yamnet import PATCH
 from mmsearch.errors import MmsearchError, UsageError
 
+#: YAMNet's patch: 0.975 s of 16 kHz samples (see yamnet.py).
+PATCH = 15_600
 #: Whisper window (24.5 s) and hop (19.5 s = 20 YAMNet patches): 5 s overlap.
 SPEECH_HOP = 20 * PATCH
 SPEECH_WINDOW = SPEECH_HOP + 5 * SAMPLE_RATE
@@ -99,13 +100,20 @@ class AudioAnalyzer:
     analysis lists the channels it computed.
     """
 
-    def __init__(self, options: AudioOptions, device: str = "cpu") -> None:
+    def __init__(self, options: AudioOptions, device: str | None = "cpu") -> None:
         self.options = options
-        self.device = device
+        self._device = device
         #: called with (path, seconds done) between windows of a long track
         self.on_progress: Callable[[str, float], None] | None = None
         self._failed: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    @property
+    def device(self) -> str:
+        """The device the models run on (resolved when first needed: torch loads late)."""
+        from mmsearch.encoders.base import pick_device
+
+        return pick_device(self._device)
 
     def _spec(self, name: str) -> str | None:
         """The model spec a channel uses now (None: not installed)."""

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mmsearch.audio.analyze import CHANNELS, AudioAnalyzer, AudioOptions
-from mmsearch.encoders.base import Encoder, pick_device
+from mmsearch.encoders.base import Encoder
 from mmsearch.errors import BadMediaError, UsageError
 
 
@@ -50,7 +50,7 @@ class AudioSettings:
         """An analyzer computing these channels (models load on first use)."""
         return AudioAnalyzer(AudioOptions(tags=self.tags, speech=self.speech,
                                           whisper=self.whisper, clap=self.clap),
-                             pick_device(device))
+                             device)
 
 
 def audio_query_vectors(encoder: Encoder, settings: AudioSettings, audio: Any,

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmsearch.audio.analyze import PATCH
 from mmsearch.errors import UsageError
 
 SAMPLE_RATE = 16_000
-PATCH = 15_600  # samples per patch (0.975 s)
 _STRIDE2 = (3, 5, 7, 13)
 
 

@@ -12,9 +12,8 @@ from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-import torch
 from PIL import Image
 
 from mmsearch.audio.analyze import CHANNELS, AudioAnalyzer, AudioPart
@@ -23,6 +22,9 @@ from mmsearch.errors import BadMediaError
 from mmsearch.ingest.discover import Found
 from mmsearch.ingest.images import decode_image
 from mmsearch.ingest.video import VideoOptions, decode_video, video_hash
+
+if TYPE_CHECKING:  # frames are tensors; torch loads with the encoder
+    import torch
 
 T = TypeVar("T")
 #: `audio_channels` of a file with no sound to analyse.

@@ -108,7 +108,8 @@ class Store:
         if columns is not None:  # segments from upserts may lack some: read those present
             present = set(pq.read_schema(path).names)
             columns = [c for c in columns if c in present]
-        table = pq.read_table(path, columns=columns)
+        # one file: ParquetFile reads it without pyarrow.dataset (which imports pandas)
+        table = pq.ParquetFile(path).read(columns=columns)
         vectors = np.load(seg_dir / f"{seg.name}.npy", mmap_mode="r" if mmap else None,
                           allow_pickle=False)
         if len(table) != len(vectors) or len(table) != seg.rows:
