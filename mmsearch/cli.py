@@ -409,13 +409,36 @@ def serve(
     image_bytes = int(max_upload_mb * 2**20)
     limits = Limits(max_k=max_k, max_image_bytes=image_bytes,
                     max_body_bytes=max(Limits.max_body_bytes, 2 * image_bytes))
-    print(f"serving {col.path} on http://{host}:{port}/ (API key "
+    sock = _bind(host, port)  # bound before saying where: a used port is an error first
+    print(f"serving {col.path} on http://{_url_host(host)}:{sock.getsockname()[1]}/ (API key "
           f"{'required' if api_key else 'off'})", file=sys.stderr)
     # idle keep-alive connections live 75 s (longer than common proxies' idle timeouts), so
     # a client reusing one never races the server closing it
-    uvicorn.run(create_app(col, api_key=api_key, limits=limits, threads_per_request=threads),
-                host=host, port=port,
-                log_level="warning", timeout_keep_alive=75)
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(col, api_key=api_key, limits=limits, threads_per_request=threads),
+        log_level="warning", timeout_keep_alive=75))
+    server.run(sockets=[sock])
+
+
+def _bind(host: str, port: int) -> Any:
+    """A listening TCP socket on host:port; UsageError when the address cannot be used."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _index_line(p: dict[str, Any]) -> str:
