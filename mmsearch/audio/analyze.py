@@ -156,8 +156,14 @@ class AudioAnalyzer:
         if name == "tags":
             from mmsearch.audio.yamnet import YamNet, missing_yamnet_message
 
-            if spec is None:
-                raise UsageError(missing_yamnet_message())
+            if spec is None:  # not installed: Google's weights at first use, when online
+                from mmsearch.audio.yamnet_fetch import fetch_yamnet
+                from mmsearch.locate import user_models_dir
+
+                try:
+                    spec = str(fetch_yamnet(user_models_dir() / "yamnet"))
+                except MmsearchError as e:
+                    raise UsageError(f"{missing_yamnet_message()} ({e})") from None
             return YamNet(spec, self.device)
         if name == "speech":
             from mmsearch.audio.whisper import load_whisper

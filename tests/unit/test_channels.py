@@ -186,3 +186,83 @@ def test_models_add_fills_the_user_folder_and_models_lists_it(cli, tmp_path, no_
                                "source": "user folder"}
     res = cli("models")
     assert "tags    yamnet" in res.stdout and "user folder" in res.stdout
+
+
+def test_yamnet_first_use_download_is_not_tried_offline(media, tmp_path, tiny_spec, no_models,
+                                                        monkeypatch):
+    from mmsearch.audio import yamnet_fetch
+
+    monkeypatch.setattr(yamnet_fetch, "_failed", None)
+    opened = []
+    monkeypatch.setattr(yamnet_fetch.urllib.request, "urlopen",
+                        lambda *a, **k: opened.append(a) or pytest.fail("network"))
+    report = mmsearch.open(tmp_path / "s", model=tiny_spec).index([media], progress=False,
+                                                                    speech=False)
+    assert "offline: YAMNet cannot be downloaded" in report.skipped_channels["tags"]
+    assert not opened and not (no_models / "yamnet").exists()
+
+
+def test_yamnet_front_end_matches_the_published_export():
+    """The converted front end equals the matrices in ../shared's YAMNet export (up to its
+    int8 quantisation)."""
+    from helpers import SHARED_MODELS
+    from safetensors.numpy import load_file
+
+    from mmsearch.audio.yamnet_fetch import frontend
+
+    path = SHARED_MODELS / "yamnet" / "yamnet.fp16.safetensors"
+    if not path.is_file():
+        pytest.skip("YAMNet export not found in ../shared/models")
+    ref = load_file(str(path))
+    for name, value in frontend().items():
+        assert abs(ref[name].astype("float32") - value).max() < 0.005, name
+
+
+def test_yamnet_keras_weights_convert_to_the_runtime_layout(tmp_path):
+    """A Keras-layout weights file (names and axes as yamnet.h5) converts back to the
+    tensors it was made from, with batch norm folded in; the result loads and runs."""
+    h5py = pytest.importorskip("h5py", reason="the `tags` extra is not installed")
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from mmsearch.audio import yamnet_fetch
+    from mmsearch.audio.yamnet import YamNet
+
+    src = load_file(str(make_tiny_yamnet(tmp_path / "tiny") / "yamnet.fp16.safetensors"))
+    src = {k: v.astype(np.float64) for k, v in src.items()}
+    rng = np.random.default_rng(0)
+    layers: dict[str, dict[str, np.ndarray]] = {}
+
+    def add(prefix: str, kernel: np.ndarray, bias: np.ndarray, kind: str = "kernel") -> None:
+        var = rng.uniform(0.5, 2.0, len(bias))
+        mean = rng.normal(0, 0.1, len(bias))
+        scale = 1 / np.sqrt(var + yamnet_fetch.BN_EPSILON)
+        axes = (3, 2, 0, 1) if kind == "kernel" else (2, 3, 0, 1)  # inverse below
+        inv = np.argsort(axes)
+        layers[prefix] = {kind: (kernel / scale.reshape(-1, 1, 1, 1)).transpose(inv)}
+        layers[f"{prefix}/bn"] = {"beta": bias + mean * scale, "moving_mean": mean,
+                                  "moving_variance": var}
+
+    add("layer1/conv", src["layer1.conv.weight"], src["layer1.conv.bias"])
+    for i in range(2, 15):
+        add(f"layer{i}/depthwise_conv", src[f"layer{i}.depthwise.weight"],
+            src[f"layer{i}.depthwise.bias"], "depthwise_kernel")
+        add(f"layer{i}/pointwise_conv", src[f"layer{i}.pointwise.weight"],
+            src[f"layer{i}.pointwise.bias"])
+    layers["dense"] = {"kernel": src["classifier.weight"].T, "bias": src["classifier.bias"]}
+    h5 = tmp_path / "yamnet.h5"
+    with h5py.File(h5, "w") as f:
+        f.attrs["layer_names"] = [n.encode() for n in layers]
+        for name, weights in layers.items():
+            group = f.create_group(name)
+            group.attrs["weight_names"] = [f"{name}/{w}:0".encode() for w in weights]
+            for w, value in weights.items():
+                group.create_dataset(f"{name}/{w}:0", data=value)
+    out = yamnet_fetch.convert(h5)
+    for name, value in src.items():
+        if not name.startswith("frontend."):
+            assert np.allclose(out[name], value, atol=1e-6), name
+    csv = (tmp_path / "tiny" / "yamnet_class_map.csv").read_bytes()
+    folder = yamnet_fetch.save(out, csv, tmp_path / "installed")
+    scores = YamNet(folder).patch_scores(np.zeros(16_000, np.float32))
+    assert scores.shape == (1, 521)
