@@ -88,7 +88,7 @@ def hint(*, setting: str | None = None, option: str | None = None,
         local = " or ".join(w for w in (argument, f"os.environ[{setting!r}]" if setting
                                         else None) if w)
     if local:
-        ways.append(f"give a local folder with {local}")
+        ways.append(f"give a local copy with {local}")
     return "; ".join(ways)
 
 
