@@ -114,6 +114,8 @@ def create_app(collection: Collection, api_key: str | None = None,
         hits = collection.search(text=req.text, image=image, vector=req.vector, k=req.k,
                                  filters=req.filters, modality=req.modality, **kwargs)
         out: dict[str, Any] = {"results": [_result_json(h) for h in hits]}
+        if getattr(hits, "partial", False):  # a sharded store with shards that did not answer
+            out.update(partial=True, missing_shards=hits.missing)
         if req.facets:
             out["facets"] = {c: [{"value": v, "count": n} for v, n in values] for c, values in
                              collection.facets(req.facets, text=req.text, image=image,
@@ -220,7 +222,8 @@ def _result_json(hit: Result) -> dict[str, Any]:
 
 def _media_row(collection: Collection, item_id: str, start_s: float | None) -> Result:
     """The row of an item with a file (the moment nearest `start_s` for videos)."""
-    snap = collection.snapshot()
+    owner = collection.shard_for(item_id) if hasattr(collection, "shard_for") else collection
+    snap = owner.snapshot()
     if not len(snap) or "path" not in snap.table.column_names:
         raise HTTPException(404, f"no item {item_id!r} with a file")
     has_start = "start_s" in snap.table.column_names
