@@ -205,9 +205,11 @@ class ShardedCollection:
               scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
               video_time_limit: float = DEFAULT_TIME_LIMIT, tags: bool | None = None,
               speech: bool | None = None, whisper: str | None = None,
-              audio_model: str | None = None, ray: str | None = None) -> IndexReport:
+              audio_model: str | None = None, ray: str | None = None,
+              reprocess: bool = False) -> IndexReport:
         """Index files and folders as `Collection.index` does (incremental, renames matched
-        by content hash across shards); each file's rows go to the shard of its id.
+        by content hash across shards; `reprocess` embeds every file again); each file's
+        rows go to the shard of its id.
 
         `ray`: decode and embed on a Ray cluster ("local", "auto" or an address; see
         `mmsearch.distributed.ingest`); the result is the same.
@@ -222,7 +224,8 @@ class ShardedCollection:
                                     workers=workers, commit_every=commit_every, fps=fps,
                                     scene_threshold=scene_threshold,
                                     video_time_limit=video_time_limit, tags=tags,
-                                    speech=speech, whisper=whisper, audio_model=audio_model)
+                                    speech=speech, whisper=whisper, audio_model=audio_model,
+                                    reprocess=reprocess)
         if audio_model:
             raise UsageError("a CLAP audio space (--audio-model) is not supported on sharded "
                              "stores; tags and speech are")
@@ -244,7 +247,7 @@ class ShardedCollection:
             indexer = self._indexer(view, lambda: self.encoder, self.shards[0]._model_pin,
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
                               progress=progress, video=video, audio=settings.analyzer(device),
-                              audio_settings=settings)
+                              audio_settings=settings, reprocess=reprocess)
             report = indexer.run(roots)
             self._after_shard_writes(stores)
         return report
