@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmsearch import config
+from mmsearch import config, limits
 from mmsearch.audio.search import channel_counts, row_bonus
 from mmsearch.audio.settings import AudioSettings, audio_query_vectors
 from mmsearch.audio.space import ClapSpace
@@ -25,13 +25,19 @@ from mmsearch.catalog.read import read_catalog
 from mmsearch.catalog.sync import CatalogReport, plan
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.registry import load_default_encoder, load_encoder, same_model
-from mmsearch.errors import BadMediaError, MmsearchError, ModelMismatchError, UsageError
+from mmsearch.errors import (
+    BadMediaError,
+    MmsearchError,
+    ModelMismatchError,
+    StoreDamagedError,
+    UsageError,
+)
 from mmsearch.filters import compile_filters, quote_identifier
 from mmsearch.index.manage import maintain
 from mmsearch.index.params import AnnParams
 from mmsearch.indexer import Indexer, IndexReport
 from mmsearch.ingest.discover import is_under
-from mmsearch.ingest.images import decode_image
+from mmsearch.ingest.images import ImageTooLarge, decode_image
 from mmsearch.ingest.video import (
     DEFAULT_FPS,
     DEFAULT_SCENE_THRESHOLD,
@@ -48,6 +54,7 @@ from mmsearch.records import RecordBatch, as_table, to_record_batch
 from mmsearch.rerank.base import Reranker
 from mmsearch.rerank.registry import load_default_reranker, load_reranker
 from mmsearch.results import Result, results_to_arrow
+from mmsearch.store.columns import SchemaLike, as_schema
 from mmsearch.store.schema import utc_naive
 from mmsearch.store.snapshot import CORE_COLUMNS, HIDDEN_COLUMNS, Snapshot
 from mmsearch.store.store import Batch, Store
@@ -68,13 +75,17 @@ class Collection:
         device: "cpu", "cuda", ... None: CUDA when available.
         index_params: vector index settings (an `AnnParams` or a dict of its fields, e.g.
             `{"threshold": 100_000, "nprobe": 64}`); default from `MMSEARCH_ANN_*`.
+        schema: column types to fix before the first write (an Arrow schema or
+            `{"price": "double", ...}`); otherwise the first write fixes them. A write whose
+            values do not fit is refused whole (`SchemaError`).
     """
 
     def __init__(self, path: str | os.PathLike[str], model: str | None = None,
                  device: str | None = None,
-                 index_params: AnnParams | Mapping[str, Any] | None = None) -> None:
+                 index_params: AnnParams | Mapping[str, Any] | None = None,
+                 schema: SchemaLike | None = None) -> None:
         self.path = Path(path)
-        self._store = Store(self.path)
+        self._store = Store(self.path, as_schema(schema))
         self._asked_model = config.model_spec(model)
         self._device = config.device_name(device)
         self._encoder: Encoder | None = None
@@ -102,7 +113,8 @@ class Collection:
     def model(self) -> str | None:
         """The model spec this collection embeds with (pinned by the store once written)."""
         pinned = (self._manifest().get("model") or {}).get("spec")
-        return pinned or self._asked_model or (None if self._manifest() else
+        written = self._manifest().get("generation") or self._manifest().get("segments")
+        return pinned or self._asked_model or (None if written else
                                                config.DEFAULT_MODEL)
 
     @property
@@ -130,6 +142,16 @@ class Collection:
         """The newest manifest seen, by the writer's or the readers' `Store`."""
         writer, reader = self._store.manifest, self._reader.manifest
         return writer if writer.get("generation", 0) >= reader.get("generation", 0) else reader
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        """Each column's Arrow type, as fixed by the first write or declared."""
+        return self._store.schema or self._store.declared
+
+    @property
+    def schema_changes(self) -> list[dict[str, Any]]:
+        """Columns added and types widened after the first write, oldest first."""
+        return list(self._manifest().get("schema_changes", []))
 
     def _check_model(self, asked: str | None) -> None:
         pinned = (self._manifest().get("model") or {}).get("spec")
@@ -292,14 +314,24 @@ class Collection:
         return report
 
     def _record_vectors(self, batch: RecordBatch) -> np.ndarray:
-        if batch.vectors is not None:
-            self._check_dim(batch.vectors.shape[1])
-            return batch.vectors
-        if batch.paths is not None:
-            return np.concatenate([self._embed_image(p) for p in batch.paths])
-        if batch.texts is not None:
-            return self.encoder.encode_texts(batch.texts)
-        raise UsageError("records need a `vector`, `path` or `text` column to embed")
+        """One vector per record: its own, else its image's, else its text's embedding."""
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        if batch.vectors is not None and len(batch.vectors[0]):
+            self._check_dim(batch.vectors[1].shape[1])
+            parts.append(batch.vectors)
+        if batch.paths is not None and len(batch.paths[0]):
+            parts.append((batch.paths[0],
+                          np.concatenate([self._embed_image(p) for p in batch.paths[1]])))
+        if batch.texts is not None and len(batch.texts[0]):
+            parts.append((batch.texts[0], self.encoder.encode_texts(batch.texts[1])))
+        dims = {v.shape[1] for _, v in parts}
+        if len(dims) != 1:
+            raise UsageError(f"records' vectors have {sorted(dims)[0]} dimensions; the "
+                             f"model makes {sorted(dims)[-1]}")
+        out = np.empty((len(batch.ids), dims.pop()), dtype=np.float32)
+        for rows, vectors in parts:
+            out[rows] = vectors
+        return out
 
     def delete(self, ids: Iterable[str]) -> int:
         """Remove items (all their rows) by id; returns the number of rows removed."""
@@ -405,12 +437,16 @@ class Collection:
 
     def _load_snapshot(self) -> Snapshot:
         for _ in range(5):  # a concurrent compaction may remove files between reads
-            try:  # its own Store: one manifest read, never refreshed under the load
-                snap = Snapshot.load(Store(self.path), self._ann_params, self._ann)
+            store = Store(self.path)  # its own: one manifest read, never refreshed under load
+            try:
+                snap = Snapshot.load(store, self._ann_params, self._ann)
                 self._ann = snap.ann or self._ann
                 return snap
-            except FileNotFoundError:
-                continue
+            except (FileNotFoundError, StoreDamagedError):
+                if Store(self.path).generation != store.generation:
+                    continue  # a commit removed files meanwhile: load the new generation
+                store.verify()  # not a commit: damage, named by file
+                raise
         raise MmsearchError(f"store {self.path} keeps changing under the reader; try again")
 
     def search(self, text: str | Sequence[str | tuple[str, float]] | None = None,
@@ -521,12 +557,23 @@ class Collection:
         as if indexed: its tags and its transcript each become a text-kind part.
         """
         terms, negatives = [], [negative] if isinstance(negative, str) else list(negative or [])
-        for term, weight in text_terms(text):
+        given = text_terms(text)
+        limits.check("max_query_parts", len(given) + len(negatives), "query texts")
+        for term, _ in given:
+            limits.check("max_text_chars", len(term), "characters in a query text")
+        for term, weight in given:
             rest, minus = split_negatives(term)
             negatives += minus
             if rest:
                 terms.append((rest, weight))
+        if not all(isinstance(n, str) for n in negatives):
+            raise UsageError("negative texts must be strings")
+        for n in negatives:
+            limits.check("max_text_chars", len(n), "characters in a negative text")
         negatives = [n.strip() for n in negatives if n and n.strip()]
+        limits.check("max_query_parts", len(terms) + len(negatives)
+                     + (image is not None) + (vector is not None) + (audio is not None),
+                     "query parts (texts, negatives, image, vector)")
         texts = [t for t, _ in terms]
         embedded = self.encoder.encode_texts(texts + negatives) if texts or negatives else []
         positives = [Part("text", embedded[i], w, f"text:{t}") for i, (t, w) in
@@ -534,7 +581,7 @@ class Collection:
         if image is not None:
             positives.append(Part("image", self._embed_image(image)[0], 1.0, "image"))
         if vector is not None:
-            v = np.asarray(vector, dtype=np.float32).reshape(-1)
+            v = _query_vector(vector)
             self._check_dim(v.shape[0])
             positives.append(Part("image", v / max(float(np.linalg.norm(v)), 1e-12), 1.0,
                                   "vector"))
@@ -623,6 +670,9 @@ class Collection:
             try:
                 pil = decode_image(data, config.MAX_IMAGE_PIXELS,
                                    2 * (encoder.image_size or 0)).image
+            except ImageTooLarge as e:
+                raise limits.over("max_image_pixels", e.pixels, e.limit,
+                                  "pixels of the query image") from None
             except BadMediaError as e:
                 raise UsageError(f"cannot use image {image!r:.80}: {e}") from None
         return encoder.encode_images(encoder.preprocess(pil)[None])
@@ -718,6 +768,21 @@ def _failures(failed: list[tuple[str, str]]) -> str:
     return f"{len(failed)} record(s) cannot be used, nothing written: {shown}{more}"
 
 
+def _query_vector(vector: Any) -> np.ndarray:
+    """A query vector as finite, non-zero float32 numbers (UsageError otherwise)."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise UsageError("the query vector must be a list of numbers") from None
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not len(v) or not np.isfinite(v).all() or not np.isfinite(np.linalg.norm(v)) \
+                or not np.any(v):
+            raise UsageError("the query vector must hold finite numbers, not all zero "
+                             "(NaN, Inf or overflow given)")
+    return v
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
@@ -758,7 +823,8 @@ def _to_result(score: float, record: dict[str, Any], explain: dict[str, Any] | N
 
 def open(store: str | os.PathLike[str] | None = None, model: str | None = None,
          device: str | None = None,
-         index_params: AnnParams | Mapping[str, Any] | None = None, *,
+         index_params: AnnParams | Mapping[str, Any] | None = None,
+         schema: SchemaLike | None = None, *,
          shards: int | None = None, ray: str | None = None) -> Collection:
     """Open (or prepare to create) a collection; see `Collection`.
 
@@ -774,5 +840,6 @@ def open(store: str | os.PathLike[str] | None = None, model: str | None = None,
 
         return open_sharded(path, model=model, device=device,  # type: ignore[return-value]
                             index_params=index_params, shards=shards, ray=ray)
-    return Collection(path, model=model, device=device, index_params=index_params)
+    return Collection(path, model=model, device=device, index_params=index_params,
+                      schema=schema)
 
