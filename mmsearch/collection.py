@@ -44,6 +44,8 @@ from mmsearch.ingest.video import (
     DEFAULT_TIME_LIMIT,
     VideoOptions,
 )
+from mmsearch.ocr import search as ocr_search
+from mmsearch.ocr.settings import OcrSettings
 from mmsearch.planner import calibration as calib
 from mmsearch.planner.calibration import PROBE_TEXTS, Calibration, measure
 from mmsearch.planner.groups import layout
@@ -99,6 +101,7 @@ class Collection:
         self._snap_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._encoder_lock = threading.Lock()
+        self._batch = threading.local()  # search_batch's shared text embeddings
         self._cache_lock = threading.Lock()  # calibration and reranker caches
         self._reader = Store(self.path)
         self._ann_params = AnnParams.resolve(index_params)
@@ -176,7 +179,8 @@ class Collection:
               scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
               video_time_limit: float = DEFAULT_TIME_LIMIT, tags: bool | None = None,
               speech: bool | None = None, whisper: str | None = None,
-              audio_model: str | None = None, reprocess: bool = False) -> IndexReport:
+              audio_model: str | None = None, ocr: bool | None = None,
+              reprocess: bool = False) -> IndexReport:
         """Index files and folders recursively; re-runs are incremental.
 
         Unchanged files are skipped without decoding, renamed files keep their vectors
@@ -195,6 +199,11 @@ class Collection:
         channel whose model is missing is skipped (logged once, and in
         `report.skipped_channels`); files indexed without it get it on a later run once it
         is installed. `reprocess`: decode and embed every file again, changed or not.
+
+
+        `ocr`: read the text in pictures and video moments (channel "ocr", columns `ocr`
+        and `ocr_lines`); None: as the store was built, else on when the engine is
+        installed (the `ocr` extra); remembered like the audio channels.
         """
         try:
             video = VideoOptions(fps, scene_threshold, video_time_limit)
@@ -206,13 +215,14 @@ class Collection:
             raise UsageError(f"no such file or folder: {', '.join(missing)}")
         settings = AudioSettings.resolve(self._store.manifest.get("audio"), tags=tags,
                                          speech=speech, whisper=whisper, clap=audio_model)
+        reading = OcrSettings.resolve(self._store.manifest.get("ocr"), ocr)
         with self._lock, self._store.writer() as store:
             self._check_model(self._asked_model)
             indexer = Indexer(store, lambda: self.encoder, self._model_pin,
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
                               progress=progress, video=video,
                               audio=settings.analyzer(self._device), audio_settings=settings,
-                              reprocess=reprocess)
+                              ocr_settings=reading, reprocess=reprocess)
             report = indexer.run(roots)
             for note in report.channel_notes():
                 logging.getLogger("mmsearch").warning("%s", note)
@@ -493,23 +503,24 @@ class Collection:
             raise UsageError("reranking needs a text query")
         if query is None:
             return self._search_clap_only(audio, k, offset, where, filters)
-        where = _with_modality(where, modality)
         snap = self.snapshot()
         if len(snap) == 0:
             return []
-        rows = self._filter_rows(snap, where, filters)
+        rows = self._filter_rows(snap, where, filters, modality)
         clap = self._clap_query(" ".join(texts) or None, audio)
         bonus = row_bonus(snap, texts, rows, clap, ClapSpace(self.path) if clap is not None
                           else None)
+        bonus = ocr_search.add_bonus(bonus, snap, texts, rows)
         rerank_fn = None
-        if rerank_n:
-            model = self._load_reranker(reranker)
+        model = self._load_reranker(reranker) if rerank_n else None
+        if model is not None:  # None: no reranker reachable (said once in the log)
             rerank_fn = functools.partial(rerank_hits, n=rerank_n, text=" ".join(texts),
                                           reranker=model, snap=snap)
         hits = execute(snap, query, self._calibration(snap, query), rows, rerank_fn,
                        rerank_n, bonus)
         records = snap.records(np.array([h.row for h in hits], dtype=np.int64))
-        return [_to_result(h.score, rec, h.explain if explain else None, h.similarity)
+        return [ocr_search.annotate(_to_result(h.score, rec, h.explain if explain else None,
+                                               h.similarity), texts)
                 for h, rec in zip(hits, records, strict=True)]
 
     def facets(self, columns: str | Sequence[str], text: str | None = None,
@@ -575,7 +586,7 @@ class Collection:
                      + (image is not None) + (vector is not None) + (audio is not None),
                      "query parts (texts, negatives, image, vector)")
         texts = [t for t, _ in terms]
-        embedded = self.encoder.encode_texts(texts + negatives) if texts or negatives else []
+        embedded = self._embed_texts(texts + negatives) if texts or negatives else []
         positives = [Part("text", embedded[i], w, f"text:{t}") for i, (t, w) in
                      enumerate(terms)]
         if image is not None:
@@ -602,6 +613,54 @@ class Collection:
         return Query(positives, parts_neg, sort=SortKey.parse(sort) if sort else None,
                      weights=weights, **options), texts
 
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Text embeddings, from the running `search_batch`'s shared encoder batch if any."""
+        memo = getattr(self._batch, "texts", None)
+        if memo is not None and all(t in memo for t in texts):
+            return np.stack([memo[t] for t in texts])
+        return self.encoder.encode_texts(texts)
+
+    def search_batch(self, texts: Sequence[str | None] | None = None,
+                     vectors: Sequence[Sequence[float]] | np.ndarray | None = None,
+                     **options: Any) -> list[list[Result]]:
+        """One result list per query, the same as `search` called once per query.
+
+        Args:
+            texts: query texts (None entries: no text for that query).
+            vectors: query embeddings, a 2-D array or a list (same length as `texts` when
+                both are given: query i uses both).
+            **options: any other `search` argument (k, filters, where, modality, ...),
+                shared by every query.
+
+        All texts (and `-negatives`) are embedded in one encoder batch and the filters are
+        evaluated once (cached per snapshot); each query then runs the planner.
+        """
+        n_text = None if texts is None else len(texts)
+        n_vec = None if vectors is None else len(vectors)
+        if n_text is not None and n_vec is not None and n_text != n_vec:
+            raise UsageError(f"search_batch: {n_text} texts but {n_vec} vectors")
+        n = n_text if n_text is not None else n_vec
+        if not n:
+            return []
+        if "text" in options or "vector" in options:
+            raise UsageError("search_batch takes texts= and vectors=, not text= / vector=")
+        wanted: list[str] = []
+        for t in texts or []:
+            for term, _ in text_terms(t):
+                rest, minus = split_negatives(term)
+                wanted += [rest, *minus] if rest else minus
+        neg = options.get("negative")
+        wanted += [neg] if isinstance(neg, str) else list(neg or [])
+        wanted = list(dict.fromkeys(w.strip() for w in wanted if w and w.strip()))
+        self._batch.texts = (dict(zip(wanted, self.encoder.encode_texts(wanted), strict=True))
+                             if wanted else {})
+        try:
+            return [self.search(text=None if texts is None else texts[i],
+                                vector=None if vectors is None else vectors[i], **options)
+                    for i in range(n)]
+        finally:
+            self._batch.texts = None
+
     def _calibration(self, snap: Snapshot, query: Query) -> Calibration:
         """The store's calibration; pairs it lacks measured now (once per generation)."""
         stored = Calibration.from_json(self._store.manifest.get("calibration"))
@@ -619,7 +678,7 @@ class Collection:
                 self._calib_cache = cached
         return stored.merged(cached[1])
 
-    def _load_reranker(self, spec: str | None) -> Reranker:
+    def _load_reranker(self, spec: str | None) -> Reranker | None:
         asked = spec
         spec = spec or config.reranker_spec()
         with self._cache_lock:
@@ -678,9 +737,21 @@ class Collection:
         return encoder.encode_images(encoder.preprocess(pil)[None])
 
     @staticmethod
-    def _filter_rows(snap: Snapshot, where: str | None,
-                     filters: Mapping[str, Any] | None) -> np.ndarray | None:
-        condition, params = _condition(where, filters)
+    def _filter_rows(snap: Snapshot, where: str | None, filters: Mapping[str, Any] | None,
+                     modality: str | Sequence[str] | None = None) -> np.ndarray | None:
+        """Rows allowed by `where`, `filters` and `modality` (None: all). Structured filters
+        alone are evaluated on the column arrays and cached per snapshot; SQL otherwise."""
+        names = _modality_names(modality)
+        if not where and (filters or names):
+            if filters:
+                compile_filters(filters)  # validates values and limits (UsageError/LimitError)
+            clauses = list((filters or {}).items())
+            if names:
+                clauses.append(("modality", {"in": names}))
+            rows = snap.filter_rows(clauses)
+            if rows is not None:
+                return rows
+        condition, params = _condition(_with_modality(where, modality), filters)
         return None if condition is None else snap.matching_rows(condition, params)
 
     def info(self) -> dict[str, Any]:
@@ -699,7 +770,7 @@ class Collection:
         return {"store": str(self.path.resolve()), "model": (manifest.get("model") or {}).get(
                     "spec"), "dim": manifest.get("dim"), "items": items, "vectors": len(snap),
                 "modalities": counts, "channels": self._channels(snap),
-                "audio": manifest.get("audio"),
+                "audio": manifest.get("audio"), "ocr": manifest.get("ocr"),
                 "index": snap.index.kind if len(snap) else "none",
                 "index_params": snap.index.describe() if len(snap) else {},
                 "segments": len(manifest.get("segments", [])),
@@ -787,16 +858,24 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
-def _with_modality(where: str | None, modality: str | Sequence[str] | None) -> str | None:
-    """`where` with a condition on the `modality` column added (names are validated)."""
+def _modality_names(modality: str | Sequence[str] | None) -> list[str]:
+    """Validated modality names ([] when none asked)."""
     if modality is None:
-        return where
+        return []
     names = modality.split(",") if isinstance(modality, str) else list(modality)
     names = [str(n).strip().lower() for n in names if str(n).strip()]
     bad = [n for n in names if n not in MODALITIES]
     if bad or not names:
         raise UsageError(f"unknown modality {', '.join(bad) or repr(modality)}; "
                          f"choose from {', '.join(MODALITIES)}")
+    return names
+
+
+def _with_modality(where: str | None, modality: str | Sequence[str] | None) -> str | None:
+    """`where` with a condition on the `modality` column added (names are validated)."""
+    names = _modality_names(modality)
+    if not names:
+        return where
     clause = "modality IN (" + ", ".join(f"'{n}'" for n in names) + ")"
     return f"({where}) AND {clause}" if where else clause
 

@@ -63,6 +63,7 @@ class Limits:
     max_query_body_bytes: int = 2**20
     max_image_bytes: int = 10 * 2**20
     max_records: int = 10_000
+    max_batch: int = 1024
 
 
 class ErrorBody(BaseModel):
@@ -100,6 +101,22 @@ class SearchRequest(BaseModel):
     modality: str | None = None
     facets: list[str] | None = None
     rerank: str | None = None
+
+
+class BatchQuery(BaseModel):
+    """One query of a batch: a text and/or a vector."""
+
+    text: str | None = None
+    vector: list[float] | None = None
+
+
+class BatchSearchRequest(BaseModel):
+    """Several queries sharing k, filters and modality; one result list per query."""
+
+    queries: list[BatchQuery]
+    k: int = Field(10, ge=1)
+    filters: dict[str, Any] | None = None
+    modality: str | None = None
 
 
 class UpsertRequest(BaseModel):
@@ -213,6 +230,27 @@ def create_app(collection: Collection, api_key: str | None = None,
     def search(req: SearchRequest) -> dict[str, Any]:
         """Search by text and/or vector, with structured filters (injection-safe)."""
         return run_search(req)
+
+    @app.post("/search/batch", dependencies=auth, responses=READ_ERRORS)
+    def search_batch(req: BatchSearchRequest) -> dict[str, Any]:
+        """Several searches in one call (`Collection.search_batch`): one list per query."""
+        if req.k > limits.max_k:
+            raise HTTPException(400, f"k={req.k} is over the limit of {limits.max_k}")
+        if len(req.queries) > limits.max_batch:
+            raise HTTPException(413, f"{len(req.queries)} queries is over the batch limit of "
+                                     f"{limits.max_batch}")
+        if not hasattr(collection, "search_batch"):
+            raise HTTPException(400, "this server's collection does not support batch search")
+        pin_threads()
+        started = time.perf_counter()
+        texts = [q.text for q in req.queries]
+        vectors = [q.vector for q in req.queries]
+        lists = collection.search_batch(
+            texts=texts if any(t is not None for t in texts) else None,
+            vectors=vectors if any(v is not None for v in vectors) else None,
+            k=req.k, filters=req.filters, modality=req.modality)
+        return {"results": [[_result_json(h) for h in hits] for hits in lists],
+                "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     @app.post("/search/image", dependencies=auth, responses=READ_ERRORS)
     def search_image(image: UploadFile = File(...),  # noqa: B008 - FastAPI's idiom

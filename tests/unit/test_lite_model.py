@@ -25,7 +25,7 @@ def _image(seed: int) -> Image.Image:
 
 
 def test_spec_dims_and_unit_norm(enc) -> None:
-    assert enc.spec == "mmsearch-lite"
+    assert enc.spec == "mmsearch-lite-2"
     assert enc.device == "cpu"
     pixels = torch.stack([enc.preprocess(_image(0)), enc.preprocess(_image(1))])
     assert pixels.shape == (2, 3, 260, 260)
@@ -55,44 +55,59 @@ def test_deterministic_and_batch_independent(enc) -> None:
     np.testing.assert_allclose(enc.encode_texts(texts[1:])[0], t[1], atol=1e-4)
 
 
-def test_plain_torch_text_tower_matches_transformers():
-    """The query path's MiniLM (plain PyTorch + tokenizers) computes transformers' states."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+def _v2_heads(**extra):
+    """Small random heads with every second-generation option, written to disk."""
+    from mmsearch.encoders.lite import LiteHeads
 
-    from mmsearch.encoders.lite import MAX_TOKENS, text_tower_dir
-    from mmsearch.encoders.minibert import load_minibert
-
-    folder = text_tower_dir()
-    tok, ours = load_minibert(folder)
-    ref_tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    ref = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
-    texts = ["a dog runs on the beach", "x", "two children playing football " * 20]
-    a = tok(texts, padding=True, truncation=True, max_length=MAX_TOKENS)
-    b = ref_tok(texts, padding=True, truncation=True, max_length=MAX_TOKENS,
-                return_tensors="pt")
-    for key in ("input_ids", "token_type_ids", "attention_mask"):
-        assert torch.equal(a[key], b[key]), key
-    with torch.inference_mode():
-        mask = a["attention_mask"].bool()
-        diff = (ours.eval()(**a).last_hidden_state - ref(**b).last_hidden_state)[mask]
-    assert float(diff.abs().max()) < 1e-4
+    config = {"dim": 32, "image_hidden": 64, "image_blocks": 1, "image_pool_heads": 1,
+              "text_hidden": 64, "text_blocks": 1, "text_pool_heads": 1,
+              "image_cells": ["fmap", "s6"], "image_global": ["s4"], "text_layers": [5, 6],
+              "spec": "mmsearch-lite-test", **extra}
+    torch.manual_seed(0)
+    heads = LiteHeads(config)
+    return heads, config
 
 
-def test_text_queries_in_numpy_match_the_torch_encoder_without_importing_torch(enc):
-    """The registry's mmsearch-lite answers small text batches in numpy (no torch import in
-    a fresh process) with the torch encoder's vectors."""
-    import json
-    import subprocess
-    import sys
+def test_second_generation_heads_round_trip_with_tower_tensors(tmp_path) -> None:
+    from mmsearch.encoders.lite import build_text_tower, load_lite
 
-    texts = ["a dog running on the beach", "red mug", "two children playing " * 20]
-    code = ("import sys, json; from mmsearch.encoders.registry import load_encoder; "
-            "enc = load_encoder('mmsearch-lite', 'cpu'); "
-            f"v = enc.encode_texts({texts!r}); "
-            "print(json.dumps({'torch': 'torch' in sys.modules, 'v': v.tolist()}))")
-    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True,
-                                    text=True, check=True).stdout)
-    assert out["torch"] is False
-    ref = enc.encode_texts(texts)
-    assert np.abs(np.array(out["v"], np.float32) - ref).max() < 1e-4
+    heads, _ = _v2_heads(flip_average=True)
+    _, bert = build_text_tower()
+    tuned = {k: v + 0.01 for k, v in bert.encoder.layer[5].state_dict().items()}
+    heads.tower_state = {f"text.encoder.layer.5.{k}": v for k, v in tuned.items()}
+    path = tmp_path / "h.safetensors"
+    heads.save(path)
+    enc = load_lite("cpu", heads_path=str(path))
+    assert enc.spec == "mmsearch-lite-test" and enc.dim == 32
+    loaded = enc.text_tower.encoder.layer[5].state_dict()
+    for k, v in tuned.items():  # the retrained layer replaced the tower's (float16 on disk)
+        torch.testing.assert_close(loaded[k], v.half().float())
+    txt = enc.encode_texts(["a dog runs", "two people on a bench"])
+    assert txt.shape == (2, 32)
+    # flip averaging: an image and its mirror get the same vector
+    img = _image(5)
+    mirrored = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    v = enc.encode_images(torch.stack([enc.preprocess(img), enc.preprocess(mirrored)]))
+    np.testing.assert_allclose(v[0], v[1], atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+
+
+def test_retrained_tower_tensors_must_fit(tmp_path) -> None:
+    from mmsearch.encoders.lite import load_lite
+    from mmsearch.errors import MmsearchError
+
+    heads, _ = _v2_heads()
+    heads.tower_state = {"image.conv_head.weight": torch.zeros(3, 3)}
+    heads.save(tmp_path / "bad.safetensors")
+    with pytest.raises(MmsearchError, match="do not fit"):
+        load_lite("cpu", heads_path=str(tmp_path / "bad.safetensors"))
+
+
+def test_both_generations_are_registered_with_their_own_spec() -> None:
+    from mmsearch.encoders.lite import HEADS_PATHS, LiteHeads
+    from mmsearch.encoders.registry import OFFLINE_MODEL, same_model
+
+    assert OFFLINE_MODEL == "mmsearch-lite-2"
+    for spec, path in HEADS_PATHS.items():  # each shipped file says which space it makes
+        assert LiteHeads.load(path).spec == spec
+    assert not same_model("mmsearch-lite", "mmsearch-lite-2")
