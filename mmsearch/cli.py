@@ -49,7 +49,8 @@ def handle_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         before, hub.frontend = hub.frontend, "cli"  # messages name options, not arguments
-        _log_warnings()
+        log = _log_warnings()
+        propagate, log.propagate = log.propagate, False  # said once, by this command
         try:
             return fn(*args, **kwargs)
         except UsageError as e:
@@ -63,11 +64,12 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(130) from None
         finally:
             hub.frontend = before
+            log.propagate = propagate
 
     return wrapper  # type: ignore[return-value]
 
 
-def _log_warnings() -> None:
+def _log_warnings() -> Any:
     """The library's warnings (a skipped channel, an offline fallback) as `mmsearch:
     warning: ...` lines on stderr, once."""
     import logging
@@ -80,6 +82,7 @@ def _log_warnings() -> None:
     if not any(isinstance(h, ToStderr) or type(h).__name__ == "ToStderr"
                for h in log.handlers):
         log.addHandler(ToStderr(logging.WARNING))
+    return log
 
 
 def _open(store: Path | None, model: str | None = None, device: str | None = None,
