@@ -122,6 +122,10 @@ def index(
     audio_model: Annotated[str | None, typer.Option(
         "--audio-model", help="Also embed sounds with this CLAP model (folder or Hugging Face "
         "id, e.g. laion/clap-htsat-unfused) [default: off].", show_default=False)] = None,
+    ocr: Annotated[bool | None, typer.Option(
+        "--ocr/--no-ocr", help="Read the text in pictures and video moments (OCR) [default: "
+        "on when the `ocr` extra is installed; then as the store was built].",
+        show_default=False)] = None,
 ) -> None:
     """Index files and folders, or a product catalog (.csv/.tsv/.parquet/.jsonl); re-running
     is incremental."""
@@ -158,7 +162,7 @@ def index(
     report = col.index(paths, progress=False if quiet else None, batch_size=batch_size,
                        workers=workers, fps=fps, scene_threshold=scene_threshold,
                        video_time_limit=video_time_limit, tags=tags, speech=speech,
-                       whisper=whisper, audio_model=audio_model)
+                       whisper=whisper, audio_model=audio_model, ocr=ocr)
     if verbose:
         for path, reason in report.failures:
             _err(f"skipped {path}: {reason}")
@@ -204,7 +208,7 @@ def query(
         "does the same).", show_default=False)] = None,
     weight: Annotated[list[str] | None, typer.Option(
         "--weight", help="Channel weight CHANNEL=W, e.g. text=0.5 (repeatable; 0 leaves a "
-        "channel out; channels: visual, text, speech, tags).", show_default=False)] = None,
+        "channel out; channels: visual, text, speech, tags, ocr).", show_default=False)] = None,
     min_score: Annotated[float | None, typer.Option(
         "--min-score", help="Only results with a calibrated score at least this (z scale: "
         "0 = unrelated, 3 = a clear match).", show_default=False)] = None,
@@ -340,7 +344,7 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     for m in found:
         print(f"{m.spec:<45} {m.dim:>5}-d  {m.source}")
     print(f"default: {config.DEFAULT_MODEL} (downloaded on first use; offline falls back to "
-          "mmsearch-lite)", file=sys.stderr)
+          "mmsearch-lite-2)", file=sys.stderr)
 
 
 @app.command()

@@ -43,6 +43,8 @@ from mmsearch.ingest.video import (
     DEFAULT_TIME_LIMIT,
     VideoOptions,
 )
+from mmsearch.ocr import search as ocr_search
+from mmsearch.ocr.settings import OcrSettings
 from mmsearch.planner import calibration as calib
 from mmsearch.planner.calibration import PROBE_TEXTS, Calibration, measure
 from mmsearch.planner.groups import layout
@@ -176,7 +178,7 @@ class Collection:
               scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
               video_time_limit: float = DEFAULT_TIME_LIMIT, tags: bool | None = None,
               speech: bool | None = None, whisper: str | None = None,
-              audio_model: str | None = None) -> IndexReport:
+              audio_model: str | None = None, ocr: bool | None = None) -> IndexReport:
         """Index files and folders recursively; re-runs are incremental.
 
         Unchanged files are skipped without decoding, renamed files keep their vectors
@@ -192,6 +194,10 @@ class Collection:
         (Whisper transcripts; `whisper` names the model) and `audio_model` (a CLAP model in
         its own space, off by default). None: what the store was built with, else the
         defaults (see `mmsearch.audio.settings`); the store remembers the choice.
+
+        `ocr`: read the text in pictures and video moments (channel "ocr", columns `ocr`
+        and `ocr_lines`); None: as the store was built, else on when the engine is
+        installed (the `ocr` extra); remembered like the audio channels.
         """
         try:
             video = VideoOptions(fps, scene_threshold, video_time_limit)
@@ -203,12 +209,14 @@ class Collection:
             raise UsageError(f"no such file or folder: {', '.join(missing)}")
         settings = AudioSettings.resolve(self._store.manifest.get("audio"), tags=tags,
                                          speech=speech, whisper=whisper, clap=audio_model)
+        reading = OcrSettings.resolve(self._store.manifest.get("ocr"), ocr)
         with self._lock, self._store.writer() as store:
             self._check_model(self._asked_model)
             indexer = Indexer(store, lambda: self.encoder, self._model_pin,
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
                               progress=progress, video=video,
-                              audio=settings.analyzer(self._device), audio_settings=settings)
+                              audio=settings.analyzer(self._device), audio_settings=settings,
+                              ocr_settings=reading)
             report = indexer.run(roots)
             self._maintain_index(store)
             self._publish(store)
@@ -487,15 +495,17 @@ class Collection:
         clap = self._clap_query(" ".join(texts) or None, audio)
         bonus = row_bonus(snap, texts, rows, clap, ClapSpace(self.path) if clap is not None
                           else None)
+        bonus = ocr_search.add_bonus(bonus, snap, texts, rows)
         rerank_fn = None
-        if rerank_n:
-            model = self._load_reranker(reranker)
+        model = self._load_reranker(reranker) if rerank_n else None
+        if model is not None:  # None: no reranker reachable (said once in the log)
             rerank_fn = functools.partial(rerank_hits, n=rerank_n, text=" ".join(texts),
                                           reranker=model, snap=snap)
         hits = execute(snap, query, self._calibration(snap, query), rows, rerank_fn,
                        rerank_n, bonus)
         records = snap.records(np.array([h.row for h in hits], dtype=np.int64))
-        return [_to_result(h.score, rec, h.explain if explain else None, h.similarity)
+        return [ocr_search.annotate(_to_result(h.score, rec, h.explain if explain else None,
+                                               h.similarity), texts)
                 for h, rec in zip(hits, records, strict=True)]
 
     def facets(self, columns: str | Sequence[str], text: str | None = None,
@@ -653,7 +663,7 @@ class Collection:
                 self._calib_cache = cached
         return stored.merged(cached[1])
 
-    def _load_reranker(self, spec: str | None) -> Reranker:
+    def _load_reranker(self, spec: str | None) -> Reranker | None:
         asked = spec
         spec = spec or config.reranker_spec()
         with self._cache_lock:
@@ -745,7 +755,7 @@ class Collection:
         return {"store": str(self.path.resolve()), "model": (manifest.get("model") or {}).get(
                     "spec"), "dim": manifest.get("dim"), "items": items, "vectors": len(snap),
                 "modalities": counts, "channels": self._channels(snap),
-                "audio": manifest.get("audio"),
+                "audio": manifest.get("audio"), "ocr": manifest.get("ocr"),
                 "index": snap.index.kind if len(snap) else "none",
                 "index_params": snap.index.describe() if len(snap) else {},
                 "segments": len(manifest.get("segments", [])),
