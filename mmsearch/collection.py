@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,6 +44,8 @@ from mmsearch.ingest.video import (
     DEFAULT_TIME_LIMIT,
     VideoOptions,
 )
+from mmsearch.ocr import search as ocr_search
+from mmsearch.ocr.settings import OcrSettings
 from mmsearch.planner import calibration as calib
 from mmsearch.planner.calibration import PROBE_TEXTS, Calibration, measure
 from mmsearch.planner.groups import layout
@@ -176,7 +179,8 @@ class Collection:
               scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
               video_time_limit: float = DEFAULT_TIME_LIMIT, tags: bool | None = None,
               speech: bool | None = None, whisper: str | None = None,
-              audio_model: str | None = None) -> IndexReport:
+              audio_model: str | None = None, ocr: bool | None = None,
+              reprocess: bool = False) -> IndexReport:
         """Index files and folders recursively; re-runs are incremental.
 
         Unchanged files are skipped without decoding, renamed files keep their vectors
@@ -191,7 +195,15 @@ class Collection:
         Audio files and the sound of videos: `tags` (YAMNet sound events), `speech`
         (Whisper transcripts; `whisper` names the model) and `audio_model` (a CLAP model in
         its own space, off by default). None: what the store was built with, else the
-        defaults (see `mmsearch.audio.settings`); the store remembers the choice.
+        defaults (see `mmsearch.audio.settings`); the store remembers the choice. A
+        channel whose model is missing is skipped (logged once, and in
+        `report.skipped_channels`); files indexed without it get it on a later run once it
+        is installed. `reprocess`: decode and embed every file again, changed or not.
+
+
+        `ocr`: read the text in pictures and video moments (channel "ocr", columns `ocr`
+        and `ocr_lines`); None: as the store was built, else on when the engine is
+        installed (the `ocr` extra); remembered like the audio channels.
         """
         try:
             video = VideoOptions(fps, scene_threshold, video_time_limit)
@@ -203,13 +215,17 @@ class Collection:
             raise UsageError(f"no such file or folder: {', '.join(missing)}")
         settings = AudioSettings.resolve(self._store.manifest.get("audio"), tags=tags,
                                          speech=speech, whisper=whisper, clap=audio_model)
+        reading = OcrSettings.resolve(self._store.manifest.get("ocr"), ocr)
         with self._lock, self._store.writer() as store:
             self._check_model(self._asked_model)
             indexer = Indexer(store, lambda: self.encoder, self._model_pin,
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
                               progress=progress, video=video,
-                              audio=settings.analyzer(self._device), audio_settings=settings)
+                              audio=settings.analyzer(self._device), audio_settings=settings,
+                              ocr_settings=reading, reprocess=reprocess)
             report = indexer.run(roots)
+            for note in report.channel_notes():
+                logging.getLogger("mmsearch").warning("%s", note)
             self._maintain_index(store)
             self._publish(store)
         return report
@@ -339,20 +355,27 @@ class Collection:
         return len(keys)
 
     def remove_paths(self, paths: Iterable[str | os.PathLike[str]]) -> int:
-        """Remove items whose file is one of `paths` or lies under one of them."""
+        """Remove items whose file is one of `paths` or lies under one of them; files
+        remembered as failed there are forgotten (a later index run tries them again).
+        Returns the number of files removed or forgotten."""
         roots = [os.path.abspath(os.fspath(p)) for p in paths]
         with self._lock, self._store.writer() as store:
+            failed = store.manifest.get("failed") or {}
+            forgot = [p for p in failed if is_under(p, roots)]
             table = store.read_live_table(["key", "path"])
-            if "path" not in table.column_names:
-                return 0
-            keys = [k for k, p in zip(table.column("key").to_pylist(),
-                                      table.column("path").to_pylist(), strict=True)
-                    if p and is_under(p, roots)]
-            if keys:
-                store.commit([], np.array(keys, dtype=np.int64))
+            keys, files = [], set()
+            if "path" in table.column_names:
+                for k, p in zip(table.column("key").to_pylist(),
+                                table.column("path").to_pylist(), strict=True):
+                    if p and is_under(p, roots):
+                        keys.append(k)
+                        files.add(p)
+            if keys or forgot:
+                extra = {"failed": {p: v for p, v in failed.items() if p not in forgot}}
+                store.commit([], np.array(keys, dtype=np.int64), extra=extra)
                 self._maintain_index(store)
             self._publish(store)
-        return len(keys)
+        return len(files) + len(forgot)
 
     def _maintain_index(self, store: Store, force: bool = False) -> None:
         """Train, update or save the IVF-PQ index after a write (inside the writer lock)."""
@@ -487,15 +510,17 @@ class Collection:
         clap = self._clap_query(" ".join(texts) or None, audio)
         bonus = row_bonus(snap, texts, rows, clap, ClapSpace(self.path) if clap is not None
                           else None)
+        bonus = ocr_search.add_bonus(bonus, snap, texts, rows)
         rerank_fn = None
-        if rerank_n:
-            model = self._load_reranker(reranker)
+        model = self._load_reranker(reranker) if rerank_n else None
+        if model is not None:  # None: no reranker reachable (said once in the log)
             rerank_fn = functools.partial(rerank_hits, n=rerank_n, text=" ".join(texts),
                                           reranker=model, snap=snap)
         hits = execute(snap, query, self._calibration(snap, query), rows, rerank_fn,
                        rerank_n, bonus)
         records = snap.records(np.array([h.row for h in hits], dtype=np.int64))
-        return [_to_result(h.score, rec, h.explain if explain else None, h.similarity)
+        return [ocr_search.annotate(_to_result(h.score, rec, h.explain if explain else None,
+                                               h.similarity), texts)
                 for h, rec in zip(hits, records, strict=True)]
 
     def facets(self, columns: str | Sequence[str], text: str | None = None,
@@ -653,7 +678,7 @@ class Collection:
                 self._calib_cache = cached
         return stored.merged(cached[1])
 
-    def _load_reranker(self, spec: str | None) -> Reranker:
+    def _load_reranker(self, spec: str | None) -> Reranker | None:
         asked = spec
         spec = spec or config.reranker_spec()
         with self._cache_lock:
@@ -745,7 +770,7 @@ class Collection:
         return {"store": str(self.path.resolve()), "model": (manifest.get("model") or {}).get(
                     "spec"), "dim": manifest.get("dim"), "items": items, "vectors": len(snap),
                 "modalities": counts, "channels": self._channels(snap),
-                "audio": manifest.get("audio"),
+                "audio": manifest.get("audio"), "ocr": manifest.get("ocr"),
                 "index": snap.index.kind if len(snap) else "none",
                 "index_params": snap.index.describe() if len(snap) else {},
                 "segments": len(manifest.get("segments", [])),

@@ -12,28 +12,34 @@ from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-import torch
 from PIL import Image
 
-from mmsearch.audio.analyze import AudioAnalyzer, AudioPart
+from mmsearch.audio.analyze import CHANNELS, AudioAnalyzer, AudioPart
 from mmsearch.audio.decode import open_audio
-from mmsearch.errors import BadMediaError, MmsearchError
+from mmsearch.errors import BadMediaError
 from mmsearch.ingest.discover import Found
 from mmsearch.ingest.images import decode_image
 from mmsearch.ingest.video import VideoOptions, decode_video, video_hash
 
+if TYPE_CHECKING:  # frames are tensors; torch loads with the encoder
+    import torch
+
 T = TypeVar("T")
+#: `audio_channels` of a file with no sound to analyse.
+NO_SOUND = "-"
 R = TypeVar("R")
 
 
 class Frame(NamedTuple):
-    """One preprocessed frame to embed; start_s/end_s are None for still images."""
+    """One preprocessed frame to embed; start_s/end_s are None for still images; `ocr`:
+    the text lines read in it (OCR on), boxes in the file's pixels."""
 
     pixels: torch.Tensor
     start_s: float | None = None
     end_s: float | None = None
+    ocr: list[Any] | None = None
 
 
 @dataclass
@@ -56,6 +62,8 @@ class Prepared:
     parts: list[AudioPart] = field(default_factory=list)
     clap: list[tuple[float, float, Any]] = field(default_factory=list)
     known: bool = False
+    #: a failure that a later run retries (no audio channel could run), not remembered
+    retry: bool = False
 
     @property
     def pixels(self) -> torch.Tensor | None:
@@ -72,10 +80,15 @@ def prepare_file(found: Found, known_hashes: Container[str],
                  preprocess: Callable[[Image.Image], torch.Tensor],
                  max_pixels: int, min_side: int = 0,
                  video: VideoOptions | None = None,
-                 audio: AudioAnalyzer | None = None) -> Prepared:
-    """Worker stage for one file. Never raises for bad input: errors land in `.error`."""
+                 audio: AudioAnalyzer | None = None, ocr: Any = None) -> Prepared:
+    """Worker stage for one file. Never raises for bad input: errors land in `.error`.
+
+    `ocr`: an engine (`mmsearch.ocr.engine.OcrEngine`) that reads the text of each
+    picture and kept video moment, or None.
+    """
     if found.modality == "video":
-        return prepare_video(found, known_hashes, preprocess, video or VideoOptions(), audio)
+        return prepare_video(found, known_hashes, preprocess, video or VideoOptions(), audio,
+                             ocr)
     if found.modality == "audio":
         return prepare_audio(found, known_hashes, audio)
     out = Prepared(found)
@@ -91,8 +104,9 @@ def prepare_file(found: Found, known_hashes: Container[str],
         return out
     try:
         decoded = decode_image(data, max_pixels, min_side)
-        out.frames = [Frame(preprocess(decoded.image))]
         out.meta = decoded.meta
+        out.frames = [Frame(preprocess(decoded.image),
+                            ocr=read_text(ocr, decoded.image, out.meta, out.warnings))]
     except BadMediaError as e:
         out.error = str(e)
     except Exception as e:
@@ -102,7 +116,8 @@ def prepare_file(found: Found, known_hashes: Container[str],
 
 def prepare_video(found: Found, known_hashes: Container[str],
                   preprocess: Callable[[Image.Image], torch.Tensor],
-                  options: VideoOptions, audio: AudioAnalyzer | None = None) -> Prepared:
+                  options: VideoOptions, audio: AudioAnalyzer | None = None,
+                  ocr: Any = None) -> Prepared:
     """Worker stage for a video: hash (sampled when large), then sample moments.
 
     Frames are kept in half precision (the encoder casts them back) to halve the memory
@@ -111,8 +126,15 @@ def prepare_video(found: Found, known_hashes: Container[str],
     out = _hashed(found, known_hashes)
     if out.error or out.known:
         return out
+    texts: list[tuple[list[Any] | None, tuple[int, int]]] = []
+
+    def on_frame(im: Image.Image) -> torch.Tensor:
+        if ocr is not None:
+            texts.append((read_text(ocr, im, None, out.warnings), im.size))
+        return preprocess(im).half()
+
     try:
-        decoded = decode_video(found.path, options, on_frame=lambda im: preprocess(im).half())
+        decoded = decode_video(found.path, options, on_frame=on_frame)
     except BadMediaError as e:
         out.error = str(e)
         return out
@@ -120,22 +142,57 @@ def prepare_video(found: Found, known_hashes: Container[str],
         out.error = f"cannot decode video: {type(e).__name__}: {e}"
         return out
     out.meta = decoded.meta
-    out.warnings = decoded.warnings
-    out.frames = [Frame(m.image, m.start_s, m.end_s) for m in decoded.moments]
+    out.warnings = [*out.warnings, *decoded.warnings]
+    texts += [(None, (1, 1))] * (len(decoded.moments) - len(texts))
+    size = (decoded.meta.get("width"), decoded.meta.get("height"))
+    out.frames = [Frame(m.image, m.start_s, m.end_s, _scaled(lines, seen, size))
+                  for m, (lines, seen) in zip(decoded.moments, texts, strict=True)]
+    # the sound channels computed: "-" when there is nothing to compute (no sound track,
+    # or one that cannot be decoded), "" when none could run (a later run adds them)
+    out.meta["audio_channels"] = ""
     if audio is not None and audio.enabled:
         try:
             stream = open_audio(found.path, time_limit=options.time_limit, require=False)
-            if stream is not None:
+            if stream is None:
+                out.meta["audio_channels"] = NO_SOUND
+            else:
                 analysis = audio.analyze(stream)
                 out.parts, out.clap = analysis.parts, analysis.clap
                 out.warnings.extend(analysis.warnings)
+                out.meta["audio_channels"] = ",".join(analysis.channels)
         except BadMediaError as e:  # the pictures are still good
             out.warnings.append(f"sound track not indexed: {e}")
-        except MmsearchError:  # a model that cannot load stops the run with its message
-            raise
+            out.meta["audio_channels"] = NO_SOUND
         except Exception as e:
             out.warnings.append(f"sound track not indexed: {type(e).__name__}: {e}")
     return out
+
+
+def read_text(ocr: Any, image: Image.Image, meta: dict[str, Any] | None,
+              warnings: list[str]) -> list[Any] | None:
+    """The text lines of a picture (boxes scaled to the original's `width`/`height` in
+    `meta`), None when OCR is off or finds nothing. A failure is a warning, not an error:
+    the picture is still indexed."""
+    if ocr is None:
+        return None
+    try:
+        lines = ocr.read(image)
+    except Exception as e:
+        warnings.append(f"text not read (OCR failed): {type(e).__name__}: {e}")
+        return None
+    if not lines:
+        return None
+    if meta:
+        return _scaled(lines, image.size, (meta.get("width"), meta.get("height")))
+    return lines
+
+
+def _scaled(lines: list[Any] | None, seen: tuple[int, int],
+            size: tuple[Any, Any]) -> list[Any] | None:
+    """Lines whose boxes were read on a `seen`-sized picture, in `size` pixels."""
+    if not lines or not size[0] or not size[1] or tuple(seen) == tuple(size):
+        return lines
+    return [ln.scaled(size[0] / seen[0], size[1] / seen[1]) for ln in lines]
 
 
 def _hashed(found: Found, known_hashes: Container[str]) -> Prepared:
@@ -154,11 +211,16 @@ def prepare_audio(found: Found, known_hashes: Container[str],
                   audio: AudioAnalyzer | None) -> Prepared:
     """Worker stage for an audio file: hash, then tag / transcribe / embed its windows."""
     if audio is None or not audio.enabled:
-        out = Prepared(found)
+        out = Prepared(found, retry=True)
         out.error = "audio channels are off (--no-tags --no-speech and no --audio-model)"
         return out
     out = _hashed(found, known_hashes)
     if out.error or out.known:
+        return out
+    if not audio.working():
+        out.error = "no audio channel could run (" + "; ".join(
+            f"{CHANNELS[c]}: {why}" for c, why in audio.missing.items()) + ")"
+        out.retry = True
         return out
     try:
         stream = open_audio(found.path, time_limit=audio.options.time_limit)
@@ -167,13 +229,12 @@ def prepare_audio(found: Found, known_hashes: Container[str],
     except BadMediaError as e:
         out.error = str(e)
         return out
-    except MmsearchError:  # a model that cannot load stops the run with its message
-        raise
     except Exception as e:
         out.error = f"cannot analyse audio: {type(e).__name__}: {e}"
         return out
     out.meta = {"duration_s": analysis.seconds, "codec": stream.meta.get("codec"),
-                "sample_rate": stream.meta.get("sample_rate")}
+                "sample_rate": stream.meta.get("sample_rate"),
+                "audio_channels": ",".join(analysis.channels)}
     out.parts, out.clap, out.warnings = analysis.parts, analysis.clap, analysis.warnings
     return out
 
