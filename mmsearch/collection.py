@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -178,7 +179,8 @@ class Collection:
               scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
               video_time_limit: float = DEFAULT_TIME_LIMIT, tags: bool | None = None,
               speech: bool | None = None, whisper: str | None = None,
-              audio_model: str | None = None, ocr: bool | None = None) -> IndexReport:
+              audio_model: str | None = None, ocr: bool | None = None,
+              reprocess: bool = False) -> IndexReport:
         """Index files and folders recursively; re-runs are incremental.
 
         Unchanged files are skipped without decoding, renamed files keep their vectors
@@ -193,7 +195,11 @@ class Collection:
         Audio files and the sound of videos: `tags` (YAMNet sound events), `speech`
         (Whisper transcripts; `whisper` names the model) and `audio_model` (a CLAP model in
         its own space, off by default). None: what the store was built with, else the
-        defaults (see `mmsearch.audio.settings`); the store remembers the choice.
+        defaults (see `mmsearch.audio.settings`); the store remembers the choice. A
+        channel whose model is missing is skipped (logged once, and in
+        `report.skipped_channels`); files indexed without it get it on a later run once it
+        is installed. `reprocess`: decode and embed every file again, changed or not.
+
 
         `ocr`: read the text in pictures and video moments (channel "ocr", columns `ocr`
         and `ocr_lines`); None: as the store was built, else on when the engine is
@@ -216,8 +222,10 @@ class Collection:
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
                               progress=progress, video=video,
                               audio=settings.analyzer(self._device), audio_settings=settings,
-                              ocr_settings=reading)
+                              ocr_settings=reading, reprocess=reprocess)
             report = indexer.run(roots)
+            for note in report.channel_notes():
+                logging.getLogger("mmsearch").warning("%s", note)
             self._maintain_index(store)
             self._publish(store)
         return report
@@ -347,20 +355,27 @@ class Collection:
         return len(keys)
 
     def remove_paths(self, paths: Iterable[str | os.PathLike[str]]) -> int:
-        """Remove items whose file is one of `paths` or lies under one of them."""
+        """Remove items whose file is one of `paths` or lies under one of them; files
+        remembered as failed there are forgotten (a later index run tries them again).
+        Returns the number of files removed or forgotten."""
         roots = [os.path.abspath(os.fspath(p)) for p in paths]
         with self._lock, self._store.writer() as store:
+            failed = store.manifest.get("failed") or {}
+            forgot = [p for p in failed if is_under(p, roots)]
             table = store.read_live_table(["key", "path"])
-            if "path" not in table.column_names:
-                return 0
-            keys = [k for k, p in zip(table.column("key").to_pylist(),
-                                      table.column("path").to_pylist(), strict=True)
-                    if p and is_under(p, roots)]
-            if keys:
-                store.commit([], np.array(keys, dtype=np.int64))
+            keys, files = [], set()
+            if "path" in table.column_names:
+                for k, p in zip(table.column("key").to_pylist(),
+                                table.column("path").to_pylist(), strict=True):
+                    if p and is_under(p, roots):
+                        keys.append(k)
+                        files.add(p)
+            if keys or forgot:
+                extra = {"failed": {p: v for p, v in failed.items() if p not in forgot}}
+                store.commit([], np.array(keys, dtype=np.int64), extra=extra)
                 self._maintain_index(store)
             self._publish(store)
-        return len(keys)
+        return len(files) + len(forgot)
 
     def _maintain_index(self, store: Store, force: bool = False) -> None:
         """Train, update or save the IVF-PQ index after a write (inside the writer lock)."""

@@ -18,6 +18,13 @@ COMMIT_EVERY = int(os.environ.get("MMSEARCH_COMMIT_EVERY", "512"))
 COMMIT_SECONDS = 30.0
 BATCH_SIZE = 32
 
+#: Default sampling rate (frames per second of video).
+DEFAULT_FPS = 1.0
+#: Default scene-change threshold: mean abs difference of 32x32 gray thumbnails (0-255).
+DEFAULT_SCENE_THRESHOLD = 6.0
+#: Default wall-clock budget for decoding one video, seconds ($MMSEARCH_VIDEO_TIME_LIMIT).
+DEFAULT_TIME_LIMIT = float(os.environ.get("MMSEARCH_VIDEO_TIME_LIMIT", "900"))
+
 
 def store_path(store: str | os.PathLike[str] | None = None) -> Path:
     """The store folder: the argument, else $MMSEARCH_STORE, else ./indexes/default."""

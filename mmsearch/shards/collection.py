@@ -208,9 +208,10 @@ class ShardedCollection:
               video_time_limit: float = DEFAULT_TIME_LIMIT, tags: bool | None = None,
               speech: bool | None = None, whisper: str | None = None,
               audio_model: str | None = None, ray: str | None = None,
-              ocr: bool | None = None) -> IndexReport:
+              ocr: bool | None = None, reprocess: bool = False) -> IndexReport:
         """Index files and folders as `Collection.index` does (incremental, renames matched
-        by content hash across shards); each file's rows go to the shard of its id.
+        by content hash across shards; `reprocess` embeds every file again); each file's
+        rows go to the shard of its id.
 
         `ray`: decode and embed on a Ray cluster ("local", "auto" or an address; see
         `mmsearch.distributed.ingest`); the result is the same.
@@ -226,7 +227,7 @@ class ShardedCollection:
                                     scene_threshold=scene_threshold,
                                     video_time_limit=video_time_limit, tags=tags,
                                     speech=speech, whisper=whisper, audio_model=audio_model,
-                                    ocr=ocr)
+                                    ocr=ocr, reprocess=reprocess)
         if audio_model:
             raise UsageError("a CLAP audio space (--audio-model) is not supported on sharded "
                              "stores; tags and speech are")
@@ -249,7 +250,8 @@ class ShardedCollection:
             indexer = self._indexer(view, lambda: self.encoder, self.shards[0]._model_pin,
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
                               progress=progress, video=video, audio=settings.analyzer(device),
-                              audio_settings=settings, ocr_settings=reading)
+                              audio_settings=settings, ocr_settings=reading,
+                              reprocess=reprocess)
             report = indexer.run(roots)
             self._after_shard_writes(stores)
         return report
@@ -387,6 +389,14 @@ class ShardedCollection:
 
         return self._run(query, texts, where, filters, pool_size(query, rerank_n), rerank_fn)
 
+    #: Several queries in one call, as `Collection.search_batch` (texts embedded in one
+    #: encoder batch by the first shard's encoder, which parses every query).
+    search_batch = Collection.search_batch
+
+    @property
+    def _batch(self) -> Any:
+        return self.shards[0]._batch
+
     def _run(self, query: Query, texts: list[str], where: str | None,
              filters: Mapping[str, Any] | None, pool: int,
              rerank_fn: Callable[[list[Hit], Any], list[Hit]] | None) -> SearchResults:
@@ -478,6 +488,7 @@ class ShardedCollection:
         out.update(store=str(self.path.resolve()), model=self.model or out["model"],
                    dim=top.get("dim") or out["dim"],
                    index=",".join(sorted({p["index"] for p in parts})),
+                   index_params={},  # one per shard: see `shards`
                    generation=int(top.get("generation", 0)),
                    columns=sorted({c for p in parts for c in p["columns"]}),
                    shards=[{"name": n, "items": p["items"], "vectors": p["vectors"],
