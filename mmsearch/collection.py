@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,22 +14,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsearch import config
-from mmsearch.audio.search import channel_counts, row_bonus
-from mmsearch.audio.settings import AudioSettings, audio_query_vectors
+from mmsearch.audio.search import channel_counts
+from mmsearch.audio.settings import AudioSettings
 from mmsearch.audio.space import ClapSpace
 from mmsearch.catalog.embed import embed_products
 from mmsearch.catalog.products import ProductColumns, Products, prepare
 from mmsearch.catalog.read import read_catalog
 from mmsearch.catalog.sync import CatalogReport, plan
 from mmsearch.encoders.base import Encoder
+from mmsearch.encoders.media import embed_image
 from mmsearch.encoders.registry import load_default_encoder, load_encoder, same_model
-from mmsearch.errors import BadMediaError, MmsearchError, ModelMismatchError, UsageError
-from mmsearch.filters import compile_filters, quote_identifier
+from mmsearch.errors import MmsearchError, ModelMismatchError, UsageError
+from mmsearch.filters import quote_identifier
 from mmsearch.index.manage import maintain
 from mmsearch.index.params import AnnParams
 from mmsearch.indexer import Indexer, IndexReport
 from mmsearch.ingest.discover import is_under
-from mmsearch.ingest.images import decode_image
 from mmsearch.ingest.video import (
     DEFAULT_FPS,
     DEFAULT_SCENE_THRESHOLD,
@@ -40,21 +39,16 @@ from mmsearch.ingest.video import (
 from mmsearch.planner import calibration as calib
 from mmsearch.planner.calibration import PROBE_TEXTS, Calibration, measure
 from mmsearch.planner.groups import layout
-from mmsearch.planner.plan import execute
-from mmsearch.planner.query import Part, Query, SortKey, parse_weights, split_negatives, text_terms
-from mmsearch.planner.rerank_step import rerank_hits
+from mmsearch.planner.query import Query
+from mmsearch.planner.search import Search, SearchEnv
 from mmsearch.records import RecordBatch, as_table, to_record_batch
+from mmsearch.request import SearchRequest
 from mmsearch.rerank.base import Reranker
 from mmsearch.rerank.registry import load_default_reranker, load_reranker
 from mmsearch.results import Result, results_to_arrow
 from mmsearch.store.schema import utc_naive
-from mmsearch.store.snapshot import CORE_COLUMNS, HIDDEN_COLUMNS, Snapshot
+from mmsearch.store.snapshot import HIDDEN_COLUMNS, Snapshot
 from mmsearch.store.store import Batch, Store
-
-ImageQuery = str | os.PathLike[str] | bytes | Any  # a path, raw bytes or a PIL image
-MODALITIES = ("image", "video", "audio", "text")
-#: Hits rescored by `rerank=True`.
-DEFAULT_RERANK = 20
 
 
 class Collection:
@@ -94,6 +88,8 @@ class Collection:
         self._calib_cache: tuple[int, Calibration] | None = None
         self._rerankers: dict[str, Reranker] = {}
         self._probe_vectors: np.ndarray | None = None
+        self._env = SearchEnv(self.path, lambda: self.encoder, self._calibration,
+                              self._load_reranker, self._manifest, self._device)
         self._check_model(self._asked_model)
 
     # -- model ------------------------------------------------------------------------
@@ -289,7 +285,7 @@ class Collection:
             self._check_dim(batch.vectors.shape[1])
             return batch.vectors
         if batch.paths is not None:
-            return np.concatenate([self._embed_image(p) for p in batch.paths])
+            return np.concatenate([embed_image(self.encoder, p) for p in batch.paths])
         if batch.texts is not None:
             return self.encoder.encode_texts(batch.texts)
         raise UsageError("records need a `vector`, `path` or `text` column to embed")
@@ -399,87 +395,49 @@ class Collection:
                 continue
         raise MmsearchError(f"store {self.path} keeps changing under the reader; try again")
 
-    def search(self, text: str | Sequence[str | tuple[str, float]] | None = None,
-               image: ImageQuery | None = None, audio: Any = None,
-               vector: Sequence[float] | np.ndarray | None = None,
-               k: int = 10, where: str | None = None,
-               filters: Mapping[str, Any] | None = None,
-               modality: str | Sequence[str] | None = None, *,
-               negative: str | Sequence[str] | None = None,
-               weights: Mapping[str, float] | str | None = None, offset: int = 0,
-               min_score: float | None = None, sort: str | None = None,
-               fusion: str = "sum", explain: bool = False, rerank: int | bool = False,
-               reranker: str | None = None) -> list[Result]:
-        """Find the k best items for a text, an image, a vector, or several of them.
+    def search(self, request: SearchRequest | str | Sequence[Any] | None = None, /,
+               **options: Any) -> list[Result]:
+        """Find the k best items for a text, an image, a sound, a vector, or several.
 
-        Args:
-            text: a text, or several texts / (text, weight) pairs; `-word` tokens in a text
-                are negatives ("beach -people").
-            image, vector: an example image (path, bytes, PIL) or an embedding.
-            negative: text(s) whose matches are pushed down.
-            where: a SQL condition over the metadata columns (trusted input); `filters`
-                is a structured, injection-safe alternative (see mmsearch.filters).
-            modality: "video", "image,video" or a list: only those kinds of items.
-            weights: channel weights, e.g. {"visual": 1, "text": 0.5} or "text=0.5"
-                (default 1 each; 0 leaves a channel out).
-            offset: results to skip (paging; pages never repeat within the candidate pool).
-            min_score: keep results scoring at least this (calibrated z scale, see README).
-            sort: a metadata column to order by (`col`, `-col`, `col:desc`), applied to
-                the results above `min_score`.
-            fusion: "sum" (calibrated weighted sum, default) or "rrf" (reciprocal rank).
-            explain: attach per-channel, per-part contributions to `Result.explain`.
-            rerank: rescore the top N (an int; True = 20) with a cross-attention model.
-            reranker: reranker spec (default $MMSEARCH_RERANKER, else "blip").
+        Takes a `SearchRequest`, or builds one from keyword arguments (the same names; see
+        `mmsearch.request.SearchRequest` for every option and its limits), e.g.
+        `col.search(text="red shoe", k=5, filters={"price": {"lte": 50}})`. A first
+        positional argument that is not a request is the `text`. The main options:
+
+            text: a text, or several texts / (text, weight) pairs; `-word` tokens are
+                negatives ("beach -people"). negative: more texts to push down.
+            image, audio, vector: an example image (path, bytes, PIL), sound (path) or
+                embedding.
+            k, offset: the page. where (trusted SQL), filters (structured, safe), modality:
+                which rows count. weights, fusion, min_score, sort, explain: scoring and
+                presentation. rerank (a count; True = 20), reranker (a spec).
 
         Items with several rows (video moments, a product's photo and title) appear once;
         moments come back as their best moment (`start_s`/`end_s`).
         """
-        rerank_n = _rerank_count(rerank)
-        query, texts = self._parse_query(text, image, vector, negative, audio, k=k,
-                                         offset=offset,
-                                         min_score=min_score, sort=sort, fusion=fusion,
-                                         weights=weights, explain=explain)
-        if rerank_n and not texts:
-            raise UsageError("reranking needs a text query")
-        if query is None:
-            return self._search_clap_only(audio, k, offset, where, filters)
-        where = _with_modality(where, modality)
-        snap = self.snapshot()
-        if len(snap) == 0:
-            return []
-        rows = self._filter_rows(snap, where, filters)
-        clap = self._clap_query(" ".join(texts) or None, audio)
-        bonus = row_bonus(snap, texts, rows, clap, ClapSpace(self.path) if clap is not None
-                          else None)
-        rerank_fn = None
-        if rerank_n:
-            model = self._load_reranker(reranker)
-            rerank_fn = functools.partial(rerank_hits, n=rerank_n, text=" ".join(texts),
-                                          reranker=model, snap=snap)
-        hits = execute(snap, query, self._calibration(snap, query), rows, rerank_fn,
-                       rerank_n, bonus)
-        records = snap.records(np.array([h.row for h in hits], dtype=np.int64))
-        return [_to_result(h.score, rec, h.explain if explain else None, h.similarity)
-                for h, rec in zip(hits, records, strict=True)]
+        if request is not None and not isinstance(request, SearchRequest):
+            options = {"text": request, **options}
+            request = None
+        req = SearchRequest.build(request, **options)
+        return Search(self.snapshot(), req, self._env).run()
 
-    def facets(self, columns: str | Sequence[str], text: str | None = None,
-               image: ImageQuery | None = None,
-               vector: Sequence[float] | np.ndarray | None = None, k: int = 100,
-               where: str | None = None, filters: Mapping[str, Any] | None = None,
-               modality: str | Sequence[str] | None = None,
-               ) -> dict[str, list[tuple[Any, int]]]:
+    def facets(self, columns: str | Sequence[str], request: SearchRequest | None = None, /,
+               **options: Any) -> dict[str, list[tuple[Any, int]]]:
         """Counts of items per value of each column, most frequent first (DuckDB).
 
-        With a query (text, image or vector), over its k best items (as `search` returns
-        them); without one, over every item matching `where`/`filters`/`modality`.
+        With a query (text, image, audio or vector; a `SearchRequest` or the keyword
+        arguments of `search`, k defaulting to 100), over its k best items as `search`
+        returns them; without one, over every item matching `where`/`filters`/`modality`.
         """
         names = [columns] if isinstance(columns, str) else list(columns)
         if not names:
             raise UsageError("give at least one facet column")
-        if text is not None or image is not None or vector is not None:
-            hits = self.search(text=text, image=image, vector=vector, k=k, where=where,
-                               filters=filters, modality=modality)
-            snap = self.snapshot()
+        if request is None:
+            options.setdefault("k", 100)
+        req = SearchRequest.build(request, **options)
+        snap = self.snapshot()
+        if req.has_query():
+            hits = Search(snap, req, self._env).run()
             if not hits or not len(snap):
                 return {c: [] for c in names}
             cursor = snap.sql("SELECT 1")  # this thread's cursor (a new connection is slow)
@@ -489,57 +447,13 @@ class Collection:
                 return {c: _facet(cursor, "hits", c, "count(*)", "TRUE", []) for c in names}
             finally:
                 cursor.unregister("hits")
-        snap = self.snapshot()
         if not len(snap):
             return {c: [] for c in names}
-        condition, params = _condition(_with_modality(where, modality), filters)
+        cond, params = req.condition()
         cursor = snap.sql("SELECT 1")  # the snapshot's per-thread cursor, `items` registered
         cursor.fetchall()
-        return {c: _facet(cursor, "items", c, "count(DISTINCT id)", condition or "TRUE",
+        return {c: _facet(cursor, "items", c, "count(DISTINCT id)", cond or "TRUE",
                           params) for c in names}
-
-    def _parse_query(self, text: Any, image: ImageQuery | None, vector: Any,
-                     negative: str | Sequence[str] | None, audio: Any = None, **options: Any
-                     ) -> tuple[Query | None, list[str]]:
-        """Embed the query parts; returns the query and its positive texts.
-
-        An example sound (`audio`, a path) goes through the store's tags and speech channels
-        as if indexed: its tags and its transcript each become a text-kind part.
-        """
-        terms, negatives = [], [negative] if isinstance(negative, str) else list(negative or [])
-        for term, weight in text_terms(text):
-            rest, minus = split_negatives(term)
-            negatives += minus
-            if rest:
-                terms.append((rest, weight))
-        negatives = [n.strip() for n in negatives if n and n.strip()]
-        texts = [t for t, _ in terms]
-        embedded = self.encoder.encode_texts(texts + negatives) if texts or negatives else []
-        positives = [Part("text", embedded[i], w, f"text:{t}") for i, (t, w) in
-                     enumerate(terms)]
-        if image is not None:
-            positives.append(Part("image", self._embed_image(image)[0], 1.0, "image"))
-        if vector is not None:
-            v = np.asarray(vector, dtype=np.float32).reshape(-1)
-            self._check_dim(v.shape[0])
-            positives.append(Part("image", v / max(float(np.linalg.norm(v)), 1e-12), 1.0,
-                                  "vector"))
-        if audio is not None:
-            settings = AudioSettings.resolve(self._store.manifest.get("audio"))
-            sounds = audio_query_vectors(self.encoder, settings, audio, self._device)
-            if not sounds and not positives and not ClapSpace(self.path).exists:
-                raise UsageError(f"nothing in {os.fspath(audio)} to search with: no sound "
-                                 "events or speech recognised, and the store has no CLAP "
-                                 "space")
-            if not sounds and not positives:
-                return None, texts  # a query by sound answered by the CLAP space alone
-            positives += [Part("text", v, 1.0, f"sound:{i}") for i, v in enumerate(sounds)]
-        parts_neg = [Part("text", embedded[len(texts) + i], 1.0, f"not:{n}")
-                     for i, n in enumerate(negatives)]
-        sort = options.pop("sort")
-        weights = parse_weights(options.pop("weights"))
-        return Query(positives, parts_neg, sort=SortKey.parse(sort) if sort else None,
-                     weights=weights, **options), texts
 
     def _calibration(self, snap: Snapshot, query: Query) -> Calibration:
         """The store's calibration; pairs it lacks measured now (once per generation)."""
@@ -566,58 +480,6 @@ class Collection:
                 load = load_reranker if asked else load_default_reranker
                 self._rerankers[spec] = load(spec, self._device)
             return self._rerankers[spec]
-
-    def _search_clap_only(self, audio: Any, k: int, offset: int, where: str | None,
-                          filters: Mapping[str, Any] | None) -> list[Result]:
-        """A sound query on a store whose only audio channel is CLAP: its hits, in order
-        (score: the z-score within this search's CLAP hits)."""
-        snap = self.snapshot()
-        if not len(snap):
-            return []
-        rows = self._filter_rows(snap, where, filters)
-        bonus = row_bonus(snap, [], rows, self._clap_query(None, audio), ClapSpace(self.path))
-        ranked = sorted(bonus.items(), key=lambda rz: -rz[1])[offset:offset + k]
-        records = snap.records(np.array([r for r, _ in ranked], dtype=np.int64))
-        return [_to_result(z, rec) for (_, z), rec in zip(ranked, records, strict=True)]
-
-    def _clap_query(self, text: str | None, audio: Any) -> np.ndarray | None:
-        """The query in the CLAP space when the store has one (text, or the sound's first
-        10 s), else None."""
-        spec = (self._store.manifest.get("audio") or {}).get("clap")
-        if not spec or not ClapSpace(self.path).exists or (audio is None and not text):
-            return None
-        settings = AudioSettings.resolve(self._store.manifest.get("audio"))
-        clap = settings.analyzer(self._device).clap
-        if audio is not None:
-            return clap.embed_file(os.fspath(audio), [(0.0, 10.0)])[0]
-        return clap.embed_texts([text])[0]
-
-    def _embed_image(self, image: ImageQuery) -> np.ndarray:
-        from PIL import Image
-
-        encoder = self.encoder
-        if isinstance(image, Image.Image):
-            pil = image.convert("RGB")
-        else:
-            if isinstance(image, bytes):
-                data = image
-            else:
-                try:
-                    data = Path(image).read_bytes()
-                except OSError as e:
-                    raise UsageError(f"cannot read image {image}: {e.strerror or e}") from None
-            try:
-                pil = decode_image(data, config.MAX_IMAGE_PIXELS,
-                                   2 * (encoder.image_size or 0)).image
-            except BadMediaError as e:
-                raise UsageError(f"cannot use image {image!r:.80}: {e}") from None
-        return encoder.encode_images(encoder.preprocess(pil)[None])
-
-    @staticmethod
-    def _filter_rows(snap: Snapshot, where: str | None,
-                     filters: Mapping[str, Any] | None) -> np.ndarray | None:
-        condition, params = _condition(where, filters)
-        return None if condition is None else snap.matching_rows(condition, params)
 
     def info(self) -> dict[str, Any]:
         """What the store holds: model, counts per modality, index type, size on disk."""
@@ -673,20 +535,6 @@ class Collection:
         return f"Collection({str(self.path)!r}, model={self.model!r})"
 
 
-def _condition(where: str | None, filters: Mapping[str, Any] | None
-               ) -> tuple[str | None, list[Any]]:
-    """One SQL condition (None: no condition) and its parameters from a trusted `where`
-    string and injection-safe structured `filters`."""
-    clauses, params = [], []
-    if where:
-        clauses.append(f"({where})")
-    if filters:
-        sql, values = compile_filters(filters)
-        clauses.append(f"({sql})")
-        params.extend(values)
-    return (" AND ".join(clauses) if clauses else None), params
-
-
 def _facet(con: duckdb.DuckDBPyConnection, table: str, column: str, count: str, where: str,
            params: list[Any]) -> list[tuple[Any, int]]:
     col = quote_identifier(column)
@@ -702,44 +550,6 @@ def _failures(failed: list[tuple[str, str]]) -> str:
     shown = "; ".join(f"{i}: {e}" for i, e in failed[:5])
     more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
     return f"{len(failed)} record(s) cannot be used, nothing written: {shown}{more}"
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
-
-
-def _with_modality(where: str | None, modality: str | Sequence[str] | None) -> str | None:
-    """`where` with a condition on the `modality` column added (names are validated)."""
-    if modality is None:
-        return where
-    names = modality.split(",") if isinstance(modality, str) else list(modality)
-    names = [str(n).strip().lower() for n in names if str(n).strip()]
-    bad = [n for n in names if n not in MODALITIES]
-    if bad or not names:
-        raise UsageError(f"unknown modality {', '.join(bad) or repr(modality)}; "
-                         f"choose from {', '.join(MODALITIES)}")
-    clause = "modality IN (" + ", ".join(f"'{n}'" for n in names) + ")"
-    return f"({where}) AND {clause}" if where else clause
-
-
-def _rerank_count(rerank: int | bool) -> int:
-    """`rerank=` as a number of hits (True: DEFAULT_RERANK, False/0: none)."""
-    if rerank is True:
-        return DEFAULT_RERANK
-    if rerank is False or rerank is None:
-        return 0
-    if not isinstance(rerank, int) or rerank < 0:
-        raise UsageError(f"rerank must be a number of results >= 0, not {rerank!r}")
-    return rerank
-
-
-def _to_result(score: float, record: dict[str, Any], explain: dict[str, Any] | None = None,
-               similarity: float | None = None) -> Result:
-    meta = {k: v for k, v in record.items() if k not in HIDDEN_COLUMNS and k not in CORE_COLUMNS}
-    return Result(id=str(record["id"]), path=record.get("path"),
-                  modality=record.get("modality") or "image", score=score,
-                  start_s=record.get("start_s"), end_s=record.get("end_s"), metadata=meta,
-                  explain=explain, similarity=similarity)
 
 
 def open(store: str | os.PathLike[str] | None = None, model: str | None = None,

@@ -53,3 +53,17 @@ def compile_filters(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
                 raise UsageError(f"unknown filter operator {op!r} for {column!r}; use one of "
                                  f"{', '.join([*_COMPARE, 'in', 'nin', 'between'])}")
     return " AND ".join(clauses) or "TRUE", params
+
+
+def condition(where: str | None, filters: Mapping[str, Any] | None
+              ) -> tuple[str | None, list[Any]]:
+    """One SQL condition (None: no condition) and its parameters from a trusted `where`
+    string and injection-safe structured `filters`."""
+    clauses, params = [], []
+    if where:
+        clauses.append(f"({where})")
+    if filters:
+        sql, values = compile_filters(filters)
+        clauses.append(f"({sql})")
+        params.extend(values)
+    return (" AND ".join(clauses) if clauses else None), params
