@@ -10,6 +10,7 @@
 from mmsearch.collection import Collection, open
 from mmsearch.errors import MmsearchError, ModelMismatchError, UsageError
 from mmsearch.indexer import IndexReport
+from mmsearch.request import SearchOptions, SearchRequest, TextTerm
 from mmsearch.results import Result, results_to_arrow, results_to_pandas
 
 __version__ = "0.1.0"
@@ -20,6 +21,9 @@ __all__ = [
            "MmsearchError",
            "ModelMismatchError",
            "Result",
+           "SearchOptions",
+           "SearchRequest",
+           "TextTerm",
            "UsageError",
            "__version__",
            "open",
