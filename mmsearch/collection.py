@@ -8,24 +8,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from mmsearch import config
 from mmsearch.audio.search import channel_counts
-from mmsearch.audio.settings import AudioSettings
-from mmsearch.audio.space import ClapSpace
-from mmsearch.catalog.embed import embed_products
 from mmsearch.catalog.products import ProductColumns, Products, prepare
 from mmsearch.catalog.read import read_catalog
-from mmsearch.catalog.sync import CatalogReport, plan
+from mmsearch.catalog.sync import CatalogReport, sync_products
+from mmsearch.channels import channels, index_options
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.media import embed_image
 from mmsearch.encoders.registry import load_default_encoder, load_encoder, same_model
 from mmsearch.errors import MmsearchError, ModelMismatchError, UsageError
-from mmsearch.filters import quote_identifier
 from mmsearch.index.manage import maintain
 from mmsearch.index.params import AnnParams
 from mmsearch.indexer import Indexer, IndexReport
@@ -38,6 +32,7 @@ from mmsearch.ingest.video import (
 )
 from mmsearch.planner import calibration as calib
 from mmsearch.planner.calibration import PROBE_TEXTS, Calibration, measure
+from mmsearch.planner.facets import hit_facets, row_facets
 from mmsearch.planner.groups import layout
 from mmsearch.planner.query import Query
 from mmsearch.planner.search import Search, SearchEnv
@@ -45,10 +40,11 @@ from mmsearch.records import RecordBatch, as_table, to_record_batch
 from mmsearch.request import SearchRequest
 from mmsearch.rerank.base import Reranker
 from mmsearch.rerank.registry import load_default_reranker, load_reranker
-from mmsearch.results import Result, results_to_arrow
-from mmsearch.store.schema import utc_naive
+from mmsearch.results import Result
+from mmsearch.store.rows import keys_of_ids, replace_rows
 from mmsearch.store.snapshot import HIDDEN_COLUMNS, Snapshot
-from mmsearch.store.store import Batch, Store
+from mmsearch.store.store import Store
+from mmsearch.writes import Writes
 
 
 class Collection:
@@ -72,12 +68,14 @@ class Collection:
         self._device = config.device_name(device)
         self._encoder: Encoder | None = None
         self._snapshot: Snapshot | None = None
-        # Writers hold `_lock` for the length of a write; readers never take it. Readers
+        # Writes run one at a time (`_writes`, mmsearch/writes.py); readers never wait. Readers
         # watch the manifest through their own `Store` (`_reader`), so a writer's
         # in-progress manifest is never clobbered; after a write the writer loads the new
         # immutable `Snapshot` and swaps it in (`_publish`); a reader that sees a commit
         # first loads it under `_load_lock` while the other readers keep the old view.
-        self._lock = threading.RLock()
+        self._writes = Writes(self._store, lambda: self._check_model(self._asked_model),
+                              self._maintain_index, self._publish)
+        self._lock = self._writes.lock
         self._snap_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._encoder_lock = threading.Lock()
@@ -147,9 +145,8 @@ class Collection:
               batch_size: int = config.BATCH_SIZE, workers: int | None = None,
               commit_every: int = config.COMMIT_EVERY, fps: float = DEFAULT_FPS,
               scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
-              video_time_limit: float = DEFAULT_TIME_LIMIT, tags: bool | None = None,
-              speech: bool | None = None, whisper: str | None = None,
-              audio_model: str | None = None) -> IndexReport:
+              video_time_limit: float = DEFAULT_TIME_LIMIT,
+              **channel_options: Any) -> IndexReport:
         """Index files and folders recursively; re-runs are incremental.
 
         Unchanged files are skipped without decoding, renamed files keep their vectors
@@ -161,11 +158,16 @@ class Collection:
         `scene_threshold` (mean abs difference, 0-255); `video_time_limit` seconds of
         decoding per file at most (what was decoded by then is kept and reported).
 
-        Audio files and the sound of videos: `tags` (YAMNet sound events), `speech`
-        (Whisper transcripts; `whisper` names the model) and `audio_model` (a CLAP model in
-        its own space, off by default). None: what the store was built with, else the
-        defaults (see `mmsearch.audio.settings`); the store remembers the choice.
+        `channel_options` go to the optional channels (`mmsearch.channels`). Audio files
+        and the sound of videos: `tags` (YAMNet sound events), `speech` (Whisper
+        transcripts; `whisper` names the model) and `audio_model` (a CLAP model in its own
+        space, off by default). None: what the store was built with, else the defaults
+        (see `mmsearch.audio.settings`); the store remembers the choice.
         """
+        unknown = set(channel_options) - index_options()
+        if unknown:
+            raise UsageError(f"unknown index option(s) {', '.join(sorted(unknown))}; the "
+                             f"channels take {', '.join(sorted(index_options()))}")
         try:
             video = VideoOptions(fps, scene_threshold, video_time_limit)
         except ValueError as e:
@@ -174,17 +176,14 @@ class Collection:
         missing = [p for p in roots if not os.path.exists(p)]
         if missing:
             raise UsageError(f"no such file or folder: {', '.join(missing)}")
-        settings = AudioSettings.resolve(self._store.manifest.get("audio"), tags=tags,
-                                         speech=speech, whisper=whisper, clap=audio_model)
-        with self._lock, self._store.writer() as store:
-            self._check_model(self._asked_model)
+        manifest = self._store.manifest
+        hooks = {k: v for c in channels() for k, v in
+                 c.indexing(manifest, channel_options, self._device).items()}
+        with self._writes.transaction() as store:
             indexer = Indexer(store, lambda: self.encoder, self._model_pin,
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
-                              progress=progress, video=video,
-                              audio=settings.analyzer(self._device), audio_settings=settings)
+                              progress=progress, video=video, **hooks)
             report = indexer.run(roots)
-            self._maintain_index(store)
-            self._publish(store)
         return report
 
     def upsert(self, records: Any) -> int:
@@ -204,18 +203,11 @@ class Collection:
             return self._sync_products(products, strict=True).rows_written
         batch = to_record_batch(table)
         vectors = self._record_vectors(batch)
-        with self._lock, self._store.writer() as store:
-            old_keys = self._keys_of_ids(store, batch.ids)
-            keys = store.allocate_keys(len(batch.table))
-            table = batch.table.add_column(0, "key", pa.array(keys, pa.int64()))
-            model = None if store.model else {
-                "spec": self._encoder.spec if self._encoder else self._asked_model,
-                "dim": vectors.shape[1]}
-            store.commit([Batch(table, vectors)], old_keys, model=model,
-                         dim=None if store.manifest.get("dim") else vectors.shape[1])
-            self._maintain_index(store)
-            self._publish(store)
-        return len(table)
+        model = {"spec": self._encoder.spec if self._encoder else self._asked_model,
+                 "dim": vectors.shape[1]}
+        with self._writes.transaction(check=False) as store:
+            replace_rows(store, batch.table, vectors, keys_of_ids(store, batch.ids), model)
+        return len(batch.table)
 
     def index_catalog(self, path: str | os.PathLike[str], *, id_col: str = "id",
                       image_col: str | None = None, text_cols: Sequence[str] = (),
@@ -239,46 +231,10 @@ class Collection:
     def _sync_products(self, products: Products, *, delete_missing: bool = False,
                        strict: bool = False, batch_size: int = config.BATCH_SIZE,
                        commit_every: int | None = None) -> CatalogReport:
-        """Embed new/changed products and commit them (each chunk atomically).
-
-        `strict`: any failed product raises UsageError and nothing is written.
-        """
-        if strict and products.failed:
-            raise UsageError(_failures(products.failed))
-        report = CatalogReport(failed=list(products.failed))
-        with self._lock, self._store.writer() as store:
-            self._check_model(self._asked_model)
-            sync = plan(products, store.read_live_table(["key", "id", "row_hash"]))
-            report.unchanged = sync.unchanged
-            todo = sync.todo
-            step = max(1, commit_every or len(todo.ids) or 1)
-            for lo in range(0, len(todo.ids), step):
-                chunk = todo.take(range(lo, min(lo + step, len(todo.ids))))
-                encoder = self.encoder
-                rows, vectors, failed = embed_products(chunk, encoder, batch_size)
-                if strict and failed:
-                    raise UsageError(_failures(failed))
-                report.failed += failed
-                ids = list(dict.fromkeys(rows.column("id").to_pylist()))
-                if not ids:
-                    continue
-                old_keys = self._keys_of_ids(store, ids)
-                rows = rows.add_column(0, "key", pa.array(store.allocate_keys(len(rows))))
-                rows = rows.append_column("indexed_at", pa.array([utc_naive()] * len(rows),
-                                                                  pa.timestamp("us")))
-                store.commit([Batch(rows, vectors)], old_keys,
-                             model=None if store.model else self._model_pin(encoder),
-                             dim=None if store.manifest.get("dim") else encoder.dim)
-                report.added += sum(i in sync.added for i in ids)
-                report.updated += sum(i not in sync.added for i in ids)
-                report.rows_written += len(rows)
-            if delete_missing and sync.missing:
-                keys = self._keys_of_ids(store, sync.missing)
-                store.commit([], keys)
-                report.deleted = len(sync.missing)
-            self._maintain_index(store)
-            self._publish(store)
-        return report
+        with self._writes.transaction() as store:
+            return sync_products(store, products, lambda: self.encoder,
+                                 delete_missing=delete_missing, strict=strict,
+                                 batch_size=batch_size, commit_every=commit_every)
 
     def _record_vectors(self, batch: RecordBatch) -> np.ndarray:
         if batch.vectors is not None:
@@ -293,18 +249,16 @@ class Collection:
     def delete(self, ids: Iterable[str]) -> int:
         """Remove items (all their rows) by id; returns the number of rows removed."""
         ids = [str(i) for i in ids]
-        with self._lock, self._store.writer() as store:
-            keys = self._keys_of_ids(store, ids)
+        with self._writes.transaction(always_maintain=False, check=False) as store:
+            keys = keys_of_ids(store, ids)
             if len(keys):
                 store.commit([], keys)
-                self._maintain_index(store)
-            self._publish(store)
         return len(keys)
 
     def remove_paths(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Remove items whose file is one of `paths` or lies under one of them."""
         roots = [os.path.abspath(os.fspath(p)) for p in paths]
-        with self._lock, self._store.writer() as store:
+        with self._writes.transaction(always_maintain=False, check=False) as store:
             table = store.read_live_table(["key", "path"])
             if "path" not in table.column_names:
                 return 0
@@ -313,8 +267,6 @@ class Collection:
                     if p and is_under(p, roots)]
             if keys:
                 store.commit([], np.array(keys, dtype=np.int64))
-                self._maintain_index(store)
-            self._publish(store)
         return len(keys)
 
     def _maintain_index(self, store: Store, force: bool = False) -> None:
@@ -330,19 +282,9 @@ class Collection:
         Retraining also happens by itself once the collection grew `growth` times past the
         rows the index was trained on. Returns the index description (see `info()`).
         """
-        with self._lock, self._store.writer() as store:
-            self._maintain_index(store, force=True)
-            self._publish(store)
+        with self._writes.transaction(force_index=True, check=False):
+            pass
         return self.info()["index_params"]
-
-    @staticmethod
-    def _keys_of_ids(store: Store, ids: Sequence[str]) -> np.ndarray:
-        table = store.read_live_table(["key", "id"])
-        if not len(table) or not ids:
-            return np.zeros(0, dtype=np.int64)
-        # hash lookup in Arrow: np.isin on object arrays is quadratic (minutes at 1M ids)
-        mask = pc.is_in(table.column("id"), value_set=pa.array(list(ids), pa.string()))
-        return table.column("key").to_numpy()[mask.to_numpy(zero_copy_only=False)]
 
     # -- reading ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -437,23 +379,8 @@ class Collection:
         req = SearchRequest.build(request, **options)
         snap = self.snapshot()
         if req.has_query():
-            hits = Search(snap, req, self._env).run()
-            if not hits or not len(snap):
-                return {c: [] for c in names}
-            cursor = snap.sql("SELECT 1")  # this thread's cursor (a new connection is slow)
-            cursor.fetchall()
-            cursor.register("hits", results_to_arrow(hits))
-            try:
-                return {c: _facet(cursor, "hits", c, "count(*)", "TRUE", []) for c in names}
-            finally:
-                cursor.unregister("hits")
-        if not len(snap):
-            return {c: [] for c in names}
-        cond, params = req.condition()
-        cursor = snap.sql("SELECT 1")  # the snapshot's per-thread cursor, `items` registered
-        cursor.fetchall()
-        return {c: _facet(cursor, "items", c, "count(DISTINCT id)", cond or "TRUE",
-                          params) for c in names}
+            return hit_facets(snap, names, Search(snap, req, self._env).run())
+        return row_facets(snap, names, *req.condition())
 
     def _calibration(self, snap: Snapshot, query: Query) -> Calibration:
         """The store's calibration; pairs it lacks measured now (once per generation)."""
@@ -507,9 +434,8 @@ class Collection:
     def _channels(self, snap: Snapshot) -> dict[str, int]:
         """Vectors per channel; "clap" counts the CLAP side space's vectors."""
         counts = channel_counts(snap)
-        space = ClapSpace(self.path)
-        if space.exists:
-            counts["clap"] = int(space.store.manifest.get("rows") or 0)
+        for channel in channels():
+            counts.update(channel.counts(self.path, self._manifest()))
         return counts
 
     def __len__(self) -> int:
@@ -533,23 +459,6 @@ class Collection:
 
     def __repr__(self) -> str:
         return f"Collection({str(self.path)!r}, model={self.model!r})"
-
-
-def _facet(con: duckdb.DuckDBPyConnection, table: str, column: str, count: str, where: str,
-           params: list[Any]) -> list[tuple[Any, int]]:
-    col = quote_identifier(column)
-    try:
-        rows = con.execute(f"SELECT {col}, {count} AS n FROM {table} WHERE {where} "
-                           f"GROUP BY 1 ORDER BY n DESC, 1 NULLS LAST", params).fetchall()
-    except duckdb.Error as e:
-        raise UsageError(f"bad facet {column!r} or filter: {str(e).splitlines()[0]}") from None
-    return [(value, int(n)) for value, n in rows]
-
-
-def _failures(failed: list[tuple[str, str]]) -> str:
-    shown = "; ".join(f"{i}: {e}" for i, e in failed[:5])
-    more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
-    return f"{len(failed)} record(s) cannot be used, nothing written: {shown}{more}"
 
 
 def open(store: str | os.PathLike[str] | None = None, model: str | None = None,

@@ -1,15 +1,14 @@
 """One search: a `SearchRequest` run against a store snapshot.
 
 `Search(snap, request, env).run()` embeds the query parts, applies the filters, asks the
-optional channels for extra evidence (row bonuses), runs the planner (`plan.execute`) and
-turns the hits into `Result`s. `SearchEnv` is what a search needs from its collection: the
-encoder, calibration, rerankers and the store's audio settings, all loaded lazily.
+optional channels (`mmsearch.channels`) for query parts and row bonuses, runs the planner
+(`plan.execute`) and turns the hits into `Result`s. `SearchEnv` is what a search needs from
+its collection: the encoder, calibration, rerankers and the manifest, loaded lazily.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mmsearch.audio.search import row_bonus
-from mmsearch.audio.settings import AudioSettings, audio_query_vectors
-from mmsearch.audio.space import ClapSpace
+from mmsearch.channels import QueryContext, channels
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.media import embed_image
 from mmsearch.errors import ModelMismatchError, UsageError
@@ -56,22 +53,19 @@ class Search:
     def run(self) -> list[Result]:
         """The results, best first (or in `sort` order)."""
         req, snap = self.request, self.snap
-        query, texts = self.parse()
-        if req.rerank and not texts:
+        query, ctx = self.parse()
+        if req.rerank and not ctx.texts:
             raise UsageError("reranking needs a text query")
-        if query is None:
-            return self._clap_only()
         if len(snap) == 0:
             return []
-        rows = self.allowed_rows()
-        clap = self._clap_query(" ".join(texts) or None)
-        bonus = row_bonus(snap, texts, rows, clap, self._space() if clap is not None
-                          else None)
+        bonus = self.bonus(ctx)
+        if query is None:
+            return self._bonus_only(bonus)
         rerank_fn = None
         if req.rerank:
-            rerank_fn = functools.partial(rerank_hits, n=req.rerank, text=" ".join(texts),
+            rerank_fn = functools.partial(rerank_hits, n=req.rerank, text=" ".join(ctx.texts),
                                           reranker=self.env.reranker(req.reranker), snap=snap)
-        hits = execute(snap, query, self.env.calibration(snap, query), rows, rerank_fn,
+        hits = execute(snap, query, self.env.calibration(snap, query), ctx.allowed, rerank_fn,
                        req.rerank, bonus)
         records = snap.records(np.array([h.row for h in hits], dtype=np.int64))
         return [to_result(h.score, rec, h.explain if req.explain else None, h.similarity)
@@ -80,14 +74,15 @@ class Search:
     def allowed_rows(self) -> np.ndarray | None:
         """Row positions passing `where`, `filters` and `modality` (None: every row)."""
         cond, params = self.request.condition()
-        return None if cond is None else self.snap.matching_rows(cond, params)
+        return None if cond is None or not len(self.snap) else self.snap.matching_rows(
+            cond, params)
 
-    def parse(self) -> tuple[Query | None, list[str]]:
-        """Embed the query parts; returns the planner's query and its positive texts.
+    def parse(self) -> tuple[Query | None, QueryContext]:
+        """Embed the query parts; returns the planner's query and the channels' context.
 
-        None for the query: a sound query answered by the CLAP side space alone. An example
-        sound goes through the store's tags and speech channels as if indexed: its tags and
-        its transcript each become a text-kind part.
+        The optional channels add parts of their own (an example sound's tags and words).
+        None for the query: nothing to embed, the channels' row bonuses answer alone (a
+        sound on a store whose only audio channel is CLAP).
         """
         req = self.request
         terms, negatives = [], list(req.negative)
@@ -113,53 +108,34 @@ class Search:
                                          f"this model makes {v.shape[0]}-d vectors")
             positives.append(Part("image", v / max(float(np.linalg.norm(v)), 1e-12), 1.0,
                                   "vector"))
-        if req.audio is not None:
-            sounds = audio_query_vectors(self.env.encoder(), self._audio(), req.audio,
-                                         self.env.device)
-            if not sounds and not positives and not self._space().exists:
-                raise UsageError(f"nothing in {os.fspath(req.audio)} to search with: no "
-                                 "sound events or speech recognised, and the store has no "
-                                 "CLAP space")
-            if not sounds and not positives:
-                return None, texts
-            positives += [Part("text", v, 1.0, f"sound:{i}") for i, v in enumerate(sounds)]
+        ctx = QueryContext(self.snap, req, texts, self.allowed_rows(), self.env.encoder,
+                           self.env.manifest(), self.env.path, self.env.device, positives)
+        for channel in channels():
+            positives += channel.query_parts(ctx)
+        if not positives and req.audio is not None:
+            return None, ctx
         parts_neg = [Part("text", embedded[len(texts) + i], 1.0, f"not:{n}")
                      for i, n in enumerate(negatives)]
         return Query(positives, parts_neg, k=req.k, offset=req.offset,
                      min_score=req.min_score,
                      sort=SortKey.parse(req.sort) if req.sort else None, fusion=req.fusion,
-                     weights=dict(req.weights), explain=req.explain), texts
+                     weights=dict(req.weights), explain=req.explain), ctx
 
-    # -- the CLAP side space (moves behind the channel interface) -------------------------
-    def _audio(self) -> AudioSettings:
-        return AudioSettings.resolve(self.env.manifest().get("audio"))
+    @staticmethod
+    def bonus(ctx: QueryContext) -> dict[int, float]:
+        """The channels' row bonuses, summed per row."""
+        total: dict[int, float] = {}
+        for channel in channels():
+            for row, value in channel.row_bonus(ctx).items():
+                total[row] = total.get(row, 0.0) + value
+        return total
 
-    def _space(self) -> ClapSpace:
-        return ClapSpace(self.env.path)
-
-    def _clap_only(self) -> list[Result]:
-        """A sound query on a store whose only audio channel is CLAP: its hits, in order
-        (score: the z-score within this search's CLAP hits)."""
-        snap, req = self.snap, self.request
-        if not len(snap):
-            return []
-        rows = self.allowed_rows()
-        bonus = row_bonus(snap, [], rows, self._clap_query(None), self._space())
+    def _bonus_only(self, bonus: dict[int, float]) -> list[Result]:
+        """Rows ranked by the channels' bonuses alone (score: the bonus)."""
+        req = self.request
         ranked = sorted(bonus.items(), key=lambda rz: -rz[1])[req.offset:req.offset + req.k]
-        records = snap.records(np.array([r for r, _ in ranked], dtype=np.int64))
+        records = self.snap.records(np.array([r for r, _ in ranked], dtype=np.int64))
         return [to_result(z, rec) for (_, z), rec in zip(ranked, records, strict=True)]
-
-    def _clap_query(self, text: str | None) -> np.ndarray | None:
-        """The query in the CLAP space when the store has one (text, or the sound's first
-        10 s), else None."""
-        audio = self.request.audio
-        spec = (self.env.manifest().get("audio") or {}).get("clap")
-        if not spec or not self._space().exists or (audio is None and not text):
-            return None
-        clap = self._audio().analyzer(self.env.device).clap
-        if audio is not None:
-            return clap.embed_file(os.fspath(audio), [(0.0, 10.0)])[0]
-        return clap.embed_texts([text])[0]
 
 
 def to_result(score: float, record: dict[str, Any], explain: dict[str, Any] | None = None,
