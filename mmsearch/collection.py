@@ -20,7 +20,6 @@ from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.media import embed_image
 from mmsearch.encoders.registry import load_default_encoder, load_encoder, same_model
 from mmsearch.errors import MmsearchError, ModelMismatchError, UsageError
-from mmsearch.index.manage import maintain
 from mmsearch.index.params import AnnParams
 from mmsearch.indexer import Indexer, IndexReport
 from mmsearch.ingest.discover import is_under
@@ -42,8 +41,9 @@ from mmsearch.rerank.base import Reranker
 from mmsearch.rerank.registry import load_default_reranker, load_reranker
 from mmsearch.results import Result
 from mmsearch.store.rows import keys_of_ids, replace_rows
-from mmsearch.store.snapshot import HIDDEN_COLUMNS, Snapshot
 from mmsearch.store.store import Store
+from mmsearch.view.ann import maintain
+from mmsearch.view.snapshot import HIDDEN_COLUMNS, Snapshot
 from mmsearch.writes import Writes
 
 

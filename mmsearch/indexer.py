@@ -24,7 +24,7 @@ from mmsearch.ingest.video import VideoOptions
 from mmsearch.progress import progress_bar
 from mmsearch.store.schema import file_id, file_rows_table, utc_naive
 from mmsearch.store.store import Batch, Store
-from mmsearch.store.vectors import LiveVectors
+from mmsearch.vectors import LiveVectors
 
 
 @dataclass

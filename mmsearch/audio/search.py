@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from mmsearch.audio.space import ClapSpace
-from mmsearch.store.snapshot import Snapshot
+from mmsearch.view.snapshot import Snapshot
 
 #: z-score bonus of a transcript segment that holds every query word.
 WORD_BONUS = 2.0

@@ -13,7 +13,7 @@ import numpy as np
 from mmsearch.encoders.base import Encoder
 from mmsearch.planner.query import Part
 from mmsearch.request import SearchRequest
-from mmsearch.store.snapshot import Snapshot
+from mmsearch.view.snapshot import Snapshot
 
 #: Modules that register the built-in channels (imported on first use).
 BUILTIN = ("mmsearch.channels.audio",)

@@ -29,10 +29,10 @@ from typing import Any
 import faiss
 import numpy as np
 
+from mmsearch.fileio import write_atomic
 from mmsearch.index.params import AnnParams
 from mmsearch.index.rwlock import RWLock
-from mmsearch.store.files import write_atomic
-from mmsearch.store.vectors import LiveVectors
+from mmsearch.vectors import LiveVectors
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import duckdb
 from mmsearch.errors import UsageError
 from mmsearch.filters import quote_identifier
 from mmsearch.results import Result, results_to_arrow
-from mmsearch.store.snapshot import Snapshot
+from mmsearch.view.snapshot import Snapshot
 
 Facets = dict[str, list[tuple[Any, int]]]
 

@@ -27,7 +27,7 @@ from mmsearch.planner.rerank_step import rerank_hits
 from mmsearch.request import SearchRequest
 from mmsearch.rerank.base import Reranker
 from mmsearch.results import Result
-from mmsearch.store.snapshot import CORE_COLUMNS, HIDDEN_COLUMNS, Snapshot
+from mmsearch.view.snapshot import CORE_COLUMNS, HIDDEN_COLUMNS, Snapshot
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import faiss
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import Base64Bytes, BaseModel, Field, ValidationError
 
 from mmsearch.collection import Collection
 from mmsearch.errors import BadMediaError, MmsearchError, UsageError
+from mmsearch.index import set_threads
 from mmsearch.request import SearchOptions, SearchRequest, describe
 from mmsearch.results import Result
 from mmsearch.thumbnails import thumbnail
@@ -80,7 +80,7 @@ def create_app(collection: Collection, api_key: str | None = None,
     def pin_threads() -> None:
         # OpenMP's thread count is per calling thread: set it once per worker thread
         if threads_per_request and getattr(local, "threads", None) != threads_per_request:
-            faiss.omp_set_num_threads(threads_per_request)
+            set_threads(threads_per_request)
             local.threads = threads_per_request
 
     app = FastAPI(title="mmsearch", version="0.1.0",

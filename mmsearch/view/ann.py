@@ -32,7 +32,7 @@ from mmsearch.index.flat import FlatIndex
 from mmsearch.index.ivfpq import AnnIndex, IVFPQIndex, KeyMap
 from mmsearch.index.params import AnnParams
 from mmsearch.store.store import Store
-from mmsearch.store.vectors import LiveVectors
+from mmsearch.vectors import LiveVectors
 
 log = logging.getLogger(__name__)
 
