@@ -15,6 +15,7 @@ from mmsearch import config
 from mmsearch.catalog.read import is_catalog
 from mmsearch.errors import MmsearchError, UsageError
 from mmsearch.ingest.video import DEFAULT_FPS, DEFAULT_SCENE_THRESHOLD, DEFAULT_TIME_LIMIT
+from mmsearch.settings import settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Index media and find it by meaning.")
@@ -79,9 +80,10 @@ def index(
         min=0.0, help="Keep a sampled frame when its 32x32 gray thumbnail differs from the "
         "last kept one by more than this (mean abs difference, 0-255).")]
     = DEFAULT_SCENE_THRESHOLD,
-    video_time_limit: Annotated[float, typer.Option(
-        min=0.001, help="Seconds of decoding per video at most (what was decoded is kept).")]
-    = DEFAULT_TIME_LIMIT,
+    video_time_limit: Annotated[float | None, typer.Option(
+        min=0.001, help="Seconds of decoding per video at most (what was decoded is kept) "
+        f"[env MMSEARCH_VIDEO_TIME_LIMIT; default {DEFAULT_TIME_LIMIT:g}].",
+        show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="List skipped and partly decoded files.")] = False,
@@ -332,7 +334,7 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
     api_key: Annotated[str | None, typer.Option(
-        "--api-key", envvar="MMSEARCH_API_KEY", show_default=False,
+        "--api-key", show_default=False,
         help="Require this key in the X-API-Key header [env MMSEARCH_API_KEY].")] = None,
     max_k: Annotated[int, typer.Option("--max-k", min=1, help="Largest k a search may ask.")]
     = 1000,
@@ -353,6 +355,7 @@ def serve(
     col = _open(store, model, device)
     if not col.path.exists():
         raise UsageError(f"no store at {col.path}")
+    api_key = api_key or settings().api_key
     import torch
 
     torch.set_num_threads(threads)

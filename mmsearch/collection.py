@@ -26,8 +26,8 @@ from mmsearch.ingest.discover import is_under
 from mmsearch.ingest.video import (
     DEFAULT_FPS,
     DEFAULT_SCENE_THRESHOLD,
-    DEFAULT_TIME_LIMIT,
     VideoOptions,
+    time_limit_setting,
 )
 from mmsearch.planner import calibration as calib
 from mmsearch.planner.calibration import PROBE_TEXTS, Calibration, measure
@@ -143,9 +143,9 @@ class Collection:
     # -- writing ----------------------------------------------------------------------
     def index(self, paths: Iterable[str | os.PathLike[str]], *, progress: bool | None = None,
               batch_size: int = config.BATCH_SIZE, workers: int | None = None,
-              commit_every: int = config.COMMIT_EVERY, fps: float = DEFAULT_FPS,
+              commit_every: int | None = None, fps: float = DEFAULT_FPS,
               scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
-              video_time_limit: float = DEFAULT_TIME_LIMIT,
+              video_time_limit: float | None = None,
               **channel_options: Any) -> IndexReport:
         """Index files and folders recursively; re-runs are incremental.
 
@@ -156,7 +156,9 @@ class Collection:
         Videos become moments: `fps` frames sampled per second, a sampled frame kept when
         its 32x32 grayscale thumbnail differs from the last kept one by more than
         `scene_threshold` (mean abs difference, 0-255); `video_time_limit` seconds of
-        decoding per file at most (what was decoded by then is kept and reported).
+        decoding per file at most (what was decoded by then is kept and reported; default
+        $MMSEARCH_VIDEO_TIME_LIMIT, else 900). `commit_every`: rows per atomic commit
+        (default $MMSEARCH_COMMIT_EVERY, else 512).
 
         `channel_options` go to the optional channels (`mmsearch.channels`). Audio files
         and the sound of videos: `tags` (YAMNet sound events), `speech` (Whisper
@@ -169,7 +171,8 @@ class Collection:
             raise UsageError(f"unknown index option(s) {', '.join(sorted(unknown))}; the "
                              f"channels take {', '.join(sorted(index_options()))}")
         try:
-            video = VideoOptions(fps, scene_threshold, video_time_limit)
+            video = VideoOptions(fps, scene_threshold, video_time_limit
+                                 if video_time_limit is not None else time_limit_setting())
         except ValueError as e:
             raise UsageError(str(e)) from None
         roots = [os.path.abspath(os.fspath(p)) for p in paths]
@@ -212,7 +215,7 @@ class Collection:
     def index_catalog(self, path: str | os.PathLike[str], *, id_col: str = "id",
                       image_col: str | None = None, text_cols: Sequence[str] = (),
                       delete_missing: bool = False, batch_size: int = config.BATCH_SIZE,
-                      commit_every: int = config.COMMIT_EVERY) -> CatalogReport:
+                      commit_every: int | None = None) -> CatalogReport:
         """Sync a product catalog (CSV/TSV, Parquet or JSON Lines) into the collection.
 
         Each product gets a "visual" row (the image in `image_col`, a path relative to the
@@ -226,7 +229,8 @@ class Collection:
         cols = ProductColumns(id_col, image_col, tuple(text_cols))
         products = prepare(table, cols, Path(path).resolve().parent)
         return self._sync_products(products, delete_missing=delete_missing,
-                                   batch_size=batch_size, commit_every=commit_every)
+                                   batch_size=batch_size,
+                                   commit_every=config.commit_every(commit_every))
 
     def _sync_products(self, products: Products, *, delete_missing: bool = False,
                        strict: bool = False, batch_size: int = config.BATCH_SIZE,

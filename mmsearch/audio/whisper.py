@@ -9,7 +9,6 @@ next to the checkout when present, else `openai/whisper-tiny.en`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +27,14 @@ TOKENS_PER_S = 8
 
 def default_whisper_spec() -> str:
     """$MMSEARCH_WHISPER, else the shared offline export when present, else the online id."""
-    env = os.environ.get("MMSEARCH_WHISPER")
-    if env:
-        return env
-    shared = Path(__file__).resolve().parents[3] / "shared" / "models" / "whisper-tiny.en-int8"
-    return str(shared) if (shared / "model.int8.safetensors").is_file() else ONLINE_DEFAULT
+    from mmsearch.settings import settings
+
+    current = settings()
+    if current.whisper:
+        return current.whisper
+    shared = current.shared_models("whisper-tiny.en-int8")
+    found = shared is not None and (shared / "model.int8.safetensors").is_file()
+    return str(shared) if found else ONLINE_DEFAULT
 
 
 class Whisper:

@@ -25,11 +25,13 @@ _STRIDE2 = (3, 5, 7, 13)
 
 def default_yamnet_path() -> Path | None:
     """Where YAMNet weights are: $MMSEARCH_YAMNET, else the shared models folder, else None."""
-    env = os.environ.get("MMSEARCH_YAMNET")
-    if env:
-        return Path(env)
-    shared = Path(__file__).resolve().parents[3] / "shared" / "models" / "yamnet"
-    return shared if (shared / "yamnet.fp16.safetensors").is_file() else None
+    from mmsearch.settings import settings
+
+    current = settings()
+    if current.yamnet:
+        return current.yamnet
+    shared = current.shared_models("yamnet")
+    return shared if shared and (shared / "yamnet.fp16.safetensors").is_file() else None
 
 
 class YamNet:

@@ -38,8 +38,9 @@ from mmsearch.errors import BadMediaError
 DEFAULT_FPS = 1.0
 #: Default scene-change threshold: mean abs difference of 32x32 gray thumbnails (0-255).
 DEFAULT_SCENE_THRESHOLD = 6.0
-#: Default wall-clock budget for decoding one video, seconds ($MMSEARCH_VIDEO_TIME_LIMIT).
-DEFAULT_TIME_LIMIT = float(os.environ.get("MMSEARCH_VIDEO_TIME_LIMIT", "900"))
+#: Default wall-clock budget for decoding one video, seconds (`$MMSEARCH_VIDEO_TIME_LIMIT`
+#: overrides it; read when used, see `time_limit_setting`).
+DEFAULT_TIME_LIMIT = 900.0
 #: Kept frames are scaled down so their short side is at most this (plenty for CLIP inputs).
 FRAME_SHORT_SIDE = 448
 
@@ -58,7 +59,7 @@ class VideoOptions:
 
     fps: float = DEFAULT_FPS
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD
-    time_limit: float = DEFAULT_TIME_LIMIT
+    time_limit: float = field(default_factory=lambda: time_limit_setting())
     crop_borders: bool = True
 
     def __post_init__(self) -> None:
@@ -68,6 +69,13 @@ class VideoOptions:
             raise ValueError("scene_threshold must be >= 0")
         if not self.time_limit > 0:
             raise ValueError("time_limit must be positive")
+
+
+def time_limit_setting() -> float:
+    """Seconds of decoding per video: $MMSEARCH_VIDEO_TIME_LIMIT, else DEFAULT_TIME_LIMIT."""
+    from mmsearch.settings import settings
+
+    return settings().video_time_limit
 
 
 @dataclass
