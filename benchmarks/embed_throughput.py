@@ -20,12 +20,13 @@ import time
 from pathlib import Path
 
 import torch
+from _harness import DATA
 
 import mmsearch
 from mmsearch.encoders.registry import load_encoder
 from mmsearch.ingest.images import decode_image
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k" / "images"
+DEFAULT_IMAGES = DATA / "flickr8k" / "images"
 
 
 def bare_throughput(encoder, files: list[Path], batch_size: int) -> float:

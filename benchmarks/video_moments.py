@@ -27,9 +27,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from _harness import DATA
+
 import mmsearch
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SLIDESHOW = DATA / "flickr8k_slideshow"
 
 
