@@ -15,7 +15,8 @@ from mmsearch.channels.base import (
     channels,
     index_options,
     register_channel,
+    unregister_channel,
 )
 
 __all__ = ["BUILTIN", "Channel", "QueryContext", "channels", "index_options",
-           "register_channel"]
+           "register_channel", "unregister_channel"]

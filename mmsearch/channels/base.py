@@ -70,6 +70,11 @@ def register_channel(channel: Channel) -> None:
     _REGISTERED[channel.name] = channel
 
 
+def unregister_channel(name: str) -> None:
+    """Remove a channel by name (a no-op when absent)."""
+    _REGISTERED.pop(name, None)
+
+
 def channels() -> list[Channel]:
     """Every registered channel, built-ins first."""
     global _LOADED
