@@ -207,6 +207,8 @@ class SearchOptions(BaseModel):
             return DEFAULT_RERANK
         if value is False or value is None:
             return 0
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"rerank must be a number of results >= 0, not {value}")
         if isinstance(value, float) and not value.is_integer():
             raise ValueError("rerank must be a whole number of results")
         return value
