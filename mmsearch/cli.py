@@ -31,6 +31,13 @@ ModelOpt = Annotated[str | None, typer.Option(
 DeviceOpt = Annotated[str | None, typer.Option(
     "--device", help="cpu, cuda, cuda:1 ... [env MMSEARCH_DEVICE; default: CUDA if present].",
     show_default=False)]
+ShardsOpt = Annotated[int | None, typer.Option(
+    "--shards", min=1, help="Create the store with N shards (items routed by a hash of their "
+    "id); a sharded store opens as one without it.", show_default=False)]
+RayOpt = Annotated[str | None, typer.Option(
+    "--ray", help="Run on Ray: local (start one here), auto (join the running cluster) or "
+    "a Ray address; needs a sharded store and `pip install mmsearch[ray]`.",
+    show_default=False)]
 
 
 def _err(message: str) -> None:
@@ -57,10 +64,12 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _open(store: Path | None, model: str | None = None, device: str | None = None) -> Any:
+def _open(store: Path | None, model: str | None = None, device: str | None = None,
+          shards: int | None = None, ray: str | None = None) -> Any:
     import mmsearch
 
-    return mmsearch.open(config.store_path(store), model=model, device=device)
+    return mmsearch.open(config.store_path(store), model=model, device=device, shards=shards,
+                         ray=ray)
 
 
 @app.command()
@@ -69,6 +78,7 @@ def index(
     paths: Annotated[list[Path] | None, typer.Argument(
         help="Files and folders to index (recursive).", show_default=False)] = None,
     store: StoreOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
+    shards: ShardsOpt = None, ray: RayOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per encoder batch.")] =
     config.BATCH_SIZE,
     workers: Annotated[int | None, typer.Option(min=1, help="Decode threads.",
@@ -129,7 +139,7 @@ def index(
                          "file (.csv, .tsv, .parquet, .jsonl)")
     if catalogs and (len(catalogs) > 1 or len(paths or []) > 1):
         raise UsageError("index one catalog file at a time, on its own")
-    col = _open(store, model, device)
+    col = _open(store, model, device, shards, ray)
     if catalogs:
         result = col.index_catalog(catalogs[0], id_col=id_col or "id", image_col=image_col,
                                    text_cols=text_col or [], delete_missing=delete_missing,
@@ -177,6 +187,7 @@ def query(
     audio: Annotated[Path | None, typer.Option("--audio", help="Query by an example sound.",
                                                show_default=False)] = None,
     store: StoreOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
+    shards: ShardsOpt = None, ray: RayOpt = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of results.")] = 10,
     where: Annotated[str | None, typer.Option(
         "--where", help="SQL condition on metadata, e.g. \"width >= 300\".",
@@ -250,10 +261,12 @@ def query(
     options |= {name: v for name, (v, default) in flags.items()
                 if v != default or name not in base}
     req = SearchRequest.build(base, **options)
-    col = _open(store, model, device)
+    col = _open(store, model, device, shards, ray)
     if not col.path.exists():
         raise UsageError(f"no store at {col.path}; run `mmsearch index PATH` first")
     results = col.search(req)
+    if getattr(results, "partial", False):
+        _err(f"partial results: shard(s) {', '.join(results.missing)} did not answer in time")
     if thumbnails is not None:
         from mmsearch.thumbnails import write_thumbnails
 
@@ -331,6 +344,7 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 @handle_errors
 def serve(
     store: StoreOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
+    shards: ShardsOpt = None, ray: RayOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
     api_key: Annotated[str | None, typer.Option(
@@ -352,7 +366,7 @@ def serve(
     except ImportError as e:
         raise UsageError(f"serving needs the `serve` extra: pip install 'mmsearch[serve]' "
                          f"({e.name} is missing)") from None
-    col = _open(store, model, device)
+    col = _open(store, model, device, shards, ray)
     if not col.path.exists():
         raise UsageError(f"no store at {col.path}")
     api_key = api_key or settings().api_key

@@ -467,8 +467,21 @@ class Collection:
 
 def open(store: str | os.PathLike[str] | None = None, model: str | None = None,
          device: str | None = None,
-         index_params: AnnParams | Mapping[str, Any] | None = None) -> Collection:
-    """Open (or prepare to create) a collection; see `Collection`."""
-    return Collection(config.store_path(store), model=model, device=device,
-                      index_params=index_params)
+         index_params: AnnParams | Mapping[str, Any] | None = None, *,
+         shards: int | None = None, ray: str | None = None) -> Collection:
+    """Open (or prepare to create) a collection; see `Collection`.
+
+    `shards`: create the store with N shards (`mmsearch.shards`); a sharded store opens as
+    one by itself. `ray`: search its shards on Ray actors (`local`, `auto` or an address;
+    needs `pip install mmsearch[ray]`).
+    """
+    path = config.store_path(store)
+    from mmsearch.shards.layout import is_sharded
+
+    if shards is not None or ray is not None or is_sharded(path):
+        from mmsearch.shards import open_sharded
+
+        return open_sharded(path, model=model, device=device,  # type: ignore[return-value]
+                            index_params=index_params, shards=shards, ray=ray)
+    return Collection(path, model=model, device=device, index_params=index_params)
 

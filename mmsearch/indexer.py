@@ -163,7 +163,7 @@ class Indexer:
                     self.audio.on_progress = lambda path, done: bar.note(
                         f"indexing ({os.path.basename(path)} {int(done) // 60}:"
                         f"{int(done) % 60:02d})")
-                for item in ordered_map(work, todo, self.workers, window=window):
+                for item in self._prepared(work, todo, window):
                     old = by_path.get(item.found.path)
                     if item.error:
                         self.report.fail(item.found.path, item.error)
@@ -194,6 +194,12 @@ class Indexer:
         self._commit(final_failed={**kept, **self._failed})
         self.report.seconds = time.monotonic() - start
         return self.report
+
+    def _prepared(self, work: Callable[[Found], Prepared], todo: list[Found],
+                  window: int) -> Iterable[Prepared]:
+        """The worker stage over the files to (re)index: decoded, hashed (threads here;
+        `mmsearch.distributed.ingest` runs it, with the embedding, on Ray)."""
+        return ordered_map(work, todo, self.workers, window=window)
 
     def _get_encoder(self) -> Encoder:
         if self._encoder is None:
@@ -226,14 +232,7 @@ class Indexer:
     def _embed(self, batch: list[Prepared], by_path: dict[str, _Stored]) -> None:
         """Embed every frame and audio part of the batch's files, then add their rows."""
         encoder = self._get_encoder()
-        frames = [fr for item in batch for fr in item.frames]
-        vectors = np.concatenate([
-            encoder.encode_images(torch.stack([fr.pixels.float()
-                                               for fr in frames[i:i + self.batch_size]]))
-            for i in range(0, len(frames), self.batch_size)] or [np.zeros((0, encoder.dim))])
-        parts = [p for item in batch for p in item.parts]
-        labels = self.audio.tag_labels if self.audio is not None else None
-        part_vecs = part_vectors(encoder, parts, labels) if parts else None
+        vectors, part_vecs = self._encode(batch)
         at = part_at = 0
         for item in batch:
             old = by_path.get(item.found.path)
@@ -265,6 +264,18 @@ class Indexer:
                 self._side_rows.extend((item_id, a, b, v) for a, b, v in item.clap)
             at += n
             part_at += m
+
+    def _encode(self, batch: list[Prepared]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The vectors of the batch's frames and of its audio parts (None without parts)."""
+        encoder = self._get_encoder()
+        frames = [fr for item in batch for fr in item.frames]
+        vectors = np.concatenate([
+            encoder.encode_images(torch.stack([fr.pixels.float()
+                                               for fr in frames[i:i + self.batch_size]]))
+            for i in range(0, len(frames), self.batch_size)] or [np.zeros((0, encoder.dim))])
+        parts = [p for item in batch for p in item.parts]
+        labels = self.audio.tag_labels if self.audio is not None else None
+        return vectors, part_vectors(encoder, parts, labels) if parts else None
 
     def _drop(self, old: _Stored) -> None:
         """Delete a stored file's rows (and its side-space rows) at the next commit."""

@@ -43,6 +43,10 @@ VARIABLES = (
     Variable("MMSEARCH_API_KEY", "none", "API key `mmsearch serve` requires (X-API-Key)"),
     Variable("MMSEARCH_SHARED", "../shared next to the checkout",
              "development data and models folder; `none` hides it (tests, dev defaults)"),
+    Variable("MMSEARCH_RAY_TIMEOUT", "30", "seconds a Ray search waits for the shards"),
+    Variable("MMSEARCH_RAY_CPUS", "all of this machine's", "CPUs of a `--ray local` cluster"),
+    Variable("MMSEARCH_RAY_DRILL_EXIT_ONCE", "unset", "test drill: a file path; the first "
+             "encoder actor to start a batch creates it and exits"),
     Variable("MMSEARCH_ANN_<FIELD>", "see mmsearch.index.AnnParams",
              "vector index settings, e.g. MMSEARCH_ANN_THRESHOLD=200000, MMSEARCH_ANN_NPROBE"),
 )
@@ -64,6 +68,7 @@ class Settings:
     api_key: str | None = None
     shared: Path | None = None
     shared_hidden: bool = False
+    ray_timeout: float = 30.0
     #: raw MMSEARCH_ANN_<FIELD> values by lower-case field name (parsed by AnnParams)
     ann: Mapping[str, str] = field(default_factory=dict)
 
@@ -88,6 +93,8 @@ class Settings:
             whisper=text("MMSEARCH_WHISPER"),
             yamnet=Path(env["MMSEARCH_YAMNET"]) if text("MMSEARCH_YAMNET") else None,
             api_key=text("MMSEARCH_API_KEY"),
+            ray_timeout=_number("MMSEARCH_RAY_TIMEOUT", text("MMSEARCH_RAY_TIMEOUT"), 30.0,
+                                float),
             shared=Path(shared) if shared and shared.strip().lower() not in _HIDDEN else None,
             shared_hidden=env.get("MMSEARCH_SHARED") is not None
             and env["MMSEARCH_SHARED"].strip().lower() in _HIDDEN,

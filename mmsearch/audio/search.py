@@ -133,3 +133,15 @@ def clap_bonus(snap: Snapshot, space: ClapSpace, query: np.ndarray,
     scores = np.array([score for score, _ in hits])
     z = (scores - scores.mean()) / max(float(scores.std()), 1e-6)
     return {row: max(float(value), 0.0) for (_, row), value in zip(hits, z, strict=True)}
+
+
+def row_bonus(snap: Snapshot, texts: list[str], rows: np.ndarray | None,
+              clap: np.ndarray | None = None,
+              space: ClapSpace | None = None) -> dict[int, float]:
+    """`word_bonus` plus, with a CLAP query and space, `clap_bonus`, summed per row (what
+    the speech and CLAP channels give one store's search)."""
+    bonus = word_bonus(snap, texts, rows)
+    if clap is not None and space is not None:
+        for row, value in clap_bonus(snap, space, clap, rows).items():
+            bonus[row] = bonus.get(row, 0.0) + value
+    return bonus

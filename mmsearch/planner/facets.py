@@ -23,7 +23,7 @@ def hit_facets(snap: Snapshot, columns: Sequence[str], hits: list[Result]) -> Fa
     cursor.fetchall()
     cursor.register("hits", results_to_arrow(hits))
     try:
-        return {c: _facet(cursor, "hits", c, "count(*)", "TRUE", []) for c in columns}
+        return {c: facet_counts(cursor, "hits", c, "count(*)", "TRUE", []) for c in columns}
     finally:
         cursor.unregister("hits")
 
@@ -36,12 +36,13 @@ def row_facets(snap: Snapshot, columns: Sequence[str], condition: str | None,
         return {c: [] for c in columns}
     cursor = snap.sql("SELECT 1")  # the snapshot's per-thread cursor, `items` registered
     cursor.fetchall()
-    return {c: _facet(cursor, "items", c, "count(DISTINCT id)", condition or "TRUE", params)
+    return {c: facet_counts(cursor, "items", c, "count(DISTINCT id)", condition or "TRUE", params)
             for c in columns}
 
 
-def _facet(con: duckdb.DuckDBPyConnection, table: str, column: str, count: str, where: str,
-           params: list[Any]) -> list[tuple[Any, int]]:
+def facet_counts(con: duckdb.DuckDBPyConnection, table: str, column: str, count: str, where: str,
+                 params: list[Any]) -> list[tuple[Any, int]]:
+    """(value, count) of `column` in `table` over rows matching `where`, most first."""
     col = quote_identifier(column)
     try:
         rows = con.execute(f"SELECT {col}, {count} AS n FROM {table} WHERE {where} "

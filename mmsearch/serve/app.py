@@ -119,6 +119,8 @@ def create_app(collection: Collection, api_key: str | None = None,
             req = SearchRequest.build(**options, image=image, audio=audio)
             hits = collection.search(req)
             out: dict[str, Any] = {"results": [_result_json(h) for h in hits]}
+            if getattr(hits, "partial", False):  # a sharded store's shards that did not answer
+                out.update(partial=True, missing_shards=hits.missing)
             if body.facets:
                 out["facets"] = {c: [{"value": v, "count": n} for v, n in values]
                                  for c, values in collection.facets(body.facets, req).items()}
@@ -253,7 +255,8 @@ def _result_json(hit: Result) -> dict[str, Any]:
 
 def _media_row(collection: Collection, item_id: str, start_s: float | None) -> Result:
     """The row of an item with a file (the moment nearest `start_s` for videos)."""
-    snap = collection.snapshot()
+    owner = collection.shard_for(item_id) if hasattr(collection, "shard_for") else collection
+    snap = owner.snapshot()
     if not len(snap) or "path" not in snap.table.column_names:
         raise HTTPException(404, f"no item {item_id!r} with a file")
     has_start = "start_s" in snap.table.column_names
