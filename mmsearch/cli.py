@@ -326,6 +326,32 @@ def remove(paths: Annotated[list[Path], typer.Argument(
 
 @app.command()
 @handle_errors
+def doctor(store: StoreOpt = None,
+           repair: Annotated[bool, typer.Option(
+               "--repair", help="Rebuild a lost manifest from the intact segments; drop "
+               "damaged segments (listing the ids lost) and a damaged index.")] = False,
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+           ) -> None:
+    """Verify every file of the store (checksums, headers); with --repair, fix it."""
+    from mmsearch.store import doctor as doc
+
+    path = config.store_path(store)
+    report = doc.repair(path) if repair else doc.check(path)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for line in report.lines():
+            print(line)
+        if report.healthy:
+            print(f"{path}: healthy ({report.rows} rows)")
+        elif not repair:
+            print(f"{path}: damaged; run `mmsearch doctor --repair --store {path}`")
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
 def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List the models usable now without a download (offline or cached), with dimensions."""
     from mmsearch.encoders.available import available_models

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from mmsearch import config
 from mmsearch.audio.search import channel_counts
@@ -19,7 +20,7 @@ from mmsearch.channels import channels, index_options
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.media import embed_image
 from mmsearch.encoders.registry import load_default_encoder, load_encoder, same_model
-from mmsearch.errors import MmsearchError, ModelMismatchError, UsageError
+from mmsearch.errors import MmsearchError, ModelMismatchError, StoreDamagedError, UsageError
 from mmsearch.index.params import AnnParams
 from mmsearch.indexer import Indexer, IndexReport
 from mmsearch.ingest.discover import is_under
@@ -40,6 +41,7 @@ from mmsearch.request import SearchRequest
 from mmsearch.rerank.base import Reranker
 from mmsearch.rerank.registry import load_default_reranker, load_reranker
 from mmsearch.results import Result
+from mmsearch.store.columns import SchemaLike, as_schema
 from mmsearch.store.rows import keys_of_ids, replace_rows
 from mmsearch.store.store import Store
 from mmsearch.view.ann import maintain
@@ -57,13 +59,17 @@ class Collection:
         device: "cpu", "cuda", ... None: CUDA when available.
         index_params: vector index settings (an `AnnParams` or a dict of its fields, e.g.
             `{"threshold": 100_000, "nprobe": 64}`); default from `MMSEARCH_ANN_*`.
+        schema: column types to fix before the first write (an Arrow schema or
+            `{"price": "double", ...}`); otherwise the first write fixes them. A write whose
+            values do not fit is refused whole (`SchemaError`).
     """
 
     def __init__(self, path: str | os.PathLike[str], model: str | None = None,
                  device: str | None = None,
-                 index_params: AnnParams | Mapping[str, Any] | None = None) -> None:
+                 index_params: AnnParams | Mapping[str, Any] | None = None,
+                 schema: SchemaLike | None = None) -> None:
         self.path = Path(path)
-        self._store = Store(self.path)
+        self._store = Store(self.path, as_schema(schema))
         self._asked_model = config.model_spec(model)
         self._device = config.device_name(device)
         self._encoder: Encoder | None = None
@@ -95,7 +101,8 @@ class Collection:
     def model(self) -> str | None:
         """The model spec this collection embeds with (pinned by the store once written)."""
         pinned = (self._manifest().get("model") or {}).get("spec")
-        return pinned or self._asked_model or (None if self._manifest() else
+        written = self._manifest().get("generation") or self._manifest().get("segments")
+        return pinned or self._asked_model or (None if written else
                                                config.DEFAULT_MODEL)
 
     @property
@@ -123,6 +130,16 @@ class Collection:
         """The newest manifest seen, by the writer's or the readers' `Store`."""
         writer, reader = self._store.manifest, self._reader.manifest
         return writer if writer.get("generation", 0) >= reader.get("generation", 0) else reader
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        """Each column's Arrow type, as fixed by the first write or declared."""
+        return self._store.schema or self._store.declared
+
+    @property
+    def schema_changes(self) -> list[dict[str, Any]]:
+        """Columns added and types widened after the first write, oldest first."""
+        return list(self._manifest().get("schema_changes", []))
 
     def _check_model(self, asked: str | None) -> None:
         pinned = (self._manifest().get("model") or {}).get("spec")
@@ -241,14 +258,24 @@ class Collection:
                                  batch_size=batch_size, commit_every=commit_every)
 
     def _record_vectors(self, batch: RecordBatch) -> np.ndarray:
-        if batch.vectors is not None:
-            self._check_dim(batch.vectors.shape[1])
-            return batch.vectors
-        if batch.paths is not None:
-            return np.concatenate([embed_image(self.encoder, p) for p in batch.paths])
-        if batch.texts is not None:
-            return self.encoder.encode_texts(batch.texts)
-        raise UsageError("records need a `vector`, `path` or `text` column to embed")
+        """One vector per record: its own, else its image's, else its text's embedding."""
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        if batch.vectors is not None and len(batch.vectors[0]):
+            self._check_dim(batch.vectors[1].shape[1])
+            parts.append(batch.vectors)
+        if batch.paths is not None and len(batch.paths[0]):
+            parts.append((batch.paths[0],
+                          np.concatenate([embed_image(self.encoder, p) for p in batch.paths[1]])))
+        if batch.texts is not None and len(batch.texts[0]):
+            parts.append((batch.texts[0], self.encoder.encode_texts(batch.texts[1])))
+        dims = {v.shape[1] for _, v in parts}
+        if len(dims) != 1:
+            raise UsageError(f"records' vectors have {sorted(dims)[0]} dimensions; the "
+                             f"model makes {sorted(dims)[-1]}")
+        out = np.empty((len(batch.ids), dims.pop()), dtype=np.float32)
+        for rows, vectors in parts:
+            out[rows] = vectors
+        return out
 
     def delete(self, ids: Iterable[str]) -> int:
         """Remove items (all their rows) by id; returns the number of rows removed."""
@@ -333,12 +360,16 @@ class Collection:
 
     def _load_snapshot(self) -> Snapshot:
         for _ in range(5):  # a concurrent compaction may remove files between reads
-            try:  # its own Store: one manifest read, never refreshed under the load
-                snap = Snapshot.load(Store(self.path), self._ann_params, self._ann)
+            store = Store(self.path)  # its own: one manifest read, never refreshed under load
+            try:
+                snap = Snapshot.load(store, self._ann_params, self._ann)
                 self._ann = snap.ann or self._ann
                 return snap
-            except FileNotFoundError:
-                continue
+            except (FileNotFoundError, StoreDamagedError):
+                if Store(self.path).generation != store.generation:
+                    continue  # a commit removed files meanwhile: load the new generation
+                store.verify()  # not a commit: damage, named by file
+                raise
         raise MmsearchError(f"store {self.path} keeps changing under the reader; try again")
 
     def search(self, request: SearchRequest | str | Sequence[Any] | None = None, /,
@@ -467,7 +498,8 @@ class Collection:
 
 def open(store: str | os.PathLike[str] | None = None, model: str | None = None,
          device: str | None = None,
-         index_params: AnnParams | Mapping[str, Any] | None = None, *,
+         index_params: AnnParams | Mapping[str, Any] | None = None,
+         schema: SchemaLike | None = None, *,
          shards: int | None = None, ray: str | None = None) -> Collection:
     """Open (or prepare to create) a collection; see `Collection`.
 
@@ -483,5 +515,6 @@ def open(store: str | os.PathLike[str] | None = None, model: str | None = None,
 
         return open_sharded(path, model=model, device=device,  # type: ignore[return-value]
                             index_params=index_params, shards=shards, ray=ray)
-    return Collection(path, model=model, device=device, index_params=index_params)
+    return Collection(path, model=model, device=device, index_params=index_params,
+                      schema=schema)
 

@@ -37,10 +37,8 @@ from mmsearch.planner.query import SortKey, parse_weights, split_negatives
 MAX_K = 10_000
 #: Largest `offset` (results skipped).
 MAX_OFFSET = 100_000
-#: Most text terms, and most negative texts, in one request.
-MAX_TEXTS = 64
-#: Longest text term, negative text or `where` condition, in characters.
-MAX_TEXT_CHARS = 2_000
+#: Longest `where` condition, in characters. (How many texts and how long each may be are
+#: tunable limits, checked when the query is embedded: `mmsearch.limits`.)
 MAX_WHERE_CHARS = 10_000
 #: Longest query vector.
 MAX_VECTOR_DIM = 8_192
@@ -68,8 +66,7 @@ class TextTerm(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    text: str = Field(max_length=MAX_TEXT_CHARS,
-                      description="What to look for; `-word` tokens are negatives.")
+    text: str = Field(description="What to look for; `-word` tokens are negatives.")
     weight: float = Field(1.0, gt=0, le=MAX_WEIGHT, allow_inf_nan=False)
 
 
@@ -80,8 +77,10 @@ def _vector(value: Any) -> np.ndarray:
         raise ValueError("vector must be a list of numbers") from None
     if not 0 < len(v) <= MAX_VECTOR_DIM:
         raise ValueError(f"vector must have 1 to {MAX_VECTOR_DIM} numbers, not {len(v)}")
-    if not np.isfinite(v).all():
-        raise ValueError("vector must hold finite numbers")
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not np.isfinite(v).all() or not np.isfinite(np.linalg.norm(v)) or not v.any():
+            raise ValueError("the query vector must hold finite numbers, not all zero "
+                             "(NaN, Inf or overflow given)")
     return v
 
 
@@ -106,9 +105,8 @@ class SearchOptions(BaseModel):
     text: str | list[str | TextTerm] | None = Field(
         None, description="A text, or several texts / {text, weight} terms (fused). "
         "`-word` tokens are negatives (\"beach -people\").")
-    negative: list[Annotated[str, Field(max_length=MAX_TEXT_CHARS)]] = Field(
-        default_factory=list, max_length=MAX_TEXTS,
-        description="Texts whose matches are pushed down.")
+    negative: list[str] = Field(default_factory=list,
+                                description="Texts whose matches are pushed down.")
     vector: Vector | None = Field(None, description="A query embedding in the store's space.")
     k: int = Field(10, ge=1, le=MAX_K, description="Results per page.")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Results to skip (paging).")
@@ -145,16 +143,12 @@ class SearchOptions(BaseModel):
             value = [value]
         if not isinstance(value, Sequence):
             raise ValueError("text must be a string or a list of texts / (text, weight)")
-        if len(value) > MAX_TEXTS:
-            raise ValueError(f"at most {MAX_TEXTS} texts")
         out = []
         for item in value:
             if isinstance(item, tuple | list):
                 if len(item) != 2:
                     raise ValueError("a weighted text is a (text, weight) pair")
                 item = {"text": item[0], "weight": item[1]}
-            elif isinstance(item, str) and len(item) > MAX_TEXT_CHARS:
-                raise ValueError(f"a text is over {MAX_TEXT_CHARS} characters")
             out.append(item)
         return out
 

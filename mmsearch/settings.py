@@ -47,6 +47,10 @@ VARIABLES = (
     Variable("MMSEARCH_RAY_CPUS", "all of this machine's", "CPUs of a `--ray local` cluster"),
     Variable("MMSEARCH_RAY_DRILL_EXIT_ONCE", "unset", "test drill: a file path; the first "
              "encoder actor to start a batch creates it and exits"),
+    Variable("MMSEARCH_LIMIT_<NAME>", "see mmsearch.limits.Limits",
+             "per-request limits, e.g. MMSEARCH_LIMIT_MAX_TEXT_CHARS=4000"),
+    Variable("MMSEARCH_VERIFY_MAX_MB", "1024", "data files up to this size are checksummed "
+             "when a store opens"),
     Variable("MMSEARCH_ANN_<FIELD>", "see mmsearch.index.AnnParams",
              "vector index settings, e.g. MMSEARCH_ANN_THRESHOLD=200000, MMSEARCH_ANN_NPROBE"),
 )

@@ -10,27 +10,34 @@ from pathlib import Path
 from PIL import Image
 
 from mmsearch import config
-from mmsearch.errors import BadMediaError
+from mmsearch.errors import BadMediaError, MediaChangedError
 from mmsearch.ingest.images import decode_image
 from mmsearch.ingest.video import read_frame
+from mmsearch.media import Recorded, read_verified, verified
 from mmsearch.results import Result
 
+#: Largest image file a thumbnail is made from.
+MAX_THUMBNAIL_SOURCE_BYTES = 256 * 2**20
 
-def thumbnail(result: Result, size: int = 256) -> Image.Image:
+
+def thumbnail(result: Result, size: int = 256, recorded: Recorded | None = None
+              ) -> Image.Image:
     """An RGB image of a result no larger than `size` x `size` (aspect ratio kept).
 
     Videos: the frame at the moment's `start_s` (the frame that was embedded); images:
-    the picture, upright. Raises BadMediaError when the file cannot be read any more.
+    the picture, upright. Only regular files are read, and with `recorded` (what the
+    store knows of the file) only while they are the file that was indexed
+    (`mmsearch.media`). Raises BadMediaError when the file cannot be read any more,
+    MediaChangedError when it changed.
     """
     if not result.path:
         raise BadMediaError(f"item {result.id} has no file to make a thumbnail from")
+    rec = recorded or Recorded(result.path, result.modality)
     if result.modality == "video":
+        verified(rec)
         image = read_frame(result.path, result.start_s or 0.0)
     else:
-        try:
-            data = Path(result.path).read_bytes()
-        except OSError as e:
-            raise BadMediaError(f"cannot read {result.path}: {e.strerror or e}") from None
+        data = read_verified(rec, MAX_THUMBNAIL_SOURCE_BYTES)
         image = decode_image(data, config.MAX_IMAGE_PIXELS).image
     image = image.convert("RGB")
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
@@ -55,7 +62,7 @@ def write_thumbnails(results: Iterable[Result], folder: str | os.PathLike[str],
         target = out_dir / f"{rank:03d}-{stem}{at}.jpg"
         try:
             thumbnail(result, size).save(target, "JPEG", quality=88)
-        except (BadMediaError, OSError) as e:
+        except (BadMediaError, MediaChangedError, OSError) as e:
             written.append((result, None, str(e)))
             continue
         written.append((result, target, None))

@@ -91,6 +91,7 @@ def prepare(table: pa.Table, cols: ProductColumns, base_dir: str | os.PathLike[s
     paths: list[str | None] = []
     texts: list[str | None] = []
     hashes: list[str] = []
+    stamps: list[tuple[int, int] | None] = []
     keep: list[int] = []
     failed: list[tuple[str, str]] = []
     for i, (item, row) in enumerate(zip(ids, rows, strict=True)):
@@ -107,12 +108,17 @@ def prepare(table: pa.Table, cols: ProductColumns, base_dir: str | os.PathLike[s
         paths.append(path)
         texts.append(text)
         hashes.append(row_hash(row, cols, stamp))
+        stamps.append(stamp)
     out = table.take(pa.array(keep, pa.int64()))
     drop = [c for c in (cols.id_col, cols.image_col) if c and c in out.column_names]
     out = out.drop_columns(drop)
     out = out.add_column(0, "id", pa.array([ids[i] for i in keep], pa.string()))
     out = out.add_column(1, "path", pa.array(paths, pa.string()))
     out = out.append_column("row_hash", pa.array(hashes, pa.string()))
+    # the image file's size and time: files are served only while they still match
+    out = out.append_column("mtime_ns", pa.array([s and s[1] for s in stamps], pa.int64()))
+    if "bytes" not in out.column_names:
+        out = out.append_column("bytes", pa.array([s and s[0] for s in stamps], pa.int64()))
     return Products(out, texts, failed)
 
 

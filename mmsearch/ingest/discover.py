@@ -60,7 +60,12 @@ def discover(paths: Iterable[str | os.PathLike[str]],
 
 
 def _walk(root: str, excluded: set[str], seen: set[tuple[int, int]]) -> Iterator[Found | Skipped]:
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=None):
+    errors: list[OSError] = []  # folders os.walk could not list (too long a path, no access)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=errors.append):
+        while errors:
+            e = errors.pop()
+            yield Skipped(os.fsdecode(e.filename or dirpath),
+                          f"cannot read folder: {e.strerror or e}")
         try:
             st = os.stat(dirpath)
         except OSError as e:
@@ -75,6 +80,8 @@ def _walk(root: str, excluded: set[str], seen: set[tuple[int, int]]) -> Iterator
         for name in sorted(filenames):
             if modality_of(name) is not None:
                 yield _stat(os.path.join(dirpath, name))
+    for e in errors:
+        yield Skipped(os.fsdecode(e.filename or root), f"cannot read folder: {e.strerror or e}")
 
 
 def _stat(path: str) -> Found | Skipped:

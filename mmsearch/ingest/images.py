@@ -10,6 +10,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mmsearch import limits
 from mmsearch.errors import BadMediaError
 
 _EXIF_IFD = 0x8769
@@ -22,6 +23,15 @@ _ORIENTATION = 0x0112
 #: JPEGs whose short side is below this are decoded at full scale (cheap anyway, and
 #: their pixels then match a plain PIL decode exactly).
 DRAFT_FLOOR = 1024
+
+
+class ImageTooLarge(BadMediaError):
+    """An image whose decoded pixels would exceed the limit `max_image_pixels`."""
+
+    def __init__(self, pixels: int, limit: int) -> None:
+        super().__init__(f"image has {pixels:,} pixels to decode, over the limit "
+                         f"max_image_pixels={limit:,} (setting MMSEARCH_LIMIT_MAX_IMAGE_PIXELS)")
+        self.pixels, self.limit = pixels, limit
 
 
 @dataclass
@@ -55,6 +65,7 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 0) -> DecodedImag
             meta.update(width=width, height=height)
             if im.format == "JPEG":
                 _draft(im, max_pixels, min_side)
+            _check_pixels(im)
             im.seek(0)
             im.load()
             im = ImageOps.exif_transpose(im)
@@ -70,6 +81,15 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 0) -> DecodedImag
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise BadMediaError(f"cannot decode image: {e}") from None
     return DecodedImage(im, meta)
+
+
+def _check_pixels(im: Image.Image) -> None:
+    """Refuse, from the header, an image whose decode would exceed `max_image_pixels`
+    (after `draft`, a JPEG's size is the reduced size it decodes at)."""
+    limit = limits.current().max_image_pixels
+    w, h = im.size
+    if w * h > limit:
+        raise ImageTooLarge(w * h, limit)
 
 
 def _draft(im: Image.Image, max_pixels: int, min_side: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from mmsearch import limits
 from mmsearch.channels import QueryContext, channels
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.media import embed_image
@@ -86,12 +87,21 @@ class Search:
         """
         req = self.request
         terms, negatives = [], list(req.negative)
-        for term, weight in req.terms():
+        given = req.terms()
+        limits.check("max_query_parts", len(given) + len(negatives), "query texts")
+        for term, _ in given:
+            limits.check("max_text_chars", len(term), "characters in a query text")
+        for term, weight in given:
             rest, minus = split_negatives(term)
             negatives += minus
             if rest:
                 terms.append((rest, weight))
+        for n in negatives:
+            limits.check("max_text_chars", len(n), "characters in a negative text")
         negatives = [n.strip() for n in negatives if n and n.strip()]
+        limits.check("max_query_parts", len(terms) + len(negatives) + (req.image is not None)
+                     + (req.vector is not None) + (req.audio is not None),
+                     "query parts (texts, negatives, image, vector)")
         texts = [t for t, _ in terms]
         embedded = (self.env.encoder().encode_texts(texts + negatives) if texts or negatives
                     else [])

@@ -20,13 +20,33 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import (
+    Depends,
+    FastAPI,
+    File,
+    Form,
+    HTTPException,
+    Query,
+    Request,
+    Security,
+    UploadFile,
+)
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader
 from pydantic import Base64Bytes, BaseModel, Field, ValidationError
 
 from mmsearch.collection import Collection
-from mmsearch.errors import BadMediaError, MmsearchError, UsageError
+from mmsearch.errors import (
+    BadMediaError,
+    LimitError,
+    MediaChangedError,
+    MmsearchError,
+    StoreDamagedError,
+    StoreLockedError,
+    UsageError,
+)
 from mmsearch.index import set_threads
+from mmsearch.media import Recorded, verified
 from mmsearch.request import SearchOptions, SearchRequest, describe
 from mmsearch.results import Result
 from mmsearch.thumbnails import thumbnail
@@ -34,6 +54,9 @@ from mmsearch.thumbnails import thumbnail
 API_KEY_HEADER = "X-API-Key"
 #: Most facet columns one search may ask for.
 MAX_FACETS = 32
+#: Seconds a client should wait before retrying a write refused because another process
+#: holds the store's write lock.
+RETRY_AFTER_S = 2
 
 
 @dataclass(frozen=True)
@@ -42,8 +65,35 @@ class Limits:
 
     max_k: int = 1000
     max_body_bytes: int = 20 * 2**20
+    #: JSON bodies of /search and /delete (parsed before any other check: kept small).
+    max_query_body_bytes: int = 2**20
     max_image_bytes: int = 10 * 2**20
     max_records: int = 10_000
+
+
+class ErrorBody(BaseModel):
+    """An error answer: what was wrong, and for 413 the limit that was hit."""
+
+    detail: str | list[Any]
+    limit: str | None = None
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error codes a route can answer."""
+    text = {400: "Bad input (a wrong value, type, filter or column)",
+            401: "Missing or wrong API key (header X-API-Key)",
+            404: "No such item, or it has no file",
+            409: "The item's file changed since it was indexed",
+            413: "Over a limit (the answer names it)",
+            422: "The request does not match the schema",
+            503: "The store is damaged (run `mmsearch doctor`) or busy with another "
+                 "process's write (see Retry-After)"}
+    return {c: {"model": ErrorBody, "description": text[c]} for c in codes}
+
+
+READ_ERRORS = _errors(400, 401, 413, 422, 503)
+WRITE_ERRORS = _errors(400, 401, 413, 422, 503)
+FILE_ERRORS = _errors(401, 404, 409, 422, 503)
 
 
 class SearchBody(SearchOptions):
@@ -85,12 +135,16 @@ def create_app(collection: Collection, api_key: str | None = None,
 
     app = FastAPI(title="mmsearch", version="0.1.0",
                   description="Multimodal search over one mmsearch store.")
-    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes,
+                       small={"/search": limits.max_query_body_bytes,
+                              "/delete": limits.max_query_body_bytes})
 
-    def check_key(request: Request) -> None:
+    key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+
+    def check_key(given: str | None = Security(key_header)) -> None:
+        # the key only in the header, never in the URL: URLs end up in logs
         if api_key is None:
             return
-        given = request.headers.get(API_KEY_HEADER) or request.query_params.get("api_key")
         if not given or not hmac.compare_digest(given.encode(), api_key.encode()):
             raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER})")
 
@@ -99,6 +153,23 @@ def create_app(collection: Collection, api_key: str | None = None,
     @app.exception_handler(UsageError)
     async def usage_error(_: Request, e: UsageError) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=400)
+
+    @app.exception_handler(LimitError)
+    async def limit_error(_: Request, e: LimitError) -> JSONResponse:
+        return JSONResponse({"detail": str(e), "limit": e.limit}, status_code=413)
+
+    @app.exception_handler(StoreDamagedError)
+    async def damaged(_: Request, e: StoreDamagedError) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=503)
+
+    @app.exception_handler(StoreLockedError)
+    async def locked(_: Request, e: StoreLockedError) -> JSONResponse:
+        return JSONResponse({"detail": f"{e}; try again shortly"}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(MediaChangedError)
+    async def changed(_: Request, e: MediaChangedError) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=409)
 
     @app.exception_handler(MmsearchError)
     async def engine_error(_: Request, e: MmsearchError) -> JSONResponse:
@@ -136,18 +207,18 @@ def create_app(collection: Collection, api_key: str | None = None,
         """Liveness: always answers while the process runs."""
         return {"status": "ok"}
 
-    @app.get("/stats", dependencies=auth)
+    @app.get("/stats", dependencies=auth, responses=_errors(401, 503))
     def stats() -> dict[str, Any]:
         """What the store holds (`Collection.info`) and the server's limits."""
         return {**collection.info(), "limits": limits.__dict__, "rerank": True}
 
-    @app.post("/search", dependencies=auth)
+    @app.post("/search", dependencies=auth, responses=READ_ERRORS)
     def search(body: SearchBody) -> dict[str, Any]:
         """Search by text, vector, example image or sound (base64), with structured filters
         (injection-safe) and every other search option; optional facet counts."""
         return run_search(body)
 
-    @app.post("/search/image", dependencies=auth)
+    @app.post("/search/image", dependencies=auth, responses=READ_ERRORS)
     def search_image(image: UploadFile = File(...),  # noqa: B008 - FastAPI's idiom
                      text: str | None = Form(None), k: int = Form(10),
                      filters: str | None = Form(None, description="JSON object"),
@@ -174,7 +245,7 @@ def create_app(collection: Collection, api_key: str | None = None,
             raise HTTPException(422, describe(e)) from None
         return run_search(body, image=data)
 
-    @app.post("/upsert", dependencies=auth)
+    @app.post("/upsert", dependencies=auth, responses=WRITE_ERRORS)
     def upsert(req: UpsertRequest) -> dict[str, Any]:
         """Insert or replace records by id (vector or text; one atomic commit)."""
         if not req.records:
@@ -189,19 +260,19 @@ def create_app(collection: Collection, api_key: str | None = None,
         pin_threads()
         return {"rows": collection.upsert(req.records)}
 
-    @app.post("/delete", dependencies=auth)
+    @app.post("/delete", dependencies=auth, responses=WRITE_ERRORS)
     def delete(req: DeleteRequest) -> dict[str, Any]:
         """Remove items (all their rows) by id."""
         return {"rows": collection.delete(req.ids)}
 
     @app.get("/thumbnail/{item_id}", dependencies=auth,
-             responses={200: {"content": {"image/jpeg": {}}}})
+             responses={200: {"content": {"image/jpeg": {}}}, **FILE_ERRORS})
     def thumb(item_id: str, start_s: float | None = None,
               size: int = Query(256, ge=16, le=1024)) -> Response:
         """A JPEG of an item: the image, or a video's frame at `start_s`."""
-        result = _media_row(collection, item_id, start_s)
+        result, recorded = _media_row(collection, item_id, start_s)
         try:
-            image = thumbnail(result, size)
+            image = thumbnail(result, size, recorded)
         except (BadMediaError, OSError) as e:
             raise HTTPException(404, f"no thumbnail for {item_id}: {e}") from None
         buf = io.BytesIO()
@@ -209,11 +280,19 @@ def create_app(collection: Collection, api_key: str | None = None,
         return Response(buf.getvalue(), media_type="image/jpeg",
                         headers={"Cache-Control": "max-age=300"})
 
-    @app.get("/media/{item_id}", dependencies=auth)
+    @app.get("/media/{item_id}", dependencies=auth, response_class=FileResponse,
+             responses={200: {"content": {"application/octet-stream": {}}}, **FILE_ERRORS})
     def media(item_id: str) -> FileResponse:
         """The item's file (only files the store indexed); videos open at `#t=START`."""
-        result = _media_row(collection, item_id, None)
-        return FileResponse(result.path)  # type: ignore[arg-type]
+        result, recorded = _media_row(collection, item_id, None)
+        if recorded.bytes is None or recorded.mtime_ns is None:
+            raise HTTPException(404, f"the store recorded no size and time of {item_id}'s "
+                                "file, so it cannot tell it is still that file; re-index it")
+        try:
+            st = verified(recorded)
+        except BadMediaError as e:
+            raise HTTPException(404, f"no file for {item_id}: {e}") from None
+        return FileResponse(result.path, stat_result=st)  # type: ignore[arg-type]
 
     return app
 
@@ -253,37 +332,45 @@ def _result_json(hit: Result) -> dict[str, Any]:
     return out
 
 
-def _media_row(collection: Collection, item_id: str, start_s: float | None) -> Result:
-    """The row of an item with a file (the moment nearest `start_s` for videos)."""
+def _media_row(collection: Collection, item_id: str, start_s: float | None
+               ) -> tuple[Result, Recorded]:
+    """The row of an item with a file (the moment nearest `start_s` for videos) and what
+    the store recorded of the file."""
     owner = collection.shard_for(item_id) if hasattr(collection, "shard_for") else collection
     snap = owner.snapshot()
-    if not len(snap) or "path" not in snap.table.column_names:
+    names = snap.table.column_names
+    if not len(snap) or "path" not in names:
         raise HTTPException(404, f"no item {item_id!r} with a file")
-    has_start = "start_s" in snap.table.column_names
-    order = "abs(coalesce(start_s, 0) - ?)" if has_start else "?"
-    row = snap.sql(f"SELECT path, modality, {'start_s' if has_start else 'NULL'} FROM items "
-                   f"WHERE id = ? AND path IS NOT NULL ORDER BY {order} LIMIT 1",
-                   [item_id, start_s or 0.0]).fetchone()
+    cols = ", ".join(f'"{c}"' if c in names else f'NULL AS "{c}"' for c in
+                     ("path", "modality", "start_s", "bytes", "mtime_ns", "content_hash"))
+    order = "abs(coalesce(start_s, 0) - ?)" if "start_s" in names else "?"
+    cursor = snap.sql(f"SELECT {cols} FROM items WHERE id = ? AND path IS NOT NULL "
+                      f"ORDER BY {order} LIMIT 1", [item_id, start_s or 0.0])
+    row = cursor.fetchone()
     if row is None:
         raise HTTPException(404, f"no item {item_id!r} with a file")
+    rec = Recorded.from_row(dict(zip(("path", "modality", "start_s", "bytes", "mtime_ns",
+                                      "content_hash"), row, strict=True)))
     return Result(id=item_id, path=row[0], modality=row[1] or "image", score=0.0,
-                  start_s=row[2])
+                  start_s=row[2]), rec
 
 
 class _BodyLimit:
     """ASGI middleware: 413 when a request body is over `max_bytes`, declared or streamed."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, small: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.small = small or {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.small.get(scope.get("path", ""), self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await _too_large(self.max_bytes)(scope, receive, send)
+        if declared.isdigit() and int(declared) > limit:
+            await _too_large(limit)(scope, receive, send)
             return
         received = 0
 
@@ -292,9 +379,9 @@ class _BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise HTTPException(413, f"request body is over the limit of "
-                                        f"{self.max_bytes} bytes")
+                                        f"{limit} bytes")
             return message
 
         await self.app(scope, limited, send)

@@ -280,9 +280,10 @@ class ShardedCollection:
         else:
             batch = to_record_batch(table)
             dim = self._manifest().get("dim")
-            if batch.vectors is not None and dim and batch.vectors.shape[1] != int(dim):
+            given = batch.vectors[1].shape[1] if batch.vectors is not None else None
+            if given is not None and dim and given != int(dim):
                 raise ModelMismatchError(f"store {self.path} holds {dim}-d vectors; these "
-                                         f"records have {batch.vectors.shape[1]}-d vectors")
+                                         f"records have {given}-d vectors")
         ids = [str(i) for i in table.column("id").to_pylist()]
         with self._writing():
             if "vector" not in names:

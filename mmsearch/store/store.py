@@ -9,9 +9,12 @@ Layout (see indexes/README.md)::
     STORE/ann-<gen>-<id>.faiss     # trained IVF-PQ index named by manifest["ann"] (large stores)
     STORE/.lock                    # held by the one writer
 
-A commit writes new segment files first, then a new manifest that names them. A crash
-before the manifest swap leaves unreferenced files that the next writer removes; a crash
-after it leaves a complete commit. Readers only ever follow the manifest.
+A commit checks its rows against the store's schema (`columns.conform`) before writing
+anything, writes new segment files, reads them back (row counts, shapes, checksums), then
+swaps in a new manifest that names them with their sizes and checksums. A crash before the
+swap leaves unreferenced files that the next writer removes; a crash after it leaves a
+complete commit. Readers only ever follow the manifest. Without a readable manifest
+nothing is written or deleted: `mmsearch doctor --repair` rebuilds it from the segments.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import pyarrow.parquet as pq
 
 from mmsearch.errors import MmsearchError, StoreLockedError
 from mmsearch.fileio import fsync_dir, write_atomic, write_json_atomic
+from mmsearch.store import columns, integrity
 from mmsearch.vectors import LiveVectors
 
 FORMAT = 1
@@ -62,14 +66,17 @@ class Batch:
 class Store:
     """Reads and writes one store folder."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, declared: pa.Schema | None = None) -> None:
         self.root = Path(root)
+        self.declared = declared
         self.manifest = self._read_manifest()
+        columns.check_declared(declared, self.schema)
 
     # -- reading ----------------------------------------------------------------------
     @property
     def exists(self) -> bool:
-        return bool(self.manifest)
+        """True once a commit wrote rows (the empty manifest of a new store is not one)."""
+        return self.generation > 0 or bool(self.manifest.get("segments"))
 
     @property
     def generation(self) -> int:
@@ -78,6 +85,11 @@ class Store:
     @property
     def model(self) -> dict[str, Any] | None:
         return self.manifest.get("model")
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        """Each column's Arrow type (None before the first write of a store with schemas)."""
+        return columns.decode(self.manifest.get("schema"))
 
     @property
     def segments(self) -> list[Segment]:
@@ -99,7 +111,25 @@ class Store:
         name = self.manifest.get("deleted")
         if not name:
             return np.zeros(0, dtype=np.int64)
-        return np.load(self.root / name, allow_pickle=False)
+        with self._reading(name):
+            return np.load(self.root / name, allow_pickle=False)
+
+    def verify(self, full: bool | None = None) -> None:
+        """Raise StoreDamagedError naming any missing or damaged file (see `integrity`)."""
+        problems = integrity.check_files(self.root, self.manifest, full=full)
+        if problems:
+            raise integrity.damaged(self.root, problems)
+
+    @contextmanager
+    def _reading(self, name: str) -> Iterator[None]:
+        """Turn a read failure of a store file into one StoreDamagedError naming it."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise  # a concurrent compaction (readers retry) or damage (verify names it)
+        except (OSError, ValueError, EOFError, pa.ArrowException) as e:
+            raise integrity.damaged(self.root, [(name, str(e).splitlines()[0][:120])]) \
+                from None
 
     def read_segment(self, seg: Segment, mmap: bool = True,
                      columns: list[str] | None = None) -> tuple[pa.Table, np.ndarray]:
@@ -108,11 +138,14 @@ class Store:
         if columns is not None:  # segments from upserts may lack some: read those present
             present = set(pq.read_schema(path).names)
             columns = [c for c in columns if c in present]
-        table = pq.read_table(path, columns=columns)
-        vectors = np.load(seg_dir / f"{seg.name}.npy", mmap_mode="r" if mmap else None,
-                          allow_pickle=False)
-        if len(table) != len(vectors) or len(table) != seg.rows:
-            raise MmsearchError(f"store {self.root}: segment {seg.name} is inconsistent")
+        with self._reading(f"segments/{seg.name}.parquet"):
+            table = pq.read_table(path, columns=columns)
+        with self._reading(f"segments/{seg.name}.npy"):
+            vectors = np.load(seg_dir / f"{seg.name}.npy", mmap_mode="r" if mmap else None,
+                              allow_pickle=False)
+        if len(table) != len(vectors) or len(table) != seg.rows or vectors.ndim != 2:
+            raise integrity.damaged(self.root, [(f"segments/{seg.name}", "row counts of "
+                                                 "its .parquet and .npy disagree")])
         return table, vectors
 
     def live(self, columns: list[str] | None = None) -> tuple[pa.Table, LiveVectors]:
@@ -120,10 +153,13 @@ class Store:
 
         `columns`: read only these metadata columns (they must include `key`).
         """
+        self.verify()
         deleted = self.deleted_keys()
+        schema = self.schema
         tables, parts, keeps = [], [], []
         for seg in self.segments:
             table, vectors = self.read_segment(seg, columns=columns)
+            table = _as_store_types(table, schema)
             keep = None
             if len(deleted):
                 live = ~np.isin(table.column("key").to_numpy(), deleted)
@@ -160,7 +196,9 @@ class Store:
             except BlockingIOError:
                 raise StoreLockedError(f"another process is writing to {self.root}") from None
             self.refresh()
-            self._collect_garbage()
+            if self.manifest:
+                self.verify(full=False)  # never clean up around missing files
+                self._collect_garbage()
             yield self
         finally:
             os.close(fd)
@@ -179,19 +217,27 @@ class Store:
         Call inside `writer()`.
         """
         seg_dir = self.root / "segments"
-        seg_dir.mkdir(parents=True, exist_ok=True)
         manifest = dict(self.manifest)
         if model is not None:
             manifest["model"] = model
         if dim is not None:
             manifest["dim"] = dim
         manifest.update(extra or {})
+        batches = self._conform(manifest, [b for b in batches if len(b.table)])
+        if not (self.root / MANIFEST).exists():
+            # a new store: an empty manifest first, so data files never exist without one
+            # (a missing manifest beside data files is damage, not a first commit cut short)
+            write_json_atomic(self.root / MANIFEST, {"format": FORMAT, "generation": 0,
+                                                     "segments": [], "next_key": 0,
+                                                     "created_at": time.time()})
+        seg_dir.mkdir(parents=True, exist_ok=True)
         segments = list(manifest.get("segments", []))
+        files = {k: v for k, v in (manifest.get("files") or {}).items()}
+        stamp = {k: manifest.get(k) for k in ("model", "dim", "audio")}
+        stamp["generation"] = self.generation + 1
         for batch in batches:
-            if len(batch.table) == 0:
-                continue
             name = f"{int(time.time())}-{uuid.uuid4().hex[:12]}"
-            _write_segment(seg_dir, name, batch)
+            files.update(_write_segment(seg_dir, name, batch, manifest.get("dim"), stamp))
             segments.append({"name": name, "rows": len(batch.table)})
         deleted = self.deleted_keys()
         if delete is not None and len(delete):
@@ -208,6 +254,12 @@ class Store:
             manifest["deleted"] = name
         total = sum(s["rows"] for s in segments)
         manifest["rows"] = total - len(deleted)
+        manifest["files"] = self._checksums(manifest, files)
+        integrity.check_manifest(manifest)
+        problems = integrity.check_files(self.root, manifest, full=False)
+        if problems:  # never commit what cannot be read back
+            raise MmsearchError(f"commit to {self.root} abandoned, nothing changed: "
+                                + "; ".join(f"{f}: {w}" for f, w in problems[:3]))
         write_json_atomic(self.root / MANIFEST, manifest)
         self.manifest = manifest
         if len(segments) > MAX_SEGMENTS or (total and len(deleted) > MAX_DELETED_SHARE * total):
@@ -217,11 +269,59 @@ class Store:
     def compact(self) -> None:
         """Rewrite all live rows into one segment and drop the tombstones."""
         table, vectors = self.live()  # streamed from the old segments into the new one
-        manifest = dict(self.manifest, segments=[], deleted=None)
-        self.manifest = manifest
-        self.commit([Batch(table, vectors)])
+        before = self.manifest
+        self.manifest = dict(before, segments=[], deleted=None)
+        try:
+            self.commit([Batch(table, vectors)])
+        except BaseException:
+            self.manifest = before  # a failed compaction changes nothing, on disk or here
+            raise
 
     # -- internals --------------------------------------------------------------------
+    def _conform(self, manifest: dict[str, Any], batches: list[Batch]) -> list[Batch]:
+        """Cast the batches to the store's schema (recording changes in `manifest`);
+        SchemaError before anything is written when they do not fit."""
+        if not batches and "schema" in manifest:
+            return batches
+        schema = columns.decode(manifest.get("schema")) or self._schema_of_segments()
+        changes: list[dict[str, Any]] = []
+        out = []
+        for batch in batches:
+            table, schema, changed = columns.conform(batch.table, schema, self.declared)
+            changes += changed
+            out.append(Batch(table, batch.vectors))
+        if schema is None and self.declared is not None:
+            schema = self.declared
+        if schema is not None:
+            manifest["schema"] = columns.encode(schema)
+        if changes and self.manifest.get("schema"):  # the first write's types are no change
+            generation = self.generation + 1
+            manifest["schema_changes"] = [*manifest.get("schema_changes", []),
+                                          *({**c, "generation": generation} for c in changes)]
+        return out
+
+    def _schema_of_segments(self) -> pa.Schema | None:
+        """The schema of a store written before schemas: its segments' types unified."""
+        schemas = []
+        for seg in self.segments:
+            name = f"segments/{seg.name}.parquet"
+            with self._reading(name):
+                schemas.append(pq.read_schema(self.root / name).remove_metadata())
+        if not schemas:
+            return None
+        try:
+            return pa.unify_schemas(schemas, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise integrity.damaged(self.root, [("segments", f"column types disagree ({e})")]
+                                    ) from None
+
+    def _checksums(self, manifest: dict[str, Any], files: dict[str, Any]) -> dict[str, Any]:
+        """Entries of every file the manifest names (computed for files that lack one)."""
+        out = {}
+        for rel in integrity.referenced(manifest):
+            out[rel] = files.get(rel) or integrity.file_entry(self.root / rel)
+        return out
+
     def _read_manifest(self) -> dict[str, Any]:
         import json
 
@@ -231,13 +331,26 @@ class Store:
             manifest = json.loads(path.read_text())
         except FileNotFoundError:
             self._stamp = None
+            left = self._orphans()
+            if left:
+                raise integrity.damaged(self.root, [(MANIFEST, f"missing, but {left} data "
+                                                     "file(s) remain")]) from None
             return {}
         except (OSError, ValueError) as e:
-            raise MmsearchError(f"cannot read {path}: {e}") from e
+            raise integrity.damaged(self.root, [(MANIFEST, f"unreadable ({e})")]) from None
+        integrity.check_manifest(manifest, self.root)
         if manifest.get("format", FORMAT) > FORMAT:
             raise MmsearchError(f"{path} was written by a newer mmsearch (format "
                                 f"{manifest['format']}); upgrade mmsearch to read it")
         return manifest
+
+    def _orphans(self) -> int:
+        """Data files present in the folder (a store without a manifest should have none)."""
+        seg_dir = self.root / "segments"
+        n = sum(1 for f in seg_dir.iterdir() if not f.name.startswith(".")) \
+            if seg_dir.is_dir() else 0
+        return n + len(list(self.root.glob("deleted-*.npy"))) + len(
+            list(self.root.glob("ann-*.faiss")))
 
     def _collect_garbage(self) -> None:
         """Delete files no manifest names (left by crashed or superseded commits)."""
@@ -267,15 +380,39 @@ def _stat_stamp(path: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def _write_segment(seg_dir: Path, name: str, batch: Batch) -> None:
+def _as_store_types(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
+    """A segment's columns cast to the store's types (older segments predate a widening)."""
+    if schema is None:
+        return table
+    for i, f in enumerate(table.schema):
+        if f.name in schema.names and schema.field(f.name).type != f.type:
+            table = table.set_column(i, f.name, table.column(i).cast(
+                schema.field(f.name).type, safe=False))
+    return table
+
+
+def _write_segment(seg_dir: Path, name: str, batch: Batch, dim: int | None,
+                   stamp: dict[str, Any]) -> dict[str, Any]:
+    """Write a segment's two files and read them back; returns their manifest entries.
+
+    `stamp` (model, dim, audio settings, generation) goes into the Parquet metadata, so
+    `mmsearch doctor` can rebuild a lost manifest from the segments alone.
+    """
+    import json
+
     vectors = batch.vectors
     if not isinstance(vectors, LiveVectors):
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if len(vectors.shape) != 2 or len(vectors) != len(batch.table):
         raise ValueError("vectors must be a 2-D array with one row per table row")
+    if dim and vectors.shape[1] != dim:
+        raise ValueError(f"vectors have {vectors.shape[1]} dimensions; the store holds {dim}")
+    table = batch.table.replace_schema_metadata(
+        {**(batch.table.schema.metadata or {}),
+         b"mmsearch": json.dumps(stamp, default=str).encode()})
 
     def write_parquet(f: io.BufferedWriter) -> None:
-        pq.write_table(batch.table, f, compression="zstd")
+        pq.write_table(table, f, compression="zstd", write_page_checksum=True)
 
     def write_npy(f: io.BufferedWriter) -> None:
         if isinstance(vectors, np.ndarray):
@@ -290,3 +427,12 @@ def _write_segment(seg_dir: Path, name: str, batch: Batch) -> None:
     write_atomic(seg_dir / f"{name}.npy", write_npy)
     write_atomic(seg_dir / f"{name}.parquet", write_parquet)
     fsync_dir(seg_dir)
+    parquet, npy = seg_dir / f"{name}.parquet", seg_dir / f"{name}.npy"
+    try:  # read back what was written: a commit never names a file it cannot read
+        rows = pq.read_metadata(parquet).num_rows
+    except (OSError, pa.ArrowException) as e:
+        raise MmsearchError(f"segment {name} unreadable right after writing: {e}") from None
+    if rows != len(table):
+        raise MmsearchError(f"segment {name}: {rows} rows read back, {len(table)} written")
+    return {f"segments/{name}.parquet": integrity.file_entry(parquet),
+            f"segments/{name}.npy": integrity.file_entry(npy)}

@@ -31,6 +31,7 @@ import numpy as np
 from mmsearch.index.flat import FlatIndex
 from mmsearch.index.ivfpq import AnnIndex, IVFPQIndex, KeyMap
 from mmsearch.index.params import AnnParams
+from mmsearch.store import integrity
 from mmsearch.store.store import Store
 from mmsearch.vectors import LiveVectors
 
@@ -92,7 +93,11 @@ def _load(store: Store, meta: dict[str, Any], params: AnnParams,
           cached: AnnIndex | None) -> AnnIndex:
     if cached is not None and cached.file == meta["file"]:
         return cached
-    return AnnIndex.read(store.root / meta["file"], meta, params)
+    try:
+        return AnnIndex.read(store.root / meta["file"], meta, params)
+    except (RuntimeError, ValueError, MemoryError) as e:
+        raise integrity.damaged(store.root, [(meta["file"], f"unreadable index "
+                                              f"({str(e).splitlines()[0][:100]})")]) from None
 
 
 def _still_fits(meta: dict[str, Any], n: int, dim: int, params: AnnParams) -> bool:
