@@ -20,7 +20,8 @@ def test_every_variable_in_the_code_is_in_the_table_and_the_readme():
     used = set()
     for path in PACKAGE.rglob("*.py"):
         used |= set(re.findall(r"MMSEARCH_[A-Z_]+[A-Z]", path.read_text()))
-    used = {"MMSEARCH_ANN_<FIELD>" if u.startswith("MMSEARCH_ANN") else u for u in used}
+    used = {"MMSEARCH_ANN_<FIELD>" if u.startswith("MMSEARCH_ANN") else
+            "MMSEARCH_LIMIT_<NAME>" if u.startswith("MMSEARCH_LIMIT") else u for u in used}
     names = {v.name for v in VARIABLES}
     assert used <= names, used - names
     readme = (PACKAGE.parent / "README.md").read_text()
