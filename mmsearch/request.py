@@ -164,6 +164,8 @@ class SearchOptions(BaseModel):
     def _modality(cls, value: Any) -> Any:
         if value is None:
             return None
+        if not isinstance(value, str | list | tuple):
+            raise ValueError("modality must be a name, comma-separated names or a list")
         names = value.split(",") if isinstance(value, str) else list(value)
         names = [str(n).strip().lower() for n in names if str(n).strip()]
         bad = [n for n in names if n not in MODALITIES]
@@ -179,6 +181,8 @@ class SearchOptions(BaseModel):
             return {}
         if isinstance(value, Mapping):
             return dict(value)
+        if not isinstance(value, str | list | tuple):
+            raise ValueError("weights must be a mapping or CHANNEL=NUMBER strings")
         try:
             return parse_weights(value)
         except UsageError as e:

@@ -31,6 +31,7 @@ from fastapi import (
     Security,
     UploadFile,
 )
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from pydantic import Base64Bytes, BaseModel, Field, ValidationError
@@ -149,6 +150,13 @@ def create_app(collection: Collection, api_key: str | None = None,
             raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER})")
 
     auth = [Depends(check_key)]
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:
+        # what was wrong and where, without echoing the input (it may hold NaN or be huge)
+        return JSONResponse({"detail": [{"loc": list(err.get("loc", ())), "msg": err["msg"],
+                                         "type": err["type"]} for err in e.errors()]},
+                            status_code=422)
 
     @app.exception_handler(UsageError)
     async def usage_error(_: Request, e: UsageError) -> JSONResponse:
