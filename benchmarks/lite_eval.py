@@ -1,12 +1,15 @@
-"""Retrieval quality and CPU/GPU throughput of the offline mmsearch-lite model.
+"""Retrieval quality and CPU/GPU throughput of the offline mmsearch-lite models, before/after.
 
-Evaluates text->image and image->text recall@1/5/10 on
+Evaluates text->image and image->text recall@1/5/10 of each model (default: the first
+generation `mmsearch-lite` and the current `mmsearch-lite-2`) on
   - val:  flickr8k_train224, split == val (887 images x 5 captions; model selection set)
   - test: flickr8k (500 images x 5 captions; never used for training or selection)
-with one gallery entry per image, through the full encoder (image files -> preprocess ->
-towers -> heads), and prints a markdown table plus images/s and texts/s.
+with one gallery entry per image, through the encoders (image files -> preprocess ->
+tower -> heads; the frozen image tower's pass is shared by models whose image tower is not
+retrained, mirrored too when a model averages flips), and prints a markdown table plus
+each model's texts/s and the images/s of the whole image path.
 
-    python benchmarks/lite_eval.py --threads 2
+    python benchmarks/lite_eval.py --threads 1
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _harness import DATA
 
-from mmsearch.encoders.lite import load_lite
+from mmsearch.encoders.lite import load_lite, stage_features
 
 DEFAULT_DATA = DATA
 
@@ -49,15 +52,27 @@ def read_set(folder: Path, split: str | None) -> tuple[list[Path], list[str], np
     return files, captions, np.asarray(owner)
 
 
-def embed_images(enc, paths: list[Path], batch: int) -> tuple[np.ndarray, float]:
-    """Unit vectors of image files and the seconds spent (decode + preprocess + encode)."""
-    out = []
+def embed_images(encs: list, paths: list[Path], batch: int) -> tuple[list[np.ndarray], float]:
+    """Unit vectors of image files for each encoder and the seconds spent (decode +
+    preprocess + tower + heads, all models)."""
+    shared = [e for e in encs if not any(k.startswith("image.") for k in e.heads.tower_state)]
+    flips = any(e.flip_average for e in shared)
+    out: list[list[np.ndarray]] = [[] for _ in encs]
     t0 = time.perf_counter()
     for i in range(0, len(paths), batch):
-        pixels = torch.stack([enc.preprocess(Image.open(p).convert("RGB"))
+        pixels = torch.stack([encs[0].preprocess(Image.open(p).convert("RGB"))
                               for p in paths[i:i + batch]])
-        out.append(enc.encode_images(pixels))
-    return np.concatenate(out), time.perf_counter() - t0
+        if shared:
+            with torch.inference_mode():
+                views = [stage_features(shared[0].image_tower, pixels)]
+                if flips:
+                    views.append(stage_features(shared[0].image_tower, pixels.flip(-1)))
+        for j, enc in enumerate(encs):
+            if enc in shared:
+                out[j].append(enc.embed_features(views if enc.flip_average else views[:1]))
+            else:
+                out[j].append(enc.encode_images(pixels))
+    return [np.concatenate(o) for o in out], time.perf_counter() - t0
 
 
 def embed_texts(enc, texts: list[str], batch: int) -> tuple[np.ndarray, float]:
@@ -84,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared/data folder")
-    p.add_argument("--heads", default=None, help="heads file (default: the shipped one)")
+    p.add_argument("--models", default="mmsearch-lite,mmsearch-lite-2",
+                   help="comma list of shipped specs and/or heads files")
+    p.add_argument("--sets", default="val,test", help="comma list of val, test")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
@@ -93,41 +110,52 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
-    enc = load_lite(args.device, args.heads)
-    load_s = time.perf_counter() - t0
+    encs = []
+    for m in args.models.split(","):
+        encs.append(load_lite(args.device, heads_path=m) if Path(m).is_file()
+                    else load_lite(args.device, spec=m))
+    load_s = (time.perf_counter() - t0) / len(encs)
     sets = {
-        "val (flickr8k_train224 val, 887 img)": read_set(args.data / "flickr8k_train224", "val"),
-        "test (flickr8k, 500 img)": read_set(args.data / "flickr8k", None),
+        "val": ("val (flickr8k_train224 val, 887 img)",
+                lambda: read_set(args.data / "flickr8k_train224", "val")),
+        "test": ("test (flickr8k, 500 img)", lambda: read_set(args.data / "flickr8k", None)),
     }
     # warm-up so that one-off allocations do not count in the throughput
-    enc.encode_images(torch.stack([enc.preprocess(Image.new("RGB", (64, 64)))] * 2))
-    enc.encode_texts(["warm up"] * 2)
-    results: dict[str, dict[str, float]] = {}
-    speed = {"images": 0, "image_s": 0.0, "texts": 0, "text_s": 0.0}
-    for name, (paths, captions, owner) in sets.items():
-        img, img_s = embed_images(enc, paths, args.batch_size)
-        txt, txt_s = embed_texts(enc, captions, args.batch_size)
-        results[name] = recalls(img, txt, owner)
-        speed["images"] += len(paths)
-        speed["image_s"] += img_s
-        speed["texts"] += len(captions)
-        speed["text_s"] += txt_s
+    for enc in encs:
+        enc.encode_images(torch.stack([enc.preprocess(Image.new("RGB", (64, 64)))] * 2))
+        enc.encode_texts(["warm up"] * 2)
+    results: dict[str, dict[str, dict[str, float]]] = {e.spec: {} for e in encs}
+    images, image_s = 0, 0.0
+    texts = dict.fromkeys(results, 0)
+    text_s = dict.fromkeys(results, 0.0)
+    for key in args.sets.split(","):
+        name, load = sets[key]
+        paths, captions, owner = load()
+        imgs, secs = embed_images(encs, paths, args.batch_size)
+        images += len(paths)
+        image_s += secs
+        for enc, img in zip(encs, imgs, strict=True):
+            txt, t_s = embed_texts(enc, captions, args.batch_size)
+            results[enc.spec][name] = recalls(img, txt, owner)
+            texts[enc.spec] += len(captions)
+            text_s[enc.spec] += t_s
 
-    print(f"model {enc.spec} (dim {enc.dim}) on {enc.device}, {args.threads} threads, "
-          f"batch {args.batch_size}; load {load_s:.1f}s\n")
-    print("| set | t2i R@1 | t2i R@5 | t2i R@10 | i2t R@1 | i2t R@5 | i2t R@10 |")
-    print("|---|---|---|---|---|---|---|")
-    for name, r in results.items():
-        cells = " | ".join(f"{r[k]:.1f}" for k in
-                           ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10"))
-        print(f"| {name} | {cells} |")
-    ips = speed["images"] / speed["image_s"]
-    tps = speed["texts"] / speed["text_s"]
-    print(f"\nthroughput: {ips:.1f} images/s (decode + preprocess + encode), "
-          f"{tps:.1f} texts/s")
+    print(f"models on {encs[0].device}, {args.threads} threads, batch {args.batch_size}; "
+          f"load {load_s:.1f}s each\n")
+    print("| model | set | t2i R@1 | t2i R@5 | t2i R@10 | i2t R@1 | i2t R@5 | i2t R@10 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for spec, per_set in results.items():
+        for name, r in per_set.items():
+            cells = " | ".join(f"{r[k]:.1f}" for k in
+                               ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10"))
+            print(f"| {spec} | {name} | {cells} |")
+    ips = images / image_s
+    tps = {s: texts[s] / text_s[s] for s in results}
+    print(f"\nthroughput: {ips:.1f} images/s (decode + preprocess + encode, all models), "
+          + ", ".join(f"{s} {v:.1f} texts/s" for s, v in tps.items()))
     if args.json:
         args.json.write_text(json.dumps({"results": results, "images_per_s": ips,
-                                         "texts_per_s": tps, "device": enc.device,
+                                         "texts_per_s": tps, "device": encs[0].device,
                                          "threads": args.threads}, indent=1))
 
 

@@ -26,23 +26,29 @@ from tiny_blip import make_processor
 from mmsearch.rerank.blip import BlipReranker
 
 
+def random_base_reranker(device: str, batch: int) -> BlipReranker:
+    """`blip-itm-base` architecture with random weights (fp16 on CUDA) behind BlipReranker."""
+    from transformers import BlipConfig, BlipForImageTextRetrieval
+
+    torch.manual_seed(0)
+    config = BlipConfig()
+    model = BlipForImageTextRetrieval(config)
+    if device.startswith("cuda"):
+        model = model.half()
+    processor = make_processor(Path(tempfile.mkdtemp()), config.vision_config.image_size)
+    return BlipReranker(model.to(device), processor, "blip:random-base", device,
+                        batch_size=batch)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--candidates", type=int, default=16)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
-    from transformers import BlipConfig, BlipForImageTextRetrieval
-
-    torch.manual_seed(0)
-    config = BlipConfig()
-    model = BlipForImageTextRetrieval(config)
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    if args.device.startswith("cuda"):
-        model = model.half()
-    processor = make_processor(Path(tempfile.mkdtemp()), config.vision_config.image_size)
-    reranker = BlipReranker(model.to(args.device), processor, "blip:random-base", args.device,
-                            batch_size=args.batch)
+    reranker = random_base_reranker(args.device, args.batch)
+    config = reranker.model.config
+    params = sum(p.numel() for p in reranker.model.parameters()) / 1e6
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (288, 384, 3), dtype=np.uint8))
               for _ in range(args.candidates)]

@@ -124,6 +124,10 @@ def index(
     audio_model: Annotated[str | None, typer.Option(
         "--audio-model", help="Also embed sounds with this CLAP model (folder or Hugging Face "
         "id, e.g. laion/clap-htsat-unfused) [default: off].", show_default=False)] = None,
+    ocr: Annotated[bool | None, typer.Option(
+        "--ocr/--no-ocr", help="Read the text in pictures and video moments (OCR) [default: "
+        "on when the `ocr` extra is installed; then as the store was built].",
+        show_default=False)] = None,
 ) -> None:
     """Index files and folders, or a product catalog (.csv/.tsv/.parquet/.jsonl); re-running
     is incremental."""
@@ -160,7 +164,7 @@ def index(
     report = col.index(paths, progress=False if quiet else None, batch_size=batch_size,
                        workers=workers, fps=fps, scene_threshold=scene_threshold,
                        video_time_limit=video_time_limit, tags=tags, speech=speech,
-                       whisper=whisper, audio_model=audio_model)
+                       whisper=whisper, audio_model=audio_model, ocr=ocr)
     if verbose:
         for path, reason in report.failures:
             _err(f"skipped {path}: {reason}")
@@ -206,7 +210,7 @@ def query(
         "does the same).", show_default=False)] = None,
     weight: Annotated[list[str] | None, typer.Option(
         "--weight", help="Channel weight CHANNEL=W, e.g. text=0.5 (repeatable; 0 leaves a "
-        "channel out; channels: visual, text, speech, tags).", show_default=False)] = None,
+        "channel out; channels: visual, text, speech, tags, ocr).", show_default=False)] = None,
     min_score: Annotated[float | None, typer.Option(
         "--min-score", help="Only results with a calibrated score at least this (z scale: "
         "0 = unrelated, 3 = a clear match).", show_default=False)] = None,
@@ -363,7 +367,7 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     for m in found:
         print(f"{m.spec:<45} {m.dim:>5}-d  {m.source}")
     print(f"default: {config.DEFAULT_MODEL} (downloaded on first use; offline falls back to "
-          "mmsearch-lite)", file=sys.stderr)
+          "mmsearch-lite-2)", file=sys.stderr)
 
 
 @app.command()
@@ -456,7 +460,18 @@ def _index_line(p: dict[str, Any]) -> str:
     return (f"ivfpq (nlist {p['nlist']}, m {p['m']} x {p['nbits']} bits"
             f"{', OPQ' if p['opq'] else ''}, nprobe {p['nprobe']}, rerank {p['rerank']}x, "
             f"trained on {p['trained_rows']} rows, {p['ntotal']} vectors, {p['device']}; "
-            f"{ram} + {p['mapped_bytes_per_vector']} B/vector memory-mapped)")
+            f"{ram} + {p['mapped_bytes_per_vector']} B/vector memory-mapped)"
+            f"\n           {_recall_line(p)}")
+
+
+def _recall_line(p: dict[str, Any]) -> str:
+    """The index's measured recall@10 (held-out stored vectors vs exact search)."""
+    if p.get("recall_at_10") is None:
+        return "recall@10 not measured yet (measured when the index is next trained)"
+    on = p.get("recall_measured_on") or {}
+    verdict = "meets" if p.get("recall_met") else "BELOW"
+    return (f"recall@10 {p['recall_at_10']:.3f} ({verdict} target {p['target_recall']:g}; "
+            f"{on.get('queries')} held-out queries at {on.get('rows')} rows)")
 
 
 def _explain_line(explain: dict[str, Any]) -> str:

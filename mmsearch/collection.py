@@ -34,7 +34,7 @@ from mmsearch.planner import calibration as calib
 from mmsearch.planner.calibration import PROBE_TEXTS, Calibration, measure
 from mmsearch.planner.facets import hit_facets, row_facets
 from mmsearch.planner.groups import layout
-from mmsearch.planner.query import Query
+from mmsearch.planner.query import Query, split_negatives, text_terms
 from mmsearch.planner.search import Search, SearchEnv
 from mmsearch.records import RecordBatch, as_table, to_record_batch
 from mmsearch.request import SearchRequest
@@ -85,6 +85,7 @@ class Collection:
         self._snap_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._encoder_lock = threading.Lock()
+        self._batch = threading.local()  # search_batch's shared text embeddings
         self._cache_lock = threading.Lock()  # calibration and reranker caches
         self._reader = Store(self.path)
         self._ann_params = AnnParams.resolve(index_params)
@@ -93,7 +94,8 @@ class Collection:
         self._rerankers: dict[str, Reranker] = {}
         self._probe_vectors: np.ndarray | None = None
         self._env = SearchEnv(self.path, lambda: self.encoder, self._calibration,
-                              self._load_reranker, self._manifest, self._device)
+                              self._load_reranker, self._manifest, self._device,
+                              self._embed_texts)
         self._check_model(self._asked_model)
 
     # -- model ------------------------------------------------------------------------
@@ -417,6 +419,54 @@ class Collection:
             return hit_facets(snap, names, Search(snap, req, self._env).run())
         return row_facets(snap, names, *req.condition())
 
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Text embeddings, from the running `search_batch`'s shared encoder batch if any."""
+        memo = getattr(self._batch, "texts", None)
+        if memo is not None and all(t in memo for t in texts):
+            return np.stack([memo[t] for t in texts])
+        return self.encoder.encode_texts(texts)
+
+    def search_batch(self, texts: Sequence[str | None] | None = None,
+                     vectors: Sequence[Sequence[float]] | np.ndarray | None = None,
+                     **options: Any) -> list[list[Result]]:
+        """One result list per query, the same as `search` called once per query.
+
+        Args:
+            texts: query texts (None entries: no text for that query).
+            vectors: query embeddings, a 2-D array or a list (same length as `texts` when
+                both are given: query i uses both).
+            **options: any other `search` argument (k, filters, where, modality, ...),
+                shared by every query.
+
+        All texts (and `-negatives`) are embedded in one encoder batch and the filters are
+        evaluated once (cached per snapshot); each query then runs the planner.
+        """
+        n_text = None if texts is None else len(texts)
+        n_vec = None if vectors is None else len(vectors)
+        if n_text is not None and n_vec is not None and n_text != n_vec:
+            raise UsageError(f"search_batch: {n_text} texts but {n_vec} vectors")
+        n = n_text if n_text is not None else n_vec
+        if not n:
+            return []
+        if "text" in options or "vector" in options:
+            raise UsageError("search_batch takes texts= and vectors=, not text= / vector=")
+        wanted: list[str] = []
+        for t in texts or []:
+            for term, _ in text_terms(t):
+                rest, minus = split_negatives(term)
+                wanted += [rest, *minus] if rest else minus
+        neg = options.get("negative")
+        wanted += [neg] if isinstance(neg, str) else list(neg or [])
+        wanted = list(dict.fromkeys(w.strip() for w in wanted if w and w.strip()))
+        self._batch.texts = (dict(zip(wanted, self.encoder.encode_texts(wanted), strict=True))
+                             if wanted else {})
+        try:
+            return [self.search(text=None if texts is None else texts[i],
+                                vector=None if vectors is None else vectors[i], **options)
+                    for i in range(n)]
+        finally:
+            self._batch.texts = None
+
     def _calibration(self, snap: Snapshot, query: Query) -> Calibration:
         """The store's calibration; pairs it lacks measured now (once per generation)."""
         stored = Calibration.from_json(self._store.manifest.get("calibration"))
@@ -434,7 +484,7 @@ class Collection:
                 self._calib_cache = cached
         return stored.merged(cached[1])
 
-    def _load_reranker(self, spec: str | None) -> Reranker:
+    def _load_reranker(self, spec: str | None) -> Reranker | None:
         asked = spec
         spec = spec or config.reranker_spec()
         with self._cache_lock:
@@ -459,7 +509,7 @@ class Collection:
         return {"store": str(self.path.resolve()), "model": (manifest.get("model") or {}).get(
                     "spec"), "dim": manifest.get("dim"), "items": items, "vectors": len(snap),
                 "modalities": counts, "channels": self._channels(snap),
-                "audio": manifest.get("audio"),
+                "audio": manifest.get("audio"), "ocr": manifest.get("ocr"),
                 "index": snap.index.kind if len(snap) else "none",
                 "index_params": snap.index.describe() if len(snap) else {},
                 "segments": len(manifest.get("segments", [])),

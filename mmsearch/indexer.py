@@ -21,6 +21,8 @@ from mmsearch.encoders.base import Encoder
 from mmsearch.ingest.discover import Found, Skipped, discover, is_under
 from mmsearch.ingest.pipeline import Prepared, default_workers, ordered_map, prepare_file
 from mmsearch.ingest.video import VideoOptions
+from mmsearch.ocr.search import lines_json, lines_text
+from mmsearch.ocr.settings import OcrSettings
 from mmsearch.progress import progress_bar
 from mmsearch.store.schema import file_id, file_rows_table, utc_naive
 from mmsearch.store.store import Batch, Store
@@ -68,7 +70,7 @@ class IndexReport:
 _FILE_META = ("width", "height", "taken_at", "camera_make", "camera_model", "gps_lat",
               "gps_lon", "duration_s", "fps", "codec", "sample_rate")
 #: What each row says beyond its file's metadata (carried over with its vector too).
-_ROW_META = ("start_s", "end_s", "channel", "tags", "transcript")
+_ROW_META = ("start_s", "end_s", "channel", "tags", "transcript", "ocr", "ocr_lines")
 #: What change detection reads of the stored rows (never user metadata).
 _STORED_COLUMNS = ["key", "path", "bytes", "mtime_ns", "content_hash", *_ROW_META, *_FILE_META]
 
@@ -95,7 +97,8 @@ class Indexer:
                  commit_every: int | None = None,
                  max_pixels: int = config.MAX_IMAGE_PIXELS, progress: bool | None = None,
                  video: VideoOptions | None = None, audio: AudioAnalyzer | None = None,
-                 audio_settings: AudioSettings | None = None) -> None:
+                 audio_settings: AudioSettings | None = None,
+                 ocr_settings: OcrSettings | None = None) -> None:
         self.store = store
         self._encoder_factory = encoder_factory
         self._model_pin = model_pin
@@ -107,6 +110,8 @@ class Indexer:
         self.video = video or VideoOptions()
         self.audio = audio
         self._audio_pin = audio_settings.to_manifest() if audio_settings else None
+        self._ocr_pin = ocr_settings.to_manifest() if ocr_settings else None
+        self.ocr = ocr_settings.reader() if ocr_settings else None
         self._clap_spec = audio_settings.clap if audio_settings else None
         self.side = ClapSpace(store.root) if self._clap_spec else None
         self._side_rows: list[tuple[str, float, float, np.ndarray]] = []
@@ -153,7 +158,7 @@ class Indexer:
             encoder = self._get_encoder()
             work = partial(prepare_file, known_hashes=by_hash, preprocess=encoder.preprocess,
                            max_pixels=self.max_pixels, min_side=2 * (encoder.image_size or 0),
-                           video=self.video, audio=self.audio)
+                           video=self.video, audio=self.audio, ocr=self.ocr)
             batch: list[Prepared] = []
             frames = 0
             # a video holds all its moments' pixels until embedded: keep fewer in flight
@@ -233,6 +238,10 @@ class Indexer:
         """Embed every frame and audio part of the batch's files, then add their rows."""
         encoder = self._get_encoder()
         vectors, part_vecs = self._encode(batch)
+        read = [fr for item in batch for fr in item.frames if fr.ocr]
+        text_vecs = (encoder.encode_texts([lines_text(fr.ocr) or "" for fr in read])
+                     if read else None)  # the text read in pictures, embedded
+        text_at = 0
         at = part_at = 0
         for item in batch:
             old = by_path.get(item.found.path)
@@ -242,7 +251,8 @@ class Indexer:
             else:
                 self.report.added += 1
             n, m = len(item.frames), len(item.parts)
-            rows = [{"start_s": fr.start_s, "end_s": fr.end_s, "channel": "visual"}
+            rows = [{"start_s": fr.start_s, "end_s": fr.end_s, "channel": "visual",
+                     "ocr": lines_text(fr.ocr), "ocr_lines": lines_json(fr.ocr)}
                     for fr in item.frames]
             rows += [{"start_s": p.start_s, "end_s": p.end_s, "channel": p.channel,
                       p.channel if p.channel == "tags" else "transcript": p.text}
@@ -250,6 +260,13 @@ class Indexer:
             item_vecs = list(vectors[at:at + n])
             if m:
                 item_vecs += list(part_vecs[part_at:part_at + m])
+            for fr in item.frames:  # the text read in a picture: a row of channel "ocr"
+                if fr.ocr:
+                    rows.append({"start_s": fr.start_s, "end_s": fr.end_s, "channel": "ocr",
+                                 "ocr": lines_text(fr.ocr), "ocr_lines": lines_json(fr.ocr)})
+                    assert text_vecs is not None
+                    item_vecs.append(text_vecs[text_at])
+                    text_at += 1
             # a CLAP window without a tag row still needs a main row (its moment): channel
             # "audio", zero main-space vector (it is found through the CLAP space only)
             tagged = {p.start_s for p in item.parts if p.channel == "tags"}
@@ -323,6 +340,8 @@ class Indexer:
         extra: dict[str, Any] = {"failed": final_failed} if final_failed is not None else {}
         if self._rows and self._audio_pin and self.store.manifest.get("audio") != self._audio_pin:
             extra["audio"] = self._audio_pin
+        if self._rows and self._ocr_pin and self.store.manifest.get("ocr") != self._ocr_pin:
+            extra["ocr"] = self._ocr_pin
         self.store.commit(batches, np.array(self._deletes, dtype=np.int64), model=model,
                           dim=dim if not self.store.manifest.get("dim") else None, extra=extra)
         self._rows, self._vectors, self._deletes = [], [], []

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mmsearch import config
 from mmsearch.errors import BadMediaError, MediaChangedError
@@ -20,15 +20,16 @@ from mmsearch.results import Result
 MAX_THUMBNAIL_SOURCE_BYTES = 256 * 2**20
 
 
-def thumbnail(result: Result, size: int = 256, recorded: Recorded | None = None
-              ) -> Image.Image:
+def thumbnail(result: Result, size: int = 256, recorded: Recorded | None = None,
+              outline: bool = True) -> Image.Image:
     """An RGB image of a result no larger than `size` x `size` (aspect ratio kept).
 
     Videos: the frame at the moment's `start_s` (the frame that was embedded); images:
     the picture, upright. Only regular files are read, and with `recorded` (what the
     store knows of the file) only while they are the file that was indexed
-    (`mmsearch.media`). Raises BadMediaError when the file cannot be read any more,
-    MediaChangedError when it changed.
+    (`mmsearch.media`). With `outline`, the text line that matched the query (OCR,
+    `ocr_match`) is outlined in red. Raises BadMediaError when the file cannot be read
+    any more, MediaChangedError when it changed.
     """
     if not result.path:
         raise BadMediaError(f"item {result.id} has no file to make a thumbnail from")
@@ -40,8 +41,23 @@ def thumbnail(result: Result, size: int = 256, recorded: Recorded | None = None
         data = read_verified(rec, MAX_THUMBNAIL_SOURCE_BYTES)
         image = decode_image(data, config.MAX_IMAGE_PIXELS).image
     image = image.convert("RGB")
+    if outline:
+        _outline(image, result)
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     return image
+
+
+def _outline(image: Image.Image, result: Result) -> None:
+    """Draw the matched OCR line's box (stored in the file's pixels) onto `image`."""
+    match = result.metadata.get("ocr_match")
+    box = match.get("box") if isinstance(match, dict) else None
+    if not box:
+        return
+    sx = image.width / float(result.metadata.get("width") or image.width)
+    sy = image.height / float(result.metadata.get("height") or image.height)
+    points = [(x * sx, y * sy) for x, y in box]
+    ImageDraw.Draw(image).polygon(points, outline=(255, 0, 0),
+                                  width=max(2, round(max(image.size) / 200)))
 
 
 def write_thumbnails(results: Iterable[Result], folder: str | os.PathLike[str],

@@ -1,19 +1,24 @@
-"""Train the mmsearch-lite projection heads on Flickr8k (train split; val for selection).
+"""Train the mmsearch-lite heads on Flickr8k (train split; val for selection).
 
-Step 1 caches the frozen towers' outputs once (EfficientNet-Lite2 feature maps of every
-image and of its mirror image, MiniLM token states of every caption) under --cache-dir;
-step 2 trains the heads on those caches with the symmetric CLIP loss and a learned
-temperature, keeps the epoch with the best val text->image recall and writes float16
-safetensors. Re-running with a warm cache takes minutes on a laptop CPU.
+Works on the feature cache of ``training/cache_lite_features.py`` (one pass of each frozen
+tower over every image and caption, several layers kept), so an epoch costs only the heads
+(plus, optionally, the retrained top of a tower): minutes on a laptop CPU, seconds on a GPU.
 
-    python training/train_lite_heads.py \\
-        --data-dir ../shared/data/flickr8k_train224 --cache-dir /work/cache/lite \\
-        --out mmsearch/models/mmsearch-lite.heads.safetensors
+Options cover what issue 16 measures one at a time: richer image features (``--image-cells
+fmap,s6``, ``--image-global s4``), several text layers (``--text-layers 5,6``), retraining
+the top MiniLM layer (``--tune-text``) or the image tower's last 1x1 conv (``--tune-image``)
+at a small learning rate, the CLIP or a SigLIP loss (``--loss``), batches of similar images
+as hard negatives (``--hard-frac``), and test-time flip averaging (``--flip-average``, scored
+on the mirrored val cache).
+
+    python training/train_lite_heads.py --data-dir ../shared/data/flickr8k_train224 \\
+        --cache-dir /work/cache/lite --out /tmp/heads.safetensors --device cpu --seed 0
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import math
@@ -25,13 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmsearch.encoders import lite
 
-CACHE_VERSION = f"v1-{lite.IMAGE_SIZE}"
+CACHE_VERSION = f"v2-{lite.IMAGE_SIZE}"
+CHUNK = 256  # images per cache file (cache_lite_features.py)
 
 
 # --------------------------------------------------------------------------- data
@@ -63,146 +69,155 @@ def split_items(rows: list[dict[str, str]]) -> tuple[list[str], list[str], np.nd
     return files, captions, np.asarray(owner, dtype=np.int64)
 
 
-# --------------------------------------------------------------------------- caching
-
-
-def cache_images(tower: torch.nn.Module, data_dir: Path, files: list[str], out: Path,
-                 flip: bool, batch_size: int = 32) -> None:
-    """Write the tower's (N, H*W, C) float16 token maps of the images to `out` (.npy)."""
-    if out.exists():
-        return
-    tmp = out.with_suffix(".tmp.npy")
-    arr = None
-    t0 = time.time()
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        images = [Image.open(data_dir / f).convert("RGB") for f in chunk]
-        if flip:
-            images = [ImageOps.mirror(im) for im in images]
-        pixels = torch.stack([lite.preprocess_image(im) for im in images])
-        with torch.inference_mode():
-            tokens = lite.image_features(tower, pixels).to(torch.float16).numpy()
-        if arr is None:
-            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
-                                            shape=(len(files), *tokens.shape[1:]))
-        arr[start:start + len(chunk)] = tokens
-        done = start + len(chunk)
-        if done % (batch_size * 20) == 0 or done == len(files):
-            rate = done / (time.time() - t0)
-            print(f"  {out.name}: {done}/{len(files)} images ({rate:.1f}/s)", flush=True)
-    assert arr is not None
-    arr.flush()
-    del arr
-    tmp.rename(out)
-
-
-def cache_texts(tokenizer, model, captions: list[str], out: Path, batch_size: int = 256) -> None:
-    """Write MiniLM token states (M, L, 384) float16 and lengths (M,) to `out` (.npz)."""
-    if out.exists():
-        return
-    lengths = np.asarray([len(x) for x in tokenizer(captions, truncation=True,
-                                                    max_length=lite.MAX_TOKENS)["input_ids"]])
-    width = int(lengths.max())
-    hidden = np.zeros((len(captions), width, lite.TEXT_WIDTH), dtype=np.float16)
-    order = np.argsort(lengths)
-    t0 = time.time()
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        batch = lite.tokenize(tokenizer, [captions[i] for i in idx])
-        with torch.inference_mode():
-            h, _ = lite.text_features(model, batch)
-        hidden[idx, :h.shape[1]] = h.to(torch.float16).numpy()
-    print(f"  {out.name}: {len(captions)} captions in {time.time() - t0:.0f}s", flush=True)
-    tmp = out.with_suffix(".tmp.npz")
-    np.savez(tmp, hidden=hidden, lengths=lengths)
-    tmp.rename(out)
-
-
-def build_cache(data_dir: Path, cache_dir: Path) -> Path:
-    """Cache tower outputs for the train and val splits; return the cache folder."""
-    folder = cache_dir / CACHE_VERSION
-    folder.mkdir(parents=True, exist_ok=True)
-    splits = read_captions(data_dir)
-    jobs = [("train", False), ("train", True), ("val", False)]
-    if not all((folder / f"img_{s}_{'flip' if fl else 'orig'}.npy").exists() for s, fl in jobs):
-        tower = lite.build_image_tower().to(memory_format=torch.channels_last)
-        for split, flip in jobs:
-            files, _, _ = split_items(splits[split])
-            cache_images(tower, data_dir, files,
-                         folder / f"img_{split}_{'flip' if flip else 'orig'}.npy", flip)
-        del tower
-    if not all((folder / f"txt_{s}.npz").exists() for s in ("train", "val")):
-        tokenizer, model = lite.build_text_tower()
-        for split in ("train", "val"):
-            _, captions, _ = split_items(splits[split])
-            cache_texts(tokenizer, model, captions, folder / f"txt_{split}.npz")
-    for split in ("train", "val"):
-        files, captions, owner = split_items(splits[split])
-        (folder / f"meta_{split}.json").write_text(json.dumps(
-            {"files": files, "captions": captions, "owner": owner.tolist()}))
-    return folder
-
-
-# --------------------------------------------------------------------------- training
-
-
 class Split:
-    """Cached tower outputs of one split, as float16 torch tensors."""
+    """Cached tower outputs of one split (float16 torch tensors), restricted to the images
+    whose chunks are complete (a prefix of the split, so caching may still run)."""
 
-    def __init__(self, folder: Path, split: str, views: tuple[str, ...]) -> None:
+    def __init__(self, folder: Path, split: str, image_keys: list[str], text_layers: list[int],
+                 view: str = "orig", max_images: int | None = None) -> None:
         meta = json.loads((folder / f"meta_{split}.json").read_text())
-        self.files: list[str] = meta["files"]
-        self.captions: list[str] = meta["captions"]
-        self.owner = torch.tensor(meta["owner"], dtype=torch.long)
-        maps = [np.load(folder / f"img_{split}_{v}.npy", mmap_mode="r") for v in views]
-        self.images = torch.from_numpy(np.concatenate(maps, axis=0))  # (V*N, T, C)
-        self.pooled = torch.cat([self.images[i:i + 1024].mean(dim=1, dtype=torch.float32)
-                                 for i in range(0, len(self.images), 1024)])  # (V*N, C)
-        self.n_images = len(self.files)
-        self.n_views = len(views)
+        total = len(meta["files"])
+        n_chunks = 0
+        while (n_chunks * CHUNK < total
+               and (folder / f"img_{split}_{view}_{n_chunks:03d}.npz").exists()):
+            n_chunks += 1
+        n = min(total, n_chunks * CHUNK, max_images or total)
+        if n == 0:
+            raise SystemExit(f"no cached {split}/{view} images under {folder}")
+        self.n_images = n
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in image_keys}
+        for c in range(math.ceil(n / CHUNK)):
+            with np.load(folder / f"img_{split}_{view}_{c:03d}.npz") as z:
+                for k in image_keys:
+                    parts[k].append(z[k])
+        self.images = {k: torch.from_numpy(np.concatenate(v)[:n]) for k, v in parts.items()}
+        owner = np.asarray(meta["owner"])
+        self.n_captions = int((owner < n).sum())  # captions are sorted by image
+        self.owner = torch.from_numpy(owner[:self.n_captions]).long()
         txt = np.load(folder / f"txt_{split}.npz")
-        self.text = torch.from_numpy(txt["hidden"])  # (M, L, D)
-        self.lengths = torch.from_numpy(txt["lengths"]).long()
-        self.by_image = [[] for _ in range(self.n_images)]
+        self.lengths = torch.from_numpy(txt["lengths"][:self.n_captions]).long()
+        self.offsets = txt["offsets"]
+        self.text = {n_: torch.from_numpy(txt[f"layer{n_}"]) for n_ in text_layers}
+        self.by_image: list[list[int]] = [[] for _ in range(n)]
         for cap, img in enumerate(self.owner.tolist()):
             self.by_image[img].append(cap)
 
-    def text_batch(self, caps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """float32 token states and mask of some captions, trimmed to the longest."""
+    def image_batch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """float32 features of some images."""
+        return {k: v[rows].float() for k, v in self.images.items()}
+
+    def text_batch(self, caps: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        """float32 padded token states by layer and the mask of some captions."""
         lengths = self.lengths[caps]
         width = int(lengths.max())
         mask = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
-        return self.text[caps, :width].float(), mask
+        flat = np.concatenate([np.arange(self.offsets[c], self.offsets[c] + n)
+                               for c, n in zip(caps.tolist(), lengths.tolist(), strict=True)])
+        out = {}
+        for n, states in self.text.items():
+            padded = torch.zeros(len(caps), width, states.shape[1])
+            padded[mask] = states[torch.from_numpy(flat)].float()
+            out[n] = padded
+        return out, mask
 
 
-def crop_tokens(tokens: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
-    """Random square crop (size x size) of a batch of square token maps (N, S*S, C)."""
-    n, t, c = tokens.shape
+# --------------------------------------------------------------------------- model
+
+
+class Trainable(nn.Module):
+    """The heads plus the optionally retrained tower parts, on cached features."""
+
+    def __init__(self, heads: lite.LiteHeads, text_layer: nn.Module | None,
+                 image_head: nn.Module | None) -> None:
+        super().__init__()
+        self.heads = heads
+        self.text_layer = text_layer  # copy of MiniLM layer 6 (index 5): layer-5 states in
+        self.image_head = image_head  # copy of the tower's conv_head + bn2: s6 cells in
+
+    def image(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.image_head is not None:
+            s6 = feats["s6"]
+            n, t, c = s6.shape
+            side = math.isqrt(t)
+            grid = s6.transpose(1, 2).reshape(n, c, side, side)
+            feats = dict(feats, fmap=self.image_head(grid).flatten(2).transpose(1, 2))
+        return self.heads.embed_image(feats)
+
+    def text(self, layers: dict[int, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        if self.text_layer is not None:
+            bias = torch.zeros(mask.shape, device=mask.device).masked_fill(
+                ~mask, torch.finfo(torch.float32).min)
+            out = self.text_layer(layers[5], attention_mask=bias[:, None, None, :])
+            layers = {**layers, 6: out[0] if isinstance(out, tuple) else out}
+        return self.heads.embed_text(layers, mask)
+
+    def tower_state(self) -> dict[str, torch.Tensor]:
+        """Retrained tower tensors under the encoder's names (see lite.apply_tower_state)."""
+        state = {}
+        if self.text_layer is not None:
+            state.update({f"text.encoder.layer.5.{k}": v
+                          for k, v in self.text_layer.state_dict().items()})
+        if self.image_head is not None:
+            names = {"0": "conv_head", "1": "bn2"}
+            for k, v in self.image_head.state_dict().items():
+                first, rest = k.split(".", 1)
+                if rest != "num_batches_tracked":
+                    state[f"image.{names[first]}.{rest}"] = v
+        return state
+
+
+def image_keys(heads: lite.LiteHeads, tune_image: bool) -> list[str]:
+    keys = set(heads.image_cells) | set(heads.image_global)
+    if tune_image:
+        keys = (keys - {"fmap"}) | {"s6"}
+    return sorted(keys)
+
+
+def text_keys(heads: lite.LiteHeads, tune_text: bool) -> list[int]:
+    keys = set(heads.text_layers)
+    if tune_text:
+        keys = (keys - {6}) | {5}
+    return sorted(keys)
+
+
+def crop_cells(feats: dict[str, torch.Tensor], size: int, gen: torch.Generator
+               ) -> dict[str, torch.Tensor]:
+    """The same random size x size crop of every square cell map in `feats` (per image)."""
+    cells = {k: v for k, v in feats.items() if v.ndim == 3}
+    n, t, _ = next(iter(cells.values())).shape
     side = math.isqrt(t)
     if size >= side:
-        return tokens
-    grid = tokens.view(n, side, side, c)
-    out = torch.empty(n, size, size, c, dtype=tokens.dtype)
+        return feats
     offs = torch.randint(0, side - size + 1, (n, 2), generator=gen)
-    for i, (y, x) in enumerate(offs.tolist()):
-        out[i] = grid[i, y:y + size, x:x + size]
-    return out.view(n, size * size, c)
+    ys = offs[:, :1, None] + torch.arange(size)[None, :, None]
+    xs = offs[:, 1:, None] + torch.arange(size)[None, None, :]
+    idx = (ys * side + xs).reshape(n, size * size)
+    out = dict(feats)
+    for k, v in cells.items():
+        out[k] = v.gather(1, idx.unsqueeze(-1).expand(-1, -1, v.shape[2]))
+    return out
 
 
 @torch.no_grad()
-def embed_split(heads: lite.LiteHeads, data: Split, batch: int = 512
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit embeddings of a split's images (first view) and captions."""
-    heads.eval()
-    source = data.pooled if heads.image.pool is None else data.images
-    imgs = [F.normalize(heads.image(source[i:i + batch].float()), dim=-1)
-            for i in range(0, data.n_images, batch)]
-    txts = []
-    for i in range(0, len(data.captions), batch):
-        caps = torch.arange(i, min(i + batch, len(data.captions)))
-        tokens, mask = data.text_batch(caps)
-        txts.append(F.normalize(heads.text(tokens, mask), dim=-1))
-    return torch.cat(imgs), torch.cat(txts)
+def embed_images(model: Trainable, data: Split, device: str, batch: int = 256) -> torch.Tensor:
+    model.eval()
+    out = []
+    for i in range(0, data.n_images, batch):
+        rows = torch.arange(i, min(i + batch, data.n_images))
+        feats = {k: v.to(device) for k, v in data.image_batch(rows).items()}
+        out.append(F.normalize(model.image(feats), dim=-1).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def embed_texts(model: Trainable, data: Split, device: str, batch: int = 512) -> torch.Tensor:
+    model.eval()
+    out = []
+    for i in range(0, data.n_captions, batch):
+        layers, mask = data.text_batch(torch.arange(i, min(i + batch, data.n_captions)))
+        layers = {k: v.to(device) for k, v in layers.items()}
+        out.append(F.normalize(model.text(layers, mask.to(device)), dim=-1).cpu())
+    return torch.cat(out)
 
 
 def recalls(img: torch.Tensor, txt: torch.Tensor, owner: torch.Tensor,
@@ -223,105 +238,187 @@ def recalls(img: torch.Tensor, txt: torch.Tensor, owner: torch.Tensor,
     return out
 
 
-def train(folder: Path, args: argparse.Namespace) -> tuple[lite.LiteHeads, dict]:
-    """Train heads; return the best-on-val heads and a log."""
+def contrastive_loss(ie: torch.Tensor, te: torch.Tensor, scale: torch.Tensor,
+                     bias: torch.Tensor | None, kind: str) -> torch.Tensor:
+    """Symmetric CLIP (InfoNCE) or SigLIP (pairwise sigmoid) loss of matched rows."""
+    logits = scale * ie @ te.T
+    if kind == "siglip":
+        labels = 2 * torch.eye(len(ie), device=ie.device) - 1
+        return -F.logsigmoid(labels * (logits + bias)).sum() / len(ie)
+    target = torch.arange(len(ie), device=ie.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def similar_batches(img: torch.Tensor, batch_size: int, group: int, gen: torch.Generator
+                    ) -> list[torch.Tensor]:
+    """Batches made of groups of `group` mutually similar images (hard negatives).
+
+    Greedy: a random seed image and its `group - 1` nearest unused neighbours form a group;
+    batch_size // group random groups form a batch.
+    """
+    n = len(img)
+    sims = img @ img.T
+    used = torch.zeros(n, dtype=torch.bool)
+    groups = []
+    for seed in torch.randperm(n, generator=gen).tolist():
+        if used[seed]:
+            continue
+        s = sims[seed].masked_fill(used, float("-inf"))
+        members = s.topk(min(group, int((~used).sum()))).indices
+        used[members] = True
+        groups.append(members)
+    order = torch.randperm(len(groups), generator=gen).tolist()
+    flat = torch.cat([groups[i] for i in order])
+    return [flat[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+def grown_state(init: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
+                ) -> dict[str, torch.Tensor]:
+    """`own` with every tensor of `init` copied in; where `init` is smaller (new input
+    columns, e.g. global image features appended to a head's input), its values fill the
+    leading block and the rest stays zero, so training starts from the old heads' function."""
+    out = dict(own)
+    for k, v in init.items():
+        if k not in own:
+            continue
+        if own[k].shape == v.shape:
+            out[k] = v.clone()
+        elif own[k].ndim == v.ndim == 2 and own[k].shape[0] == v.shape[0]:
+            grown = torch.zeros_like(own[k])
+            grown[:, :v.shape[1]] = v
+            out[k] = grown
+    return out
+
+
+def train(folder: Path, args: argparse.Namespace) -> tuple[Trainable, dict]:
+    """Train; return the best-on-val model (heads + retrained tower parts) and a log."""
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    views = ("orig", "flip") if args.flip else ("orig",)
-    tr = Split(folder, "train", views)
-    va = Split(folder, "val", ("orig",))
+    device = args.device
     config = {"dim": args.dim, "image_hidden": args.hidden, "image_blocks": args.blocks,
               "image_pool_heads": args.image_pool_heads, "text_hidden": args.hidden,
               "text_blocks": args.blocks, "text_pool_heads": args.text_pool_heads,
-              "dropout": args.dropout, "logit_scale": math.log(1.0 / args.temperature)}
+              "dropout": args.dropout, "logit_scale": math.log(1.0 / args.temperature),
+              "image_cells": args.image_cells.split(","),
+              "image_global": [k for k in args.image_global.split(",") if k],
+              "text_layers": [int(n) for n in args.text_layers.split(",")],
+              "flip_average": args.flip_average, "spec": args.spec}
     heads = lite.LiteHeads(config)
-    decay, no_decay = [], []
-    for name, p in heads.named_parameters():
-        (decay if p.ndim >= 2 and "score" not in name else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    if args.init:
+        heads.load_state_dict(grown_state(lite.LiteHeads.load(args.init).state_dict(),
+                                          heads.state_dict()))
+    text_layer = image_head = None
+    if args.tune_text:
+        _, bert = lite.build_text_tower()
+        text_layer = copy.deepcopy(bert.encoder.layer[5])
+        del bert
+    if args.tune_image:
+        tower = lite.build_image_tower()
+        image_head = copy.deepcopy(nn.Sequential(tower.conv_head, tower.bn2))
+        del tower
+    model = Trainable(heads, text_layer, image_head).to(device)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    ikeys, tkeys = image_keys(heads, args.tune_image), text_keys(heads, args.tune_text)
+    tr = Split(folder, "train", ikeys, tkeys, max_images=args.max_train_images)
+    va = Split(folder, "val", ikeys, tkeys)
+    va_flip = Split(folder, "val", ikeys, tkeys, view="flip") if args.flip_average else None
+    print(f"train: {tr.n_images} images, {tr.n_captions} captions; val: {va.n_images}",
+          flush=True)
+
+    bias = nn.Parameter(torch.tensor(-10.0, device=device)) if args.loss == "siglip" else None
+    decay, no_decay, tower_params = [], [], []
+    for name, p in model.named_parameters():
+        if not name.startswith("heads."):
+            tower_params.append(p)
+        elif p.ndim >= 2 and "score" not in name:
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    groups = [{"params": decay, "weight_decay": args.weight_decay, "base": args.lr},
+              {"params": no_decay + ([bias] if bias is not None else []), "weight_decay": 0.0,
+               "base": args.lr}]
+    if tower_params:
+        groups.append({"params": tower_params, "weight_decay": 0.01, "base": args.tower_lr})
+    opt = torch.optim.AdamW(groups, lr=args.lr)
     per_round = tr.n_images // args.batch_size
     total = args.epochs * 5 * per_round
     warm = max(1, int(0.03 * total))
 
-    def lr_at(step: int) -> float:
+    def lr_factor(step: int) -> float:
         if step < warm:
-            return args.lr * (step + 1) / warm
-        return args.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
     log: dict = {"config": config, "args": {k: str(v) for k, v in vars(args).items()},
-                 "epochs": []}
+                 "train_images": tr.n_images, "epochs": []}
     best, best_state, step = -1.0, None, 0
     t0 = time.time()
-    for epoch in range(args.epochs):
-        heads.train()
-        # each image's 5 captions in a random order: round r uses the r-th (no duplicates
-        # of an image within a batch, every caption once per epoch)
-        cap_order = [torch.tensor(c)[torch.randperm(len(c), generator=gen)]
-                     for c in tr.by_image]
-        losses = []
-        for r in range(5):
-            perm = torch.randperm(tr.n_images, generator=gen)
-            for b in range(per_round):
-                idx = perm[b * args.batch_size:(b + 1) * args.batch_size]
-                view = torch.randint(0, tr.n_views, (len(idx),), generator=gen)
-                rows = idx + view * tr.n_images
-                if heads.image.pool is None and not args.crop:
-                    ie = heads.image(tr.pooled[rows])
-                elif args.crop and args.crop < 9:
-                    img_tokens = tr.images[rows]
-                    keep = torch.rand(len(idx), generator=gen) < args.crop_prob
-                    if keep.any():
-                        cropped = crop_tokens(img_tokens[keep], args.crop, gen)
-                        full = img_tokens.float()
-                        ie_c = heads.image(cropped.float())
-                        ie_f = heads.image(full[~keep]) if (~keep).any() else None
-                        ie = torch.empty(len(idx), ie_c.shape[1])
-                        ie[keep] = ie_c
-                        if ie_f is not None:
-                            ie[~keep] = ie_f
-                    else:
-                        ie = heads.image(img_tokens.float())
-                else:
-                    ie = heads.image(tr.images[rows].float())
-                caps = torch.stack([cap_order[i][r % len(cap_order[i])] for i in idx.tolist()])
-                tokens, mask = tr.text_batch(caps)
-                if args.token_drop > 0:
-                    drop = torch.rand(mask.shape, generator=gen) < args.token_drop
-                    drop[:, 0] = False
-                    mask = mask & ~drop
-                te = heads.text(tokens, mask)
-                ie, te = F.normalize(ie, dim=-1), F.normalize(te, dim=-1)
-                scale = heads.logit_scale.exp().clamp(max=100.0)
-                logits = scale * ie @ te.T
-                target = torch.arange(len(idx))
-                loss = (F.cross_entropy(logits, target, label_smoothing=args.smoothing)
-                        + F.cross_entropy(logits.T, target, label_smoothing=args.smoothing)) / 2
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                losses.append(float(loss.detach()))
-        img, txt = embed_split(heads, va)
-        rec = recalls(img, txt, va.owner)
+
+    def evaluate(epoch: int, losses: list[float]) -> None:
+        nonlocal best, best_state
+        img = embed_images(model, va, device)
+        if va_flip is not None:
+            img = F.normalize(img + embed_images(model, va_flip, device), dim=-1)
+        rec = recalls(img, embed_texts(model, va, device), va.owner)
         score = rec["t2i_r1"] + rec["t2i_r5"] + rec["t2i_r10"]
-        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
-                 "temperature": float(1 / heads.logit_scale.exp()),
+        entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 4) if losses else None,
+                 "temperature": round(float(1 / heads.logit_scale.detach().exp()), 4),
                  "seconds": round(time.time() - t0, 1), **{k: round(v, 2) for k, v in rec.items()}}
         log["epochs"].append(entry)
         print(json.dumps(entry), flush=True)
         if score > best:
             best = score
-            best_state = {k: v.clone() for k, v in heads.state_dict().items()}
+            best_state = copy.deepcopy(model.state_dict())
             log["best"] = entry
+
+    if args.init:  # epoch 0: the starting heads (kept if training does not beat them)
+        evaluate(0, [])
+    for epoch in range(args.epochs):
+        # each image's 5 captions in a random order: round r uses the r-th (no duplicates
+        # of an image within a batch, every caption once per epoch)
+        cap_order = [torch.tensor(c)[torch.randperm(len(c), generator=gen)] for c in tr.by_image]
+        hard = None
+        if args.hard_frac > 0 and epoch >= args.hard_after:
+            hard = similar_batches(embed_images(model, tr, device), args.batch_size,
+                                   args.hard_group, gen)
+        model.train()
+        if image_head is not None:
+            image_head[1].eval()  # keep the tower's BatchNorm statistics
+        losses = []
+        for r in range(5):
+            use_hard = hard is not None and random.random() < args.hard_frac
+            if use_hard:
+                batches = [hard[i] for i in torch.randperm(len(hard), generator=gen).tolist()]
+            else:
+                perm = torch.randperm(tr.n_images, generator=gen)
+                batches = [perm[b * args.batch_size:(b + 1) * args.batch_size]
+                           for b in range(per_round)]
+            for idx in batches[:per_round]:
+                feats = tr.image_batch(idx)
+                if args.crop and torch.rand(1, generator=gen).item() < args.crop_prob:
+                    feats = crop_cells(feats, args.crop, gen)
+                caps = torch.stack([cap_order[i][r % len(cap_order[i])] for i in idx.tolist()])
+                layers, mask = tr.text_batch(caps)
+                ie = model.image({k: v.to(device) for k, v in feats.items()})
+                te = model.text({k: v.to(device) for k, v in layers.items()}, mask.to(device))
+                ie, te = F.normalize(ie, dim=-1), F.normalize(te, dim=-1)
+                scale = heads.logit_scale.exp().clamp(max=100.0)
+                loss = contrastive_loss(ie, te, scale, bias, args.loss)
+                for g in opt.param_groups:
+                    g["lr"] = g["base"] * lr_factor(step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                losses.append(float(loss.detach()))
+        evaluate(epoch + 1, losses)
     assert best_state is not None
-    heads.load_state_dict(best_state)
-    heads.eval()
-    return heads, log
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, log
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -330,16 +427,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", type=Path, required=True,
                    help="flickr8k_train224 folder (captions.csv with a split column)")
     p.add_argument("--cache-dir", type=Path, required=True,
-                   help="where tower outputs are cached (outside the repo)")
+                   help="folder given to cache_lite_features.py (outside the repo)")
     p.add_argument("--out", type=Path, required=True, help="heads .safetensors to write")
-    p.add_argument("--log", type=Path, default=None,
-                   help="JSON training log (default: CACHE_DIR/train_log.json)")
+    p.add_argument("--log", type=Path, default=None, help="JSON training log (default: OUT.json)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-only", action="store_true", help="build the cache and stop")
+    p.add_argument("--spec", default=lite.LATEST, help="model spec written into the heads")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from these heads (tensors whose shapes fit)")
+    p.add_argument("--max-train-images", type=int, default=None)
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--tower-lr", type=float, default=1e-4,
+                   help="learning rate of retrained tower parts")
     p.add_argument("--weight-decay", type=float, default=0.5)
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--hidden", type=int, default=1024)
@@ -348,22 +450,33 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--text-pool-heads", type=int, default=1)
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--temperature", type=float, default=0.07, help="initial temperature")
-    p.add_argument("--smoothing", type=float, default=0.0, help="label smoothing")
-    p.add_argument("--no-flip", dest="flip", action="store_false",
-                   help="do not use the mirrored images")
-    p.add_argument("--crop", type=int, default=7, help="random crop of the 9x9 token map (0: off)")
+    p.add_argument("--loss", choices=("clip", "siglip"), default="clip")
+    p.add_argument("--image-cells", default="fmap", help="comma list of fmap, s6, s5")
+    p.add_argument("--image-global", default="", help="comma list of s4 (or empty)")
+    p.add_argument("--text-layers", default="6", help="comma list of MiniLM layers (4-6)")
+    p.add_argument("--tune-text", action="store_true", help="retrain MiniLM's last layer")
+    p.add_argument("--tune-image", action="store_true",
+                   help="retrain the image tower's last 1x1 conv (+ BatchNorm affine)")
+    p.add_argument("--flip-average", action="store_true",
+                   help="score val on the mean of image and mirror embeddings (and ship so)")
+    p.add_argument("--crop", type=int, default=7, help="random crop of the 9x9 cells (0: off)")
     p.add_argument("--crop-prob", type=float, default=0.5)
-    p.add_argument("--token-drop", type=float, default=0.0,
-                   help="fraction of caption tokens dropped from pooling while training")
+    p.add_argument("--hard-frac", type=float, default=0.0,
+                   help="fraction of rounds whose batches group similar images")
+    p.add_argument("--hard-group", type=int, default=8, help="images per similar group")
+    p.add_argument("--hard-after", type=int, default=2, help="first epoch with hard batches")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    folder = build_cache(args.data_dir, args.cache_dir)
-    if args.cache_only:
-        return
-    heads, log = train(folder, args)
+    folder = args.cache_dir / CACHE_VERSION
+    model, log = train(folder, args)
+    heads = model.heads.cpu()
+    heads.tower_state = {k: v.cpu() for k, v in model.tower_state().items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    heads.save(args.out, extra={"val": {k: v for k, v in log["best"].items() if k != "seconds"}})
-    log_path = args.log or args.cache_dir / "train_log.json"
+    heads.save(args.out, extra={"val": {k: v for k, v in log["best"].items() if k != "seconds"},
+                                "trained_on": {"device": args.device, "threads": args.threads,
+                                               "train_images": log["train_images"],
+                                               "seed": args.seed}})
+    log_path = args.log or args.out.with_suffix(".json")
     log_path.write_text(json.dumps(log, indent=1))
     print(f"best val {json.dumps(log['best'])}\nwrote {args.out} "
           f"({args.out.stat().st_size / 1e6:.2f} MB)", flush=True)

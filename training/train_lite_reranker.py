@@ -32,7 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import train_lite_heads as heads_script
+import lite_v1_cache as heads_script
 
 from mmsearch.encoders import lite
 from mmsearch.rerank.lite_head import MatchHead

@@ -36,22 +36,28 @@ def query_words(text: str) -> list[str]:
     return list(dict.fromkeys(w for w in words if len(w) > 1 and w not in _STOP))
 
 
-def word_matches(snap: Snapshot, text: str,
-                 rows: np.ndarray | None = None) -> list[tuple[int, float]]:
-    """(row, share of the query words found) for transcript segments holding any of them.
+def word_matches(snap: Snapshot, text: str, rows: np.ndarray | None = None,
+                 column: str = "transcript", expr: str | None = None,
+                 channel: str | None = None) -> list[tuple[int, float]]:
+    """(row, share of the query words found) for rows whose `column` holds any of them.
 
-    Words match whole words, case-insensitively (DuckDB regexp on the `transcript` column).
+    Words match whole words, case-insensitively (DuckDB regexp on `expr`, an SQL
+    expression over the column, default the column itself); `channel`: only rows of it.
     """
-    if "transcript" not in snap.table.column_names:
+    if column not in snap.table.column_names:
         return []
     words = query_words(text)
     if not words:
         return []
-    hits = " + ".join("CAST(regexp_matches(lower(transcript), ?) AS INTEGER)" for _ in words)
+    hits = " + ".join("CAST(regexp_matches(said, ?) AS INTEGER)" for _ in words)
     params: list[object] = [rf"\b{re.escape(w)}\b" for w in words]
-    found = snap.sql(f"SELECT _row, {hits} AS n FROM (SELECT _row, transcript FROM items "
-                     "WHERE transcript IS NOT NULL) WHERE n > 0 ORDER BY n DESC "
-                     f"LIMIT {WORD_LIMIT}", params).fetchall()
+    only = ""
+    if channel is not None:
+        only = " AND channel = ?"
+        params.append(channel)  # after the word patterns, as in the SQL text
+    found = snap.sql(f"SELECT _row, {hits} AS n FROM (SELECT _row, lower({expr or column}) "
+                     f"AS said FROM items WHERE {column} IS NOT NULL{only}) WHERE n > 0 "
+                     f"ORDER BY n DESC LIMIT {WORD_LIMIT}", params).fetchall()
     allowed = None if rows is None else set(rows.tolist())
     return [(int(r), n / len(words)) for r, n in found if allowed is None or int(r) in allowed]
 

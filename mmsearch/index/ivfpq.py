@@ -30,6 +30,7 @@ import faiss
 import numpy as np
 
 from mmsearch.fileio import write_atomic
+from mmsearch.index import tuning
 from mmsearch.index.params import AnnParams
 from mmsearch.index.rwlock import RWLock
 from mmsearch.vectors import LiveVectors
@@ -260,12 +261,17 @@ class AnnIndex:
                 return None
         return self._gpu_index
 
+    def code_bytes(self) -> float:
+        """Bytes of one vector's PQ code as stored in the inverted lists."""
+        ivfpq = faiss.downcast_index(self.ivf)
+        if self.meta.get("fast_scan"):  # codes stored in blocks of bbs vectors per list
+            return int(ivfpq.M2) * int(ivfpq.nbits) / 8
+        return float(ivfpq.code_size)
+
     def ram_bytes(self) -> int:
         """RAM held by the index: codes, ids, centroids, PQ tables."""
         ivfpq = faiss.downcast_index(self.ivf)
-        code = int(ivfpq.code_size)
-        if self.meta.get("fast_scan"):  # codes stored in blocks of bbs vectors per list
-            code = int(ivfpq.M2) * int(ivfpq.nbits) // 8
+        code = int(self.code_bytes())
         centroids = self.nlist * int(self.ivf.d) * 4
         pq_tables = int(ivfpq.pq.M) * int(ivfpq.pq.ksub) * int(ivfpq.pq.dsub) * 4
         precomputed = int(ivfpq.precomputed_table.size()) * 4
@@ -273,7 +279,12 @@ class AnnIndex:
 
     def describe(self, nprobe: int) -> dict[str, Any]:
         n = max(1, self.ntotal)
-        return {"type": "ivfpq", "nlist": self.nlist, "m": self.meta["m"],
+        tuned = self.meta.get("tuning") or {}
+        return {"recall_at_10": tuned.get("recall_at_10"),
+                "target_recall": tuned.get("target"), "recall_met": tuned.get("met"),
+                "recall_measured_on": ({"queries": tuned["queries"], "rows": tuned["rows"]}
+                                       if tuned else None),
+                "type": "ivfpq", "nlist": self.nlist, "m": self.meta["m"],
                 "nbits": self.meta["nbits"], "opq": bool(self.meta.get("opq")),
                 "fast_scan": bool(self.meta.get("fast_scan")),
                 "nprobe": nprobe, "trained_rows": self.meta["trained_rows"],
@@ -298,8 +309,7 @@ class IVFPQIndex:
         self.vectors = vectors
         self.params = params
         self.dim = vectors.dim
-        self.nprobe = params.nprobe_for(ann.nlist)
-        self.rerank = params.rerank
+        self.nprobe, self.rerank = tuning.settings(ann.meta, params, ann.nlist)
         self.filter_exact_rows = params.filter_exact_rows
 
     def __len__(self) -> int:
@@ -371,28 +381,34 @@ class IVFPQIndex:
 
     def exact(self, q: np.ndarray, k: int,
               rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Brute force over `rows` (all when None).
+        """Brute force over `rows` (all when None); see `exact_search`."""
+        return exact_search(self.vectors, q, k, rows)
 
-        A few queries over a subset of rows read those rows in place (`inner_products`);
-        otherwise vectors are copied block by block and scored with one matmul per block.
-        """
-        nq = len(q)
-        if rows is not None and nq * len(rows) <= IN_PLACE_PAIRS:
-            cand = np.broadcast_to(rows, (nq, len(rows)))
-            best_s, best_r = _top_k(inner_products(self.vectors, q, cand), cand, k)
-            return _pad(best_s, best_r, k)
-        best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
-        best_r = np.zeros((nq, 0), dtype=np.int64)
-        blocks = (self.vectors.chunks() if rows is None else
-                  ((lo, self.vectors.take(rows[lo:lo + ADD_CHUNK]))
-                   for lo in range(0, len(rows), ADD_CHUNK)))
-        for lo, block in blocks:
-            ids = (np.arange(lo, lo + len(block)) if rows is None else rows[lo:lo + len(block)])
-            sims = q @ block.T
-            cand = np.broadcast_to(ids, sims.shape)
-            best_s, best_r = _top_k(np.concatenate([best_s, sims], axis=1),
-                                    np.concatenate([best_r, cand], axis=1), k)
+
+def exact_search(vectors: LiveVectors, q: np.ndarray, k: int,
+                 rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force top-k by inner product over `rows` (all when None).
+
+    A few queries over a subset of rows read those rows in place (`inner_products`);
+    otherwise vectors are copied block by block and scored with one matmul per block.
+    """
+    nq = len(q)
+    if rows is not None and nq * len(rows) <= IN_PLACE_PAIRS:
+        cand = np.broadcast_to(rows, (nq, len(rows)))
+        best_s, best_r = _top_k(inner_products(vectors, q, cand), cand, k)
         return _pad(best_s, best_r, k)
+    best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
+    best_r = np.zeros((nq, 0), dtype=np.int64)
+    blocks = (vectors.chunks() if rows is None else
+              ((lo, vectors.take(rows[lo:lo + ADD_CHUNK]))
+               for lo in range(0, len(rows), ADD_CHUNK)))
+    for lo, block in blocks:
+        ids = (np.arange(lo, lo + len(block)) if rows is None else rows[lo:lo + len(block)])
+        sims = q @ block.T
+        cand = np.broadcast_to(ids, sims.shape)
+        best_s, best_r = _top_k(np.concatenate([best_s, sims], axis=1),
+                                np.concatenate([best_r, cand], axis=1), k)
+    return _pad(best_s, best_r, k)
 
 
 def _pad(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,9 @@ from typing import Any
 
 from mmsearch.errors import UsageError
 
+#: Re-score depth (× max(k, 10) candidates) when none is set and none was measured.
+DEFAULT_RERANK = 20
+
 
 @dataclass(frozen=True)
 class AnnParams:
@@ -25,8 +28,17 @@ class AnnParams:
             only (on a GPU 8 is used); 8: classic IVF-PQ, 256 centroids per sub-quantizer.
         opq: rotate vectors with a trained OPQ matrix before PQ (slower training).
         nlist: inverted lists; 0 = auto, a power of two near sqrt(rows).
-        nprobe: lists visited per query; 0 = auto, nlist / 64 (at least 8).
-        rerank: candidates re-scored exactly per result asked for (k * rerank).
+        nprobe: lists visited per query; 0 = auto: the measured setting (see
+            `target_recall`), else nlist / 64 (at least 8).
+        rerank: candidates re-scored exactly per result asked for (max(k, 10) * rerank);
+            0 = auto: the measured setting, else 20.
+        target_recall: recall@10 the index is tuned for. At each (re)training a sample of
+            stored vectors is held out as queries and the cheapest nprobe and re-score depth
+            reaching this recall against exact search are chosen (mmsearch.index.tuning);
+            the measured recall is stored with the index and shown by `mmsearch info`.
+        tune_queries: held-out queries for that measurement.
+        remeasure_growth: measure again once the rows grew (or shrank) this many times
+            since the last measurement, without retraining.
         growth: retrain once the live rows reach growth × the rows it was trained on
             (or shrink below 1/growth of them).
         train_per_list: training sample size per inverted list (at least 256 × 40 rows).
@@ -48,7 +60,10 @@ class AnnParams:
     opq: bool = False
     nlist: int = 0
     nprobe: int = 0
-    rerank: int = 20
+    rerank: int = 0
+    target_recall: float = 0.95
+    tune_queries: int = 256
+    remeasure_growth: float = 2.0
     growth: float = 4.0
     train_per_list: int = 64
     niter: int = 10
@@ -72,7 +87,10 @@ class AnnParams:
         if unknown:
             raise UsageError(f"unknown index parameter(s): {', '.join(sorted(unknown))}")
         values.update(overrides or {})
-        return cls(**values)
+        params = cls(**values)
+        if not 0 < params.target_recall <= 1:
+            raise UsageError(f"target_recall must be in (0, 1], not {params.target_recall}")
+        return params
 
     def nlist_for(self, rows: int) -> int:
         """Inverted lists for a collection of `rows` rows."""

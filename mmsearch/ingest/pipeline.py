@@ -29,11 +29,13 @@ R = TypeVar("R")
 
 
 class Frame(NamedTuple):
-    """One preprocessed frame to embed; start_s/end_s are None for still images."""
+    """One preprocessed frame to embed; start_s/end_s are None for still images; `ocr`:
+    the text lines read in it (OCR on), boxes in the file's pixels."""
 
     pixels: torch.Tensor
     start_s: float | None = None
     end_s: float | None = None
+    ocr: list[Any] | None = None
 
 
 @dataclass
@@ -72,10 +74,15 @@ def prepare_file(found: Found, known_hashes: Container[str],
                  preprocess: Callable[[Image.Image], torch.Tensor],
                  max_pixels: int, min_side: int = 0,
                  video: VideoOptions | None = None,
-                 audio: AudioAnalyzer | None = None) -> Prepared:
-    """Worker stage for one file. Never raises for bad input: errors land in `.error`."""
+                 audio: AudioAnalyzer | None = None, ocr: Any = None) -> Prepared:
+    """Worker stage for one file. Never raises for bad input: errors land in `.error`.
+
+    `ocr`: an engine (`mmsearch.ocr.engine.OcrEngine`) that reads the text of each
+    picture and kept video moment, or None.
+    """
     if found.modality == "video":
-        return prepare_video(found, known_hashes, preprocess, video or VideoOptions(), audio)
+        return prepare_video(found, known_hashes, preprocess, video or VideoOptions(), audio,
+                             ocr)
     if found.modality == "audio":
         return prepare_audio(found, known_hashes, audio)
     out = Prepared(found)
@@ -91,8 +98,9 @@ def prepare_file(found: Found, known_hashes: Container[str],
         return out
     try:
         decoded = decode_image(data, max_pixels, min_side)
-        out.frames = [Frame(preprocess(decoded.image))]
         out.meta = decoded.meta
+        out.frames = [Frame(preprocess(decoded.image),
+                            ocr=read_text(ocr, decoded.image, out.meta, out.warnings))]
     except BadMediaError as e:
         out.error = str(e)
     except Exception as e:
@@ -102,7 +110,8 @@ def prepare_file(found: Found, known_hashes: Container[str],
 
 def prepare_video(found: Found, known_hashes: Container[str],
                   preprocess: Callable[[Image.Image], torch.Tensor],
-                  options: VideoOptions, audio: AudioAnalyzer | None = None) -> Prepared:
+                  options: VideoOptions, audio: AudioAnalyzer | None = None,
+                  ocr: Any = None) -> Prepared:
     """Worker stage for a video: hash (sampled when large), then sample moments.
 
     Frames are kept in half precision (the encoder casts them back) to halve the memory
@@ -111,8 +120,15 @@ def prepare_video(found: Found, known_hashes: Container[str],
     out = _hashed(found, known_hashes)
     if out.error or out.known:
         return out
+    texts: list[tuple[list[Any] | None, tuple[int, int]]] = []
+
+    def on_frame(im: Image.Image) -> torch.Tensor:
+        if ocr is not None:
+            texts.append((read_text(ocr, im, None, out.warnings), im.size))
+        return preprocess(im).half()
+
     try:
-        decoded = decode_video(found.path, options, on_frame=lambda im: preprocess(im).half())
+        decoded = decode_video(found.path, options, on_frame=on_frame)
     except BadMediaError as e:
         out.error = str(e)
         return out
@@ -120,8 +136,11 @@ def prepare_video(found: Found, known_hashes: Container[str],
         out.error = f"cannot decode video: {type(e).__name__}: {e}"
         return out
     out.meta = decoded.meta
-    out.warnings = decoded.warnings
-    out.frames = [Frame(m.image, m.start_s, m.end_s) for m in decoded.moments]
+    out.warnings = [*out.warnings, *decoded.warnings]
+    texts += [(None, (1, 1))] * (len(decoded.moments) - len(texts))
+    size = (decoded.meta.get("width"), decoded.meta.get("height"))
+    out.frames = [Frame(m.image, m.start_s, m.end_s, _scaled(lines, seen, size))
+                  for m, (lines, seen) in zip(decoded.moments, texts, strict=True)]
     if audio is not None and audio.enabled:
         try:
             stream = open_audio(found.path, time_limit=options.time_limit, require=False)
@@ -136,6 +155,33 @@ def prepare_video(found: Found, known_hashes: Container[str],
         except Exception as e:
             out.warnings.append(f"sound track not indexed: {type(e).__name__}: {e}")
     return out
+
+
+def read_text(ocr: Any, image: Image.Image, meta: dict[str, Any] | None,
+              warnings: list[str]) -> list[Any] | None:
+    """The text lines of a picture (boxes scaled to the original's `width`/`height` in
+    `meta`), None when OCR is off or finds nothing. A failure is a warning, not an error:
+    the picture is still indexed."""
+    if ocr is None:
+        return None
+    try:
+        lines = ocr.read(image)
+    except Exception as e:
+        warnings.append(f"text not read (OCR failed): {type(e).__name__}: {e}")
+        return None
+    if not lines:
+        return None
+    if meta:
+        return _scaled(lines, image.size, (meta.get("width"), meta.get("height")))
+    return lines
+
+
+def _scaled(lines: list[Any] | None, seen: tuple[int, int],
+            size: tuple[Any, Any]) -> list[Any] | None:
+    """Lines whose boxes were read on a `seen`-sized picture, in `size` pixels."""
+    if not lines or not size[0] or not size[1] or tuple(seen) == tuple(size):
+        return lines
+    return [ln.scaled(size[0] / seen[0], size[1] / seen[1]) for ln in lines]
 
 
 def _hashed(found: Found, known_hashes: Container[str]) -> Prepared:

@@ -42,7 +42,7 @@ MAX_TARGETS = 2048
 MIN_STD = 1e-3
 #: Re-measure once the number of rows changed by this share since the last measurement.
 REFRESH_SHARE = 0.2
-TEXT_LIKE = frozenset({"text", "speech", "tags"})
+TEXT_LIKE = frozenset({"text", "speech", "tags", "ocr"})
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,11 @@ class SearchEnv:
     path: Path                                              # the store folder
     encoder: Callable[[], Encoder]
     calibration: Callable[[Snapshot, Query], Calibration]
-    reranker: Callable[[str | None], Reranker]
+    reranker: Callable[[str | None], Reranker | None]
     manifest: Callable[[], dict[str, Any]]                  # the newest manifest seen
     device: str | None = None
+    #: texts -> embeddings (the collection's: shares `search_batch`'s encoder batch)
+    embed_texts: Callable[[list[str]], np.ndarray] | None = None
 
 
 class Search:
@@ -63,14 +65,18 @@ class Search:
         if query is None:
             return self._bonus_only(bonus)
         rerank_fn = None
-        if req.rerank:
+        model = self.env.reranker(req.reranker) if req.rerank else None
+        if model is not None:  # None: no reranker reachable (said once in the log)
             rerank_fn = functools.partial(rerank_hits, n=req.rerank, text=" ".join(ctx.texts),
-                                          reranker=self.env.reranker(req.reranker), snap=snap)
+                                          reranker=model, snap=snap)
         hits = execute(snap, query, self.env.calibration(snap, query), ctx.allowed, rerank_fn,
                        req.rerank, bonus)
         records = snap.records(np.array([h.row for h in hits], dtype=np.int64))
-        return [to_result(h.score, rec, h.explain if req.explain else None, h.similarity)
-                for h, rec in zip(hits, records, strict=True)]
+        results = [to_result(h.score, rec, h.explain if req.explain else None, h.similarity)
+                   for h, rec in zip(hits, records, strict=True)]
+        for channel in channels():
+            results = [channel.annotate(r, ctx) for r in results]
+        return results
 
     def allowed_rows(self) -> np.ndarray | None:
         """Row positions passing `where`, `filters` and `modality` (None: every row)."""
@@ -103,8 +109,8 @@ class Search:
                      + (req.vector is not None) + (req.audio is not None),
                      "query parts (texts, negatives, image, vector)")
         texts = [t for t, _ in terms]
-        embedded = (self.env.encoder().encode_texts(texts + negatives) if texts or negatives
-                    else [])
+        embed = self.env.embed_texts or (lambda t: self.env.encoder().encode_texts(t))
+        embedded = embed(texts + negatives) if texts or negatives else []
         positives = [Part("text", embedded[i], w, f"text:{t}") for i, (t, w) in
                      enumerate(terms)]
         if req.image is not None:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mmsearch.encoders.lite import LiteEncoder, image_features, text_features, tokenize
+from mmsearch.encoders.lite import SPEC, LiteEncoder, image_features, text_features, tokenize
 from mmsearch.rerank.base import Reranker
 from mmsearch.rerank.lite_head import HEAD_PATH, MatchHead
 from mmsearch.rerank.registry import register_reranker
@@ -39,7 +39,7 @@ class LiteReranker(Reranker):
 
     def __init__(self, device: str | None = None, weights: str | Path | None = None,
                  batch_size: int = 16) -> None:
-        self.encoder = LiteEncoder(device=device)
+        self.encoder = LiteEncoder(device=device, spec=SPEC)  # the head was trained on v1
         self.device = self.encoder.device
         self.head, meta = MatchHead.load(weights or HEAD_PATH)
         self.head = self.head.to(self.device)

@@ -70,6 +70,7 @@ class Limits:
     max_query_body_bytes: int = 2**20
     max_image_bytes: int = 10 * 2**20
     max_records: int = 10_000
+    max_batch: int = 1024
 
 
 class ErrorBody(BaseModel):
@@ -105,6 +106,22 @@ class SearchBody(SearchOptions):
     audio: Base64Bytes | None = Field(None, description="An example sound file (base64).")
     facets: list[str] | None = Field(None, max_length=MAX_FACETS,
                                      description="Columns to count values of over the hits.")
+
+
+class BatchQuery(BaseModel):
+    """One query of a batch: a text and/or a vector."""
+
+    text: str | None = None
+    vector: list[float] | None = None
+
+
+class BatchSearchRequest(BaseModel):
+    """Several queries sharing k, filters and modality; one result list per query."""
+
+    queries: list[BatchQuery]
+    k: int = Field(10, ge=1)
+    filters: dict[str, Any] | None = None
+    modality: str | None = None
 
 
 class UpsertRequest(BaseModel):
@@ -225,6 +242,27 @@ def create_app(collection: Collection, api_key: str | None = None,
         """Search by text, vector, example image or sound (base64), with structured filters
         (injection-safe) and every other search option; optional facet counts."""
         return run_search(body)
+
+    @app.post("/search/batch", dependencies=auth, responses=READ_ERRORS)
+    def search_batch(req: BatchSearchRequest) -> dict[str, Any]:
+        """Several searches in one call (`Collection.search_batch`): one list per query."""
+        if req.k > limits.max_k:
+            raise HTTPException(400, f"k={req.k} is over the limit of {limits.max_k}")
+        if len(req.queries) > limits.max_batch:
+            raise HTTPException(413, f"{len(req.queries)} queries is over the batch limit of "
+                                     f"{limits.max_batch}")
+        if not hasattr(collection, "search_batch"):
+            raise HTTPException(400, "this server's collection does not support batch search")
+        pin_threads()
+        started = time.perf_counter()
+        texts = [q.text for q in req.queries]
+        vectors = [q.vector for q in req.queries]
+        lists = collection.search_batch(
+            texts=texts if any(t is not None for t in texts) else None,
+            vectors=vectors if any(v is not None for v in vectors) else None,
+            k=req.k, filters=req.filters, modality=req.modality)
+        return {"results": [[_result_json(h) for h in hits] for hits in lists],
+                "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     @app.post("/search/image", dependencies=auth, responses=READ_ERRORS)
     def search_image(image: UploadFile = File(...),  # noqa: B008 - FastAPI's idiom

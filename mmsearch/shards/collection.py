@@ -40,6 +40,8 @@ from mmsearch.ingest.video import (
     VideoOptions,
     time_limit_setting,
 )
+from mmsearch.ocr import search as ocr_search
+from mmsearch.ocr.settings import OcrSettings
 from mmsearch.planner.calibration import PROBE_TEXTS, Calibration
 from mmsearch.planner.facets import facet_counts as _facet
 from mmsearch.planner.groups import build_layout, layout
@@ -202,7 +204,8 @@ class ShardedCollection:
               scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
               video_time_limit: float | None = None, tags: bool | None = None,
               speech: bool | None = None, whisper: str | None = None,
-              audio_model: str | None = None, ray: str | None = None) -> IndexReport:
+              audio_model: str | None = None, ray: str | None = None,
+              ocr: bool | None = None) -> IndexReport:
         """Index files and folders as `Collection.index` does (incremental, renames matched
         by content hash across shards); each file's rows go to the shard of its id.
 
@@ -219,7 +222,8 @@ class ShardedCollection:
                                     workers=workers, commit_every=commit_every, fps=fps,
                                     scene_threshold=scene_threshold,
                                     video_time_limit=video_time_limit, tags=tags,
-                                    speech=speech, whisper=whisper, audio_model=audio_model)
+                                    speech=speech, whisper=whisper, audio_model=audio_model,
+                                    ocr=ocr)
         if audio_model:
             raise UsageError("a CLAP audio space (--audio-model) is not supported on sharded "
                              "stores; tags and speech are")
@@ -236,13 +240,14 @@ class ShardedCollection:
             view = ShardedWriter(self.path, stores)
             settings = AudioSettings.resolve(view.manifest.get("audio"), tags=tags,
                                              speech=speech, whisper=whisper)
+            reading = OcrSettings.resolve(view.manifest.get("ocr"), ocr)
             for shard in self.shards:
                 shard._check_model(shard._asked_model)
             device = self.shards[0]._device
             indexer = self._indexer(view, lambda: self.encoder, self.shards[0]._model_pin,
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
                               progress=progress, video=video, audio=settings.analyzer(device),
-                              audio_settings=settings)
+                              audio_settings=settings, ocr_settings=reading)
             report = indexer.run(roots)
             self._after_shard_writes(stores)
         return report
@@ -367,8 +372,8 @@ class ShardedCollection:
                              "stores do not have")
         where, filters = req.condition(), None
         rerank_fn = None
-        if rerank_n:
-            model = primary._load_reranker(req.reranker)
+        model = primary._load_reranker(req.reranker) if rerank_n else None
+        if model is not None:  # None: no reranker reachable (said once in the log)
             joined = " ".join(texts)
 
             def rerank_fn(hits: list[Hit], view: Any) -> list[Hit]:
@@ -391,19 +396,21 @@ class ShardedCollection:
             if not len(snap):
                 continue
             rows = None if condition is None else snap.matching_rows(condition, params)
-            bonus = row_bonus(snap, texts, rows)
+            bonus = ocr_search.add_bonus(row_bonus(snap, texts, rows), snap, texts, rows)
             parts.append(shard_hits(s, snap, query, calibration, rows, pool, bonus))
 
         def fetch(pairs: list[tuple[int, int]]) -> list[dict[str, Any]]:
             return [snaps[s].records(np.array([r], np.int64))[0] for s, r in pairs]
 
         merged = merge(parts, query, pool, fetch, rerank_fn)
-        return SearchResults(self._results(merged, fetch(merged.origin), query.explain))
+        return SearchResults(self._results(merged, fetch(merged.origin), query.explain,
+                                           texts))
 
     @staticmethod
     def _results(merged: Merged, records: list[dict[str, Any]],
-                 explain: bool) -> list[Result]:
-        return [_to_result(h.score, rec, h.explain if explain else None, h.similarity)
+                 explain: bool, texts: Sequence[str] = ()) -> list[Result]:
+        return [ocr_search.annotate(_to_result(h.score, rec, h.explain if explain else None,
+                                               h.similarity), list(texts))
                 for h, rec in zip(merged.hits, records, strict=True)]
 
     def _calibration(self, query: Query, names: set[str],

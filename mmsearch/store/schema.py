@@ -2,8 +2,9 @@
 
 `channel` says what a row's vector embeds, so the planner can fuse several views of one
 item: "visual" (image pixels, a video frame), "text" (a record's text), "speech" (a
-transcript segment), "tags" (sound-event tags), ... Null in stores written before the
-column existed: read it as "visual" for image/video rows and "text" for text rows.
+transcript segment), "tags" (sound-event tags), "ocr" (text read in a picture), ...
+Null in stores written before the column existed: read it as "visual" for image/video
+rows and "text" for text rows.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ FILE_SCHEMA = pa.schema([
     ("sample_rate", pa.int32()),
     ("tags", pa.string()),  # channel "tags": "Dog 0.91; Bark 0.85"
     ("transcript", pa.string()),  # channel "speech": the segment's words
+    ("ocr", pa.string()),  # text read in the picture (visual and "ocr" rows), a line each
+    ("ocr_lines", pa.string()),  # JSON: [{"text", "box": 4 [x, y] corners, "confidence"}]
 ])
 
 

@@ -8,6 +8,9 @@ Writer side (`maintain`, called after each write while holding the store's lock)
   rows it was trained on: train on a sample, add every live row, save.
 - otherwise: add the new rows and remove the deleted ones in place; rewrite the file only
   once `save_share` of the rows changed since it was written.
+- after training (and when the rows changed `remeasure_growth` times since): measure the
+  recall on held-out stored vectors and choose nprobe and the re-score depth for
+  `target_recall` (`mmsearch.index.tuning`); the result is saved in the manifest's `ann`.
 
 Saving follows the store's commit protocol: the index goes to a new `ann-<gen>-<id>.faiss`
 file (temp file, fsync, rename), then a manifest commit names it in its `ann` field; the
@@ -28,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from mmsearch.index import tuning
 from mmsearch.index.flat import FlatIndex
 from mmsearch.index.ivfpq import AnnIndex, IVFPQIndex, KeyMap
 from mmsearch.index.params import AnnParams
@@ -59,8 +63,18 @@ def maintain(store: Store, params: AnnParams, cached: AnnIndex | None = None, *,
         log.info("training IVF-PQ on %d rows", n)
         ann = AnnIndex.train(vectors, params)
     ann.sync(keymap, vectors)
+    remeasured = tuning.needs_measuring(ann.meta, n, params)
+    if remeasured:  # always after training (a new index has no measurement)
+        ann.meta["tuning"] = tuning.measure(ann, keymap, vectors, params)
+        log.info("index recall@10 %.3f at nprobe %d, re-score %dx (%.1f s)",
+                 ann.meta["tuning"]["recall_at_10"], ann.meta["tuning"]["nprobe"],
+                 ann.meta["tuning"]["rerank"], ann.meta["tuning"]["seconds"])
     if ann.file is None or ann.dirty > params.save_share * n:
         save(store, ann)
+    elif remeasured:  # the file is current: only the manifest learns the new measurement
+        meta = {**store.manifest["ann"], "tuning": ann.meta["tuning"]}
+        store.commit([], extra={"ann": meta})
+        ann.meta = meta
     return ann
 
 

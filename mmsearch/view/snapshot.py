@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 import duckdb
@@ -10,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmsearch.errors import UsageError
+from mmsearch.filters import cache_key, evaluate
 from mmsearch.index.flat import FlatIndex
 from mmsearch.index.ivfpq import AnnIndex, IVFPQIndex
 from mmsearch.index.params import AnnParams
@@ -19,6 +22,8 @@ from mmsearch.vectors import LiveVectors
 from mmsearch.view.ann import flat_index, open_index
 
 __all__ = ["CORE_COLUMNS", "HIDDEN_COLUMNS", "Snapshot"]
+#: RAM for the rows selected by recent structured filters, per snapshot (LRU).
+FILTER_CACHE_BYTES = 64 << 20
 
 
 class Snapshot:
@@ -39,6 +44,8 @@ class Snapshot:
         self._db: duckdb.DuckDBPyConnection | None = None
         self._cursors = threading.local()
         self._lock = threading.Lock()
+        self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._filter_cache_bytes = 0
 
     def __len__(self) -> int:
         return len(self.table)
@@ -91,6 +98,30 @@ class Snapshot:
             raise UsageError(f"bad filter {where!r}: {str(e).splitlines()[0]} "
                              f"(columns: {columns})") from None
         return np.sort(result["_row"].astype(np.int64))
+
+    def filter_rows(self, clauses: Iterable[tuple[str, Any]]) -> np.ndarray | None:
+        """Row positions matching structured filter clauses, evaluated on the column arrays
+        (`mmsearch.filters.evaluate`) and kept in a per-snapshot LRU; None when a clause
+        needs SQL (use `matching_rows`). The returned array is shared: do not modify it."""
+        clauses = list(clauses)
+        key = cache_key(clauses)
+        with self._lock:
+            rows = self._filter_cache.get(key)
+            if rows is not None:
+                self._filter_cache.move_to_end(key)
+                return rows
+        rows = evaluate(clauses, self.table)
+        if rows is None:
+            return None
+        rows.flags.writeable = False
+        with self._lock:
+            if key not in self._filter_cache and rows.nbytes <= FILTER_CACHE_BYTES:
+                self._filter_cache[key] = rows
+                self._filter_cache_bytes += rows.nbytes
+                while self._filter_cache_bytes > FILTER_CACHE_BYTES:
+                    _, old = self._filter_cache.popitem(last=False)
+                    self._filter_cache_bytes -= old.nbytes
+        return rows
 
     def records(self, rows: np.ndarray) -> list[dict[str, Any]]:
         """Metadata dicts of the given row positions, in that order."""

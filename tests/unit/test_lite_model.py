@@ -25,7 +25,7 @@ def _image(seed: int) -> Image.Image:
 
 
 def test_spec_dims_and_unit_norm(enc) -> None:
-    assert enc.spec == "mmsearch-lite"
+    assert enc.spec == "mmsearch-lite-2"
     assert enc.device == "cpu"
     pixels = torch.stack([enc.preprocess(_image(0)), enc.preprocess(_image(1))])
     assert pixels.shape == (2, 3, 260, 260)
@@ -53,3 +53,61 @@ def test_deterministic_and_batch_independent(enc) -> None:
     t = enc.encode_texts(texts)
     np.testing.assert_array_equal(t, enc.encode_texts(texts))
     np.testing.assert_allclose(enc.encode_texts(texts[1:])[0], t[1], atol=1e-4)
+
+
+def _v2_heads(**extra):
+    """Small random heads with every second-generation option, written to disk."""
+    from mmsearch.encoders.lite import LiteHeads
+
+    config = {"dim": 32, "image_hidden": 64, "image_blocks": 1, "image_pool_heads": 1,
+              "text_hidden": 64, "text_blocks": 1, "text_pool_heads": 1,
+              "image_cells": ["fmap", "s6"], "image_global": ["s4"], "text_layers": [5, 6],
+              "spec": "mmsearch-lite-test", **extra}
+    torch.manual_seed(0)
+    heads = LiteHeads(config)
+    return heads, config
+
+
+def test_second_generation_heads_round_trip_with_tower_tensors(tmp_path) -> None:
+    from mmsearch.encoders.lite import build_text_tower, load_lite
+
+    heads, _ = _v2_heads(flip_average=True)
+    _, bert = build_text_tower()
+    tuned = {k: v + 0.01 for k, v in bert.encoder.layer[5].state_dict().items()}
+    heads.tower_state = {f"text.encoder.layer.5.{k}": v for k, v in tuned.items()}
+    path = tmp_path / "h.safetensors"
+    heads.save(path)
+    enc = load_lite("cpu", heads_path=str(path))
+    assert enc.spec == "mmsearch-lite-test" and enc.dim == 32
+    loaded = enc.text_tower.encoder.layer[5].state_dict()
+    for k, v in tuned.items():  # the retrained layer replaced the tower's (float16 on disk)
+        torch.testing.assert_close(loaded[k], v.half().float())
+    txt = enc.encode_texts(["a dog runs", "two people on a bench"])
+    assert txt.shape == (2, 32)
+    # flip averaging: an image and its mirror get the same vector
+    img = _image(5)
+    mirrored = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    v = enc.encode_images(torch.stack([enc.preprocess(img), enc.preprocess(mirrored)]))
+    np.testing.assert_allclose(v[0], v[1], atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+
+
+def test_retrained_tower_tensors_must_fit(tmp_path) -> None:
+    from mmsearch.encoders.lite import load_lite
+    from mmsearch.errors import MmsearchError
+
+    heads, _ = _v2_heads()
+    heads.tower_state = {"image.conv_head.weight": torch.zeros(3, 3)}
+    heads.save(tmp_path / "bad.safetensors")
+    with pytest.raises(MmsearchError, match="do not fit"):
+        load_lite("cpu", heads_path=str(tmp_path / "bad.safetensors"))
+
+
+def test_both_generations_are_registered_with_their_own_spec() -> None:
+    from mmsearch.encoders.lite import HEADS_PATHS, LiteHeads
+    from mmsearch.encoders.registry import OFFLINE_MODEL, same_model
+
+    assert OFFLINE_MODEL == "mmsearch-lite-2"
+    for spec, path in HEADS_PATHS.items():  # each shipped file says which space it makes
+        assert LiteHeads.load(path).spec == spec
+    assert not same_model("mmsearch-lite", "mmsearch-lite-2")

