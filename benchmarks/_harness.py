@@ -1,9 +1,9 @@
 """Shared pieces of the benchmark scripts: data paths, synthetic vectors, timers, load.
 
-    from _harness import DATA, clustered_vectors, interleaved_ms, load_average
+    from benchmarks._harness import DATA, clustered_vectors, interleaved_ms, load_average
 
-Run the scripts from the repository root (`PYTHONPATH=. python benchmarks/x.py`); the
-script's folder is on `sys.path`, so `_harness` imports as a sibling module.
+Run the scripts from the repository root (`PYTHONPATH=. python benchmarks/x.py`), as the
+other shared benchmark modules (`benchmarks.vector_sets`) are imported.
 """
 
 from __future__ import annotations

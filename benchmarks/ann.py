@@ -29,9 +29,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pyarrow as pa
-from _harness import mixture_vectors
 
 import mmsearch
+from benchmarks._harness import mixture_vectors
 from mmsearch.index.ivfpq import IVFPQIndex
 
 DIM = 512

@@ -26,9 +26,9 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ann
-from _harness import median_s
 
 import mmsearch
+from benchmarks._harness import median_s
 from mmsearch.index.ivfpq import IVFPQIndex
 
 

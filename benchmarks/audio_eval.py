@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _harness import DATA
 
 import mmsearch
+from benchmarks._harness import DATA
 
 
 def average_precision(ranked: list[bool], positives: int) -> float:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from _harness import DATA
 from PIL import Image
 
 import mmsearch
+from benchmarks._harness import DATA
 
 FASHION = DATA / "fashion_products"
 

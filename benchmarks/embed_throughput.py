@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import torch
-from _harness import DATA
 
 import mmsearch
+from benchmarks._harness import DATA
 from mmsearch.encoders.registry import load_encoder
 from mmsearch.ingest.images import decode_image
 

@@ -27,8 +27,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _harness import DATA
-
+from benchmarks._harness import DATA
 from mmsearch.encoders.lite import load_lite, stage_features
 
 DEFAULT_DATA = DATA

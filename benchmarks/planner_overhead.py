@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from _harness import clustered_vectors, interleaved_ms, load_average
 
 import mmsearch
+from benchmarks._harness import clustered_vectors, interleaved_ms, load_average
 from mmsearch.store.store import Batch
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from _harness import clustered_vectors, median_ms
 
 import mmsearch
+from benchmarks._harness import clustered_vectors, median_ms
 from mmsearch.planner.search import to_result
 
 OUT = Path(__file__).resolve().parent / "out"

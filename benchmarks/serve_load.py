@@ -28,9 +28,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pyarrow as pa
-from _harness import clustered_vectors
 
 import mmsearch
+from benchmarks._harness import clustered_vectors
 
 DIM = 256
 BRANDS = [f"brand{i}" for i in range(40)]

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import av
 import numpy as np
-from _harness import median_s
 
+from benchmarks._harness import median_s
 from mmsearch.ingest.video import VideoOptions, decode_video
 
 W, H, FPS = 854, 480, 30

@@ -27,9 +27,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from _harness import DATA
-
 import mmsearch
+from benchmarks._harness import DATA
 
 SLIDESHOW = DATA / "flickr8k_slideshow"
 

@@ -21,6 +21,7 @@ from mmsearch.channels import QueryContext, channels
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.media import embed_image
 from mmsearch.errors import ModelMismatchError, UsageError
+from mmsearch.filters import compile_filters
 from mmsearch.planner.calibration import Calibration
 from mmsearch.planner.plan import execute
 from mmsearch.planner.query import Part, Query, SortKey, split_negatives
@@ -80,7 +81,18 @@ class Search:
 
     def allowed_rows(self) -> np.ndarray | None:
         """Row positions passing `where`, `filters` and `modality` (None: every row)."""
-        cond, params = self.request.condition()
+        req = self.request
+        if not req.where and (req.filters or req.modality) and len(self.snap):
+            # structured filters alone: evaluated on the column arrays, cached per snapshot
+            if req.filters:
+                compile_filters(req.filters)  # validates values and limits
+            clauses = list((req.filters or {}).items())
+            if req.modality:
+                clauses.append(("modality", {"in": list(req.modality)}))
+            rows = self.snap.filter_rows(clauses)
+            if rows is not None:
+                return rows
+        cond, params = req.condition()
         return None if cond is None or not len(self.snap) else self.snap.matching_rows(
             cond, params)
 
