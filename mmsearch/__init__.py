@@ -7,13 +7,35 @@
         print(hit.score, hit.path)
 """
 
-from mmsearch.collection import Collection, open
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from mmsearch.errors import MmsearchError, ModelMismatchError, UsageError
-from mmsearch.indexer import IndexReport
-from mmsearch.request import SearchOptions, SearchRequest, TextTerm
-from mmsearch.results import Result, results_to_arrow, results_to_pandas
+
+if TYPE_CHECKING:
+    from mmsearch.collection import Collection, open
+    from mmsearch.indexer import IndexReport
+    from mmsearch.request import SearchOptions, SearchRequest, TextTerm
+    from mmsearch.results import Result, results_to_arrow, results_to_pandas
 
 __version__ = "0.1.0"
+
+#: Imported on first use, so `import mmsearch` (and `mmsearch --help`) start fast.
+_LAZY = {"Collection": "mmsearch.collection", "open": "mmsearch.collection",
+         "IndexReport": "mmsearch.indexer", "Result": "mmsearch.results",
+         "results_to_arrow": "mmsearch.results", "results_to_pandas": "mmsearch.results",
+         "SearchRequest": "mmsearch.request", "SearchOptions": "mmsearch.request",
+         "TextTerm": "mmsearch.request"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mmsearch' has no attribute {name!r}")
 
 __all__ = [
            "Collection",

@@ -11,14 +11,14 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from mmsearch import config
-from mmsearch.catalog.read import is_catalog
+from mmsearch import config, hub
+from mmsearch.config import DEFAULT_FPS, DEFAULT_SCENE_THRESHOLD, DEFAULT_TIME_LIMIT
 from mmsearch.errors import MmsearchError, UsageError
-from mmsearch.ingest.video import DEFAULT_FPS, DEFAULT_SCENE_THRESHOLD, DEFAULT_TIME_LIMIT
 from mmsearch.settings import settings
 
+# plain help (no rich markup: "[env ...]" stays in the text); heavy modules load lazily
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Index media and find it by meaning.")
+                  rich_markup_mode=None, help="Index media and find it by meaning.")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,6 +49,9 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        before, hub.frontend = hub.frontend, "cli"  # messages name options, not arguments
+        log = _log_warnings()
+        propagate, log.propagate = log.propagate, False  # said once, by this command
         try:
             return fn(*args, **kwargs)
         except UsageError as e:
@@ -60,8 +63,27 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             _err("interrupted; the store keeps everything committed so far")
             raise typer.Exit(130) from None
+        finally:
+            hub.frontend = before
+            log.propagate = propagate
 
     return wrapper  # type: ignore[return-value]
+
+
+def _log_warnings() -> Any:
+    """The library's warnings (a skipped channel, an offline fallback) as `mmsearch:
+    warning: ...` lines on stderr, once."""
+    import logging
+
+    class ToStderr(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            _err(f"{record.levelname.lower()}: {record.getMessage()}")
+
+    log = logging.getLogger("mmsearch")
+    if not any(isinstance(h, ToStderr) or type(h).__name__ == "ToStderr"
+               for h in log.handlers):
+        log.addHandler(ToStderr(logging.WARNING))
+    return log
 
 
 def _open(store: Path | None, model: str | None = None, device: str | None = None,
@@ -76,7 +98,8 @@ def _open(store: Path | None, model: str | None = None, device: str | None = Non
 @handle_errors
 def index(
     paths: Annotated[list[Path] | None, typer.Argument(
-        help="Files and folders to index (recursive).", show_default=False)] = None,
+        metavar="PATH...", help="Files and folders to index (recursive).",
+        show_default=False)] = None,
     store: StoreOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
     shards: ShardsOpt = None, ray: RayOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per encoder batch.")] =
@@ -107,20 +130,26 @@ def index(
         "--image-col", help="Catalog: the image path column (relative to the catalog file).",
         show_default=False)] = None,
     text_col: Annotated[list[str] | None, typer.Option(
-        "--text-col", help="Catalog: a text column to embed (repeatable; joined).",
+        "--text-col", metavar="COLUMN",
+        help="Catalog: a text column to embed (repeatable; joined).",
         show_default=False)] = None,
     delete_missing: Annotated[bool, typer.Option(
         "--delete-missing", help="Catalog: delete products absent from this file.")] = False,
     tags: Annotated[bool | None, typer.Option(
-        "--tags/--no-tags", help="Tag sound events (YAMNet) in audio and videos [default: on "
-        "when its weights are found, env MMSEARCH_YAMNET; then as the store was built].",
+        "--tags/--no-tags", help="Tag sound events (YAMNet) in audio and videos; the store "
+        "remembers the choice [default: as the store was built, else on; skipped with a "
+        "warning while YAMNet is not installed, see `mmsearch models`].",
         show_default=False)] = None,
     speech: Annotated[bool | None, typer.Option(
-        "--speech/--no-speech", help="Transcribe speech (Whisper) [default: on].",
-        show_default=False)] = None,
+        "--speech/--no-speech", help="Transcribe speech (Whisper); the store remembers the "
+        "choice [default: as the store was built, else on].", show_default=False)] = None,
     whisper: Annotated[str | None, typer.Option(
-        "--whisper", help="Whisper model: folder or Hugging Face id [env MMSEARCH_WHISPER; "
-        "default openai/whisper-tiny.en].", show_default=False)] = None,
+        "--whisper", metavar="PATH_OR_ID", help="Whisper model: folder or Hugging Face id "
+        "[env MMSEARCH_WHISPER; default: the installed one, see `mmsearch models`, else "
+        "openai/whisper-tiny.en].", show_default=False)] = None,
+    reprocess: Annotated[bool, typer.Option(
+        "--reprocess", help="Decode and embed every file again, changed or not (also "
+        "retries files that failed).")] = False,
     audio_model: Annotated[str | None, typer.Option(
         "--audio-model", help="Also embed sounds with this CLAP model (folder or Hugging Face "
         "id, e.g. laion/clap-htsat-unfused) [default: off].", show_default=False)] = None,
@@ -136,6 +165,8 @@ def index(
     missing = [str(p) for p in paths or [] if not p.exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    from mmsearch.catalog.read import is_catalog
+
     catalogs = [p for p in paths or [] if p.is_file() and is_catalog(p)]
     catalog_opts = id_col or image_col or text_col or delete_missing
     if catalog_opts and not catalogs:
@@ -164,7 +195,8 @@ def index(
     report = col.index(paths, progress=False if quiet else None, batch_size=batch_size,
                        workers=workers, fps=fps, scene_threshold=scene_threshold,
                        video_time_limit=video_time_limit, tags=tags, speech=speech,
-                       whisper=whisper, audio_model=audio_model, ocr=ocr)
+                       whisper=whisper, audio_model=audio_model, ocr=ocr,
+                       reprocess=reprocess)
     if verbose:
         for path, reason in report.failures:
             _err(f"skipped {path}: {reason}")
@@ -192,7 +224,7 @@ def query(
                                                show_default=False)] = None,
     store: StoreOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
     shards: ShardsOpt = None, ray: RayOpt = None,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of results.")] = 10,
+    k: Annotated[int, typer.Option("-k", min=1, metavar="N", help="Number of results.")] = 10,
     where: Annotated[str | None, typer.Option(
         "--where", help="SQL condition on metadata, e.g. \"width >= 300\".",
         show_default=False)] = None,
@@ -203,13 +235,16 @@ def query(
         "--thumbnails", help="Write a JPEG thumbnail of each result (a video's best moment) "
         "into this folder.", show_default=False)] = None,
     also: Annotated[list[str] | None, typer.Option(
-        "--add", help="Another text the results should match (repeatable).",
+        "--add", metavar="TEXT",
+        help="Another text the results should match (repeatable).",
         show_default=False)] = None,
     negative: Annotated[list[str] | None, typer.Option(
-        "--not", help="Push down results matching this text (repeatable; `-word` in TEXT "
+        "--not", metavar="TEXT",
+        help="Push down results matching this text (repeatable; `-word` in TEXT "
         "does the same).", show_default=False)] = None,
     weight: Annotated[list[str] | None, typer.Option(
-        "--weight", help="Channel weight CHANNEL=W, e.g. text=0.5 (repeatable; 0 leaves a "
+        "--weight", metavar="CHANNEL=W",
+        help="Channel weight CHANNEL=W, e.g. text=0.5 (repeatable; 0 leaves a "
         "channel out; channels: visual, text, speech, tags, ocr).", show_default=False)] = None,
     min_score: Annotated[float | None, typer.Option(
         "--min-score", help="Only results with a calibrated score at least this (z scale: "
@@ -318,7 +353,8 @@ def info(store: StoreOpt = None,
 @app.command()
 @handle_errors
 def remove(paths: Annotated[list[Path], typer.Argument(
-        help="Files or folders whose items leave the store.", show_default=False)],
+        metavar="PATH...", help="Files or folders whose items leave the store.",
+        show_default=False)],
         store: StoreOpt = None) -> None:
     """Remove items by file or folder (the files themselves are not touched)."""
     col = _open(store)
@@ -354,20 +390,59 @@ def doctor(store: StoreOpt = None,
         raise typer.Exit(1)
 
 
-@app.command()
-@handle_errors
-def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List the models usable now without a download (offline or cached), with dimensions."""
-    from mmsearch.encoders.available import available_models
+models_app = typer.Typer(add_completion=False, rich_markup_mode=None,
+                         help="What models are installed, and add the optional ones.")
+app.add_typer(models_app, name="models")
 
-    found = available_models()
-    if as_json:
-        print(json.dumps([m.__dict__ for m in found], indent=2))
+
+@models_app.callback(invoke_without_command=True)
+@handle_errors
+def models(ctx: typer.Context,
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+           all_cached: Annotated[bool, typer.Option(
+               "--all", help="Also check every open_clip pretrained tag's cache (slow).")]
+           = False) -> None:
+    """List the models usable now without a download, and the sound channels' models:
+    where each is installed from, or the command that adds it."""
+    if ctx.invoked_subcommand is not None:
         return
+    from mmsearch.encoders.available import quick_models
+    from mmsearch.locate import sound_models
+
+    found = quick_models()
+    if all_cached:
+        from mmsearch.encoders.available import available_models
+
+        found += [m for m in available_models() if m.spec not in {f.spec for f in found}]
+    sounds = sound_models()
+    if as_json:
+        print(json.dumps({"encoders": [m.__dict__ for m in found],
+                          "sound": [m.__dict__ for m in sounds]}, indent=2))
+        return
+    print("image-text models")
     for m in found:
-        print(f"{m.spec:<45} {m.dim:>5}-d  {m.source}")
-    print(f"default: {config.DEFAULT_MODEL} (downloaded on first use; offline falls back to "
-          "mmsearch-lite-2)", file=sys.stderr)
+        dim = f"{m.dim:>5}-d" if m.dim else "       "
+        print(f"  {m.spec:<52} {dim}  {m.source}")
+    print(f"  default: {config.DEFAULT_MODEL} (downloaded on first use; offline falls back "
+          "to mmsearch-lite-2)")
+    print("sound channels")
+    for m in sounds:
+        print(f"  {m.channel:<7} {m.name:<8} {m.path or '-'}  ({m.source})")
+        if m.path is None:
+            print(f"          add: {m.add}")
+
+
+@models_app.command("add")
+@handle_errors
+def models_add(
+        name: Annotated[str, typer.Argument(metavar="NAME", help="yamnet or whisper.")],
+        path: Annotated[Path, typer.Argument(metavar="PATH", help="The model's folder.")],
+) -> None:
+    """Copy a model folder into the user model folder (see `mmsearch models`)."""
+    from mmsearch.locate import add_model
+
+    dest = add_model(name, path)
+    print(f"added {name}: {dest}", file=sys.stderr)
 
 
 @app.command()
@@ -406,13 +481,36 @@ def serve(
     image_bytes = int(max_upload_mb * 2**20)
     limits = Limits(max_k=max_k, max_image_bytes=image_bytes,
                     max_body_bytes=max(Limits.max_body_bytes, 2 * image_bytes))
-    print(f"serving {col.path} on http://{host}:{port}/ (API key "
+    sock = _bind(host, port)  # bound before saying where: a used port is an error first
+    print(f"serving {col.path} on http://{_url_host(host)}:{sock.getsockname()[1]}/ (API key "
           f"{'required' if api_key else 'off'})", file=sys.stderr)
     # idle keep-alive connections live 75 s (longer than common proxies' idle timeouts), so
     # a client reusing one never races the server closing it
-    uvicorn.run(create_app(col, api_key=api_key, limits=limits, threads_per_request=threads),
-                host=host, port=port,
-                log_level="warning", timeout_keep_alive=75)
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(col, api_key=api_key, limits=limits, threads_per_request=threads),
+        log_level="warning", timeout_keep_alive=75))
+    server.run(sockets=[sock])
+
+
+def _bind(host: str, port: int) -> Any:
+    """A listening TCP socket on host:port; UsageError when the address cannot be used."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _read_request(path: Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -164,7 +165,7 @@ class Collection:
               batch_size: int = config.BATCH_SIZE, workers: int | None = None,
               commit_every: int | None = None, fps: float = DEFAULT_FPS,
               scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
-              video_time_limit: float | None = None,
+              video_time_limit: float | None = None, reprocess: bool = False,
               **channel_options: Any) -> IndexReport:
         """Index files and folders recursively; re-runs are incremental.
 
@@ -183,7 +184,12 @@ class Collection:
         and the sound of videos: `tags` (YAMNet sound events), `speech` (Whisper
         transcripts; `whisper` names the model) and `audio_model` (a CLAP model in its own
         space, off by default). None: what the store was built with, else the defaults
-        (see `mmsearch.audio.settings`); the store remembers the choice.
+        (see `mmsearch.audio.settings`); the store remembers the choice. A channel whose
+        model is missing is skipped (logged once, and in `report.skipped_channels`); files
+        indexed without it get it on a later run once it is installed. `reprocess`: decode
+        and embed every file again, changed or not. `ocr`: read the text in pictures and
+        video moments (channel "ocr"); None: as the store was built, else on when the
+        engine is installed.
         """
         unknown = set(channel_options) - index_options()
         if unknown:
@@ -204,8 +210,11 @@ class Collection:
         with self._writes.transaction() as store:
             indexer = Indexer(store, lambda: self.encoder, self._model_pin,
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
-                              progress=progress, video=video, **hooks)
+                              progress=progress, video=video, reprocess=reprocess,
+                              **hooks)
             report = indexer.run(roots)
+            for note in report.channel_notes():
+                logging.getLogger("mmsearch").warning("%s", note)
         return report
 
     def upsert(self, records: Any) -> int:
@@ -289,18 +298,25 @@ class Collection:
         return len(keys)
 
     def remove_paths(self, paths: Iterable[str | os.PathLike[str]]) -> int:
-        """Remove items whose file is one of `paths` or lies under one of them."""
+        """Remove items whose file is one of `paths` or lies under one of them; files
+        remembered as failed there are forgotten (a later index run tries them again).
+        Returns the number of files removed or forgotten."""
         roots = [os.path.abspath(os.fspath(p)) for p in paths]
         with self._writes.transaction(always_maintain=False, check=False) as store:
+            failed = store.manifest.get("failed") or {}
+            forgot = [p for p in failed if is_under(p, roots)]
             table = store.read_live_table(["key", "path"])
-            if "path" not in table.column_names:
-                return 0
-            keys = [k for k, p in zip(table.column("key").to_pylist(),
-                                      table.column("path").to_pylist(), strict=True)
-                    if p and is_under(p, roots)]
-            if keys:
-                store.commit([], np.array(keys, dtype=np.int64))
-        return len(keys)
+            keys, files = [], set()
+            if "path" in table.column_names:
+                for k, p in zip(table.column("key").to_pylist(),
+                                table.column("path").to_pylist(), strict=True):
+                    if p and is_under(p, roots):
+                        keys.append(k)
+                        files.add(p)
+            if keys or forgot:
+                extra = {"failed": {p: v for p, v in failed.items() if p not in forgot}}
+                store.commit([], np.array(keys, dtype=np.int64), extra=extra)
+        return len(files) + len(forgot)
 
     def _maintain_index(self, store: Store, force: bool = False) -> None:
         """Train, update or save the IVF-PQ index after a write (inside the writer lock)."""

@@ -22,6 +22,14 @@ COMMIT_EVERY = 512
 COMMIT_SECONDS = 30.0
 BATCH_SIZE = 32
 
+#: Default sampling rate (frames per second of video).
+DEFAULT_FPS = 1.0
+#: Default scene-change threshold: mean abs difference of 32x32 gray thumbnails (0-255).
+DEFAULT_SCENE_THRESHOLD = 6.0
+#: Default wall-clock budget for decoding one video, seconds ($MMSEARCH_VIDEO_TIME_LIMIT
+#: overrides it, read when used: `mmsearch.ingest.video.time_limit_setting`).
+DEFAULT_TIME_LIMIT = 900.0
+
 
 def store_path(store: str | os.PathLike[str] | None = None) -> Path:
     """The store folder: the argument, else $MMSEARCH_STORE, else ./indexes/default."""

@@ -10,16 +10,21 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-import torch
 
 from mmsearch import config
-from mmsearch.audio.analyze import AudioAnalyzer
+from mmsearch.audio.analyze import CHANNELS, AudioAnalyzer
 from mmsearch.audio.embed import part_vectors
 from mmsearch.audio.settings import AudioSettings
 from mmsearch.audio.space import ClapSpace
 from mmsearch.encoders.base import Encoder
 from mmsearch.ingest.discover import Found, Skipped, discover, is_under
-from mmsearch.ingest.pipeline import Prepared, default_workers, ordered_map, prepare_file
+from mmsearch.ingest.pipeline import (
+    NO_SOUND,
+    Prepared,
+    default_workers,
+    ordered_map,
+    prepare_file,
+)
 from mmsearch.ingest.video import VideoOptions
 from mmsearch.ocr.search import lines_json, lines_text
 from mmsearch.ocr.settings import OcrSettings
@@ -43,6 +48,10 @@ class IndexReport:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    #: channels left out of this run (their model is missing or failed), with why
+    skipped_channels: dict[str, str] = field(default_factory=dict)
+    #: files indexed without some wanted channel (completed by a later run)
+    incomplete: int = 0
 
     @property
     def processed(self) -> int:
@@ -60,6 +69,13 @@ class IndexReport:
         self.failed += 1
         self.failures.append((path, reason))
 
+    def channel_notes(self) -> list[str]:
+        """One line per channel left out of the run: what, why, and what happens next."""
+        files = (f"; {self.incomplete} file(s) indexed without it, a later run adds it"
+                 if self.incomplete else "")
+        return [f"{CHANNELS[c]} skipped: {why}{files}"
+                for c, why in self.skipped_channels.items()]
+
     def warn(self, path: str, warnings: list[str]) -> None:
         """A file indexed only in part (a truncated video keeps the frames it decoded)."""
         self.partial += 1
@@ -68,7 +84,7 @@ class IndexReport:
 
 #: Metadata of a file's rows that a rename or touch carries over with its vectors.
 _FILE_META = ("width", "height", "taken_at", "camera_make", "camera_model", "gps_lat",
-              "gps_lon", "duration_s", "fps", "codec", "sample_rate")
+              "gps_lon", "duration_s", "fps", "codec", "sample_rate", "audio_channels")
 #: What each row says beyond its file's metadata (carried over with its vector too).
 _ROW_META = ("start_s", "end_s", "channel", "tags", "transcript", "ocr", "ocr_lines")
 #: What change detection reads of the stored rows (never user metadata).
@@ -98,8 +114,10 @@ class Indexer:
                  max_pixels: int = config.MAX_IMAGE_PIXELS, progress: bool | None = None,
                  video: VideoOptions | None = None, audio: AudioAnalyzer | None = None,
                  audio_settings: AudioSettings | None = None,
-                 ocr_settings: OcrSettings | None = None) -> None:
+                 ocr_settings: OcrSettings | None = None,
+                 reprocess: bool = False) -> None:
         self.store = store
+        self.reprocess = reprocess
         self._encoder_factory = encoder_factory
         self._model_pin = model_pin
         self.batch_size = batch_size
@@ -132,13 +150,14 @@ class Indexer:
         # vectors stay memory-mapped: only those of renamed files are ever read
         table, self._stored_vectors = self.store.live(columns=_STORED_COLUMNS)
         self._key_rows = {int(k): i for i, k in enumerate(table.column("key").to_numpy())}
-        stored = _stored_files(table.to_pylist() if "path" in table.column_names else [])
+        stored = _stored_files(_plain_rows(table) if "path" in table.column_names else [])
         by_path = {s.path: s for s in stored}
         by_hash = {s.content_hash: s for s in stored if s.content_hash}
         known_failed: dict[str, list[Any]] = self.store.manifest.get("failed") or {}
         self._failed = {}
         seen: set[str] = set()
         todo: list[Found] = []
+        redo: set[str] = set()  # content hashes recomputed (not reused) in this run
         for entry in discover(roots, exclude=[self.store.root]):
             if isinstance(entry, Skipped):
                 self.report.fail(entry.path, entry.reason)
@@ -147,8 +166,12 @@ class Indexer:
             old = by_path.get(entry.path)
             failed = known_failed.get(entry.path)
             if old and old.size == entry.size and old.mtime_ns == entry.mtime_ns:
-                self.report.unchanged += 1
-            elif failed and failed[:2] == [entry.size, entry.mtime_ns]:
+                if self.reprocess or self._completes(old):
+                    todo.append(entry)
+                    redo.add(old.content_hash)
+                else:
+                    self.report.unchanged += 1
+            elif failed and failed[:2] == [entry.size, entry.mtime_ns] and not self.reprocess:
                 self._failed[entry.path] = failed
                 self.report.fail(entry.path, f"{failed[2]} (unchanged since it failed)")
             else:
@@ -156,7 +179,8 @@ class Indexer:
         gone = {s.path: s for s in stored if s.path not in seen and is_under(s.path, roots)}
         if todo:
             encoder = self._get_encoder()
-            work = partial(prepare_file, known_hashes=by_hash, preprocess=encoder.preprocess,
+            known = {} if self.reprocess else {h: v for h, v in by_hash.items() if h not in redo}
+            work = partial(prepare_file, known_hashes=known, preprocess=encoder.preprocess,
                            max_pixels=self.max_pixels, min_side=2 * (encoder.image_size or 0),
                            video=self.video, audio=self.audio, ocr=self.ocr)
             batch: list[Prepared] = []
@@ -172,8 +196,9 @@ class Indexer:
                     old = by_path.get(item.found.path)
                     if item.error:
                         self.report.fail(item.found.path, item.error)
-                        self._failed[item.found.path] = [item.found.size, item.found.mtime_ns,
-                                                         item.error]
+                        if not item.retry:  # retried files are tried again next run
+                            self._failed[item.found.path] = [
+                                item.found.size, item.found.mtime_ns, item.error]
                         if old:
                             self._drop(old)
                     elif item.known:
@@ -197,8 +222,23 @@ class Indexer:
         # failures outside this run's roots stay remembered; inside, only current ones
         kept = {p: v for p, v in known_failed.items() if not is_under(p, roots)}
         self._commit(final_failed={**kept, **self._failed})
+        if self.audio is not None:
+            self.report.skipped_channels = self.audio.missing
         self.report.seconds = time.monotonic() - start
         return self.report
+
+    def _completes(self, old: _Stored) -> bool:
+        """Whether an unchanged file lacks a wanted sound channel that works now."""
+        done = old.row.get("audio_channels")
+        if done is None or done == NO_SOUND or self.audio is None:
+            return False
+        lacking = [c for c in self.audio.wanted if c not in done.split(",")]
+        if not lacking:
+            return False
+        if any(self.audio.model(c) is not None for c in lacking):
+            return True
+        self.report.incomplete += 1
+        return False
 
     def _prepared(self, work: Callable[[Found], Prepared], todo: list[Found],
                   window: int) -> Iterable[Prepared]:
@@ -274,6 +314,14 @@ class Indexer:
                 if a not in tagged:
                     rows.append({"start_s": a, "end_s": b, "channel": "audio"})
                     item_vecs.append(np.zeros(encoder.dim, np.float32))
+            if not rows:  # a sound without tags or words: one row keeps it remembered
+                rows.append({"start_s": 0.0, "end_s": item.meta.get("duration_s"),
+                             "channel": "audio"})
+                item_vecs.append(np.zeros(encoder.dim, np.float32))
+            done = item.meta.get("audio_channels")
+            if (self.audio is not None and done not in (None, NO_SOUND)
+                    and set(self.audio.wanted) - set(done.split(","))):
+                self.report.incomplete += 1
             self._add(item, item.meta, item_vecs, rows)
             if self.side is not None:
                 item_id = file_id(item.found.path)
@@ -284,6 +332,8 @@ class Indexer:
 
     def _encode(self, batch: list[Prepared]) -> tuple[np.ndarray, np.ndarray | None]:
         """The vectors of the batch's frames and of its audio parts (None without parts)."""
+        import torch
+
         encoder = self._get_encoder()
         frames = [fr for item in batch for fr in item.frames]
         vectors = np.concatenate([
@@ -291,7 +341,8 @@ class Indexer:
                                                for fr in frames[i:i + self.batch_size]]))
             for i in range(0, len(frames), self.batch_size)] or [np.zeros((0, encoder.dim))])
         parts = [p for item in batch for p in item.parts]
-        labels = self.audio.tag_labels if self.audio is not None else None
+        tagged = any(p.channel == "tags" for p in parts)
+        labels = self.audio.tag_labels if self.audio is not None and tagged else None
         return vectors, part_vectors(encoder, parts, labels) if parts else None
 
     def _drop(self, old: _Stored) -> None:
@@ -321,8 +372,11 @@ class Indexer:
             self._commit()
 
     def _commit(self, final_failed: dict[str, list[Any]] | None = None) -> None:
-        if not self._rows and not self._deletes and (
-                final_failed is None or final_failed == self.store.manifest.get("failed", {})):
+        manifest = self.store.manifest
+        settings_changed = bool(self._audio_pin and manifest.get("audio") != self._audio_pin
+                                and (self._rows or manifest.get("generation")))
+        if not self._rows and not self._deletes and not settings_changed and (
+                final_failed is None or final_failed == manifest.get("failed", {})):
             return
         batches = []
         model = None
@@ -338,7 +392,7 @@ class Indexer:
             self._side_rows, self._side_replace = [], set()
         dim = self._encoder.dim if self._encoder is not None else None
         extra: dict[str, Any] = {"failed": final_failed} if final_failed is not None else {}
-        if self._rows and self._audio_pin and self.store.manifest.get("audio") != self._audio_pin:
+        if settings_changed:  # --tags/--speech... change what the store computes
             extra["audio"] = self._audio_pin
         if self._rows and self._ocr_pin and self.store.manifest.get("ocr") != self._ocr_pin:
             extra["ocr"] = self._ocr_pin
@@ -346,6 +400,18 @@ class Indexer:
                           dim=dim if not self.store.manifest.get("dim") else None, extra=extra)
         self._rows, self._vectors, self._deletes = [], [], []
         self._last_commit = time.monotonic()
+
+
+def _plain_rows(table: Any) -> list[dict[str, Any]]:
+    """The table's rows as dicts, timestamps as integers of their unit (pyarrow converts
+    timestamps to datetimes through pandas, seconds of a no-op run's start; the integers
+    go back into timestamp columns as they are)."""
+    import pyarrow as pa
+
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.int64()))
+    return table.to_pylist()
 
 
 def _int64(values: np.ndarray) -> Any:

@@ -39,9 +39,9 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: core fields, then metadata (None values dropped)."""
         out: dict[str, Any] = {"id": self.id, "path": self.path, "modality": self.modality,
-                               "score": round(float(self.score), 6)}
+                               "score": float(self.score)}
         if self.similarity is not None:
-            out["similarity"] = round(float(self.similarity), 6)
+            out["similarity"] = float(self.similarity)
         if self.start_s is not None:
             out["start_s"] = self.start_s
             out["end_s"] = self.end_s

@@ -40,6 +40,8 @@ VARIABLES = (
              "openai/whisper-tiny.en", "speech model (folder or Hugging Face id)"),
     Variable("MMSEARCH_YAMNET", "../shared/models/yamnet if present, else none (tags off)",
              "folder with YAMNet's yamnet.fp16.safetensors"),
+    Variable("MMSEARCH_MODELS", "the user model folder (see mmsearch.locate)",
+             "folder of installed optional models (Whisper, YAMNet, ...)"),
     Variable("MMSEARCH_API_KEY", "none", "API key `mmsearch serve` requires (X-API-Key)"),
     Variable("MMSEARCH_SHARED", "../shared next to the checkout",
              "development data and models folder; `none` hides it (tests, dev defaults)"),

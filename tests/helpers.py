@@ -16,12 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def shared_dir() -> Path | None:
     """The development folder beside the checkout, or $MMSEARCH_SHARED; None when hidden
-    (MMSEARCH_SHARED=none) or absent."""
-    setting = os.environ.get("MMSEARCH_SHARED")
-    if setting is not None and setting.strip().lower() in ("", "none", "off", "0"):
-        return None
-    path = Path(setting) if setting else REPO.parent / "shared"
-    return path if path.is_dir() else None
+    (MMSEARCH_SHARED=none) or absent. The code honours the same setting."""
+    from mmsearch.locate import shared_dir as located
+
+    return located()
 
 
 def shared_path(*parts: str) -> Path:

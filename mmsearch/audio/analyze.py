@@ -26,8 +26,10 @@ import numpy as np
 
 from mmsearch.audio.decode import SAMPLE_RATE, AudioStream
 from mmsearch.audio.vad import utterances
-from mmsearch.audio.yamnet import PATCH
+from mmsearch.errors import MmsearchError, UsageError
 
+#: YAMNet's patch: 0.975 s of 16 kHz samples (see yamnet.py).
+PATCH = 15_600
 #: Whisper window (24.5 s) and hop (19.5 s = 20 YAMNet patches): 5 s overlap.
 SPEECH_HOP = 20 * PATCH
 SPEECH_WINDOW = SPEECH_HOP + 5 * SAMPLE_RATE
@@ -78,77 +80,157 @@ class AudioAnalysis:
     seconds: float
     clap: list[tuple[float, float, np.ndarray]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    channels: list[str] = field(default_factory=list)  # computed: "tags", "speech", "clap"
 
 
 #: Loaded models, shared by analyzers in this process: (kind, spec, device) -> model.
 _MODELS: dict[tuple[str, str, str], Any] = {}
 _MODELS_LOCK = threading.Lock()
+#: Channel names and what their model is called in messages.
+CHANNELS = {"tags": "sound tags (YAMNet)", "speech": "speech (Whisper)",
+            "clap": "CLAP sound embeddings"}
 
 
 class AudioAnalyzer:
     """Loads the audio models on first use (thread-safe, once per process) and analyses
-    tracks."""
+    tracks with the channels whose model loads.
 
-    def __init__(self, options: AudioOptions, device: str = "cpu") -> None:
+    A channel whose model is missing or fails to load is left out (never an error): its
+    reason is kept in `missing` (once per analyzer, that is per index run), and each
+    analysis lists the channels it computed.
+    """
+
+    def __init__(self, options: AudioOptions, device: str | None = "cpu") -> None:
         self.options = options
-        self.device = device
+        self._device = device
         #: called with (path, seconds done) between windows of a long track
         self.on_progress: Callable[[str, float], None] | None = None
+        self._failed: dict[str, str] = {}
+        self._lock = threading.Lock()
 
-    def _model(self, name: str, load: Callable[[], Any]) -> Any:
-        spec = {"yamnet": self.options.yamnet, "whisper": self.options.whisper,
-                "clap": self.options.clap}[name]
-        key = (name, str(spec), self.device)
-        with _MODELS_LOCK:
-            if key not in _MODELS:
-                _MODELS[key] = load()
-            return _MODELS[key]
+    @property
+    def device(self) -> str:
+        """The device the models run on (resolved when first needed: torch loads late)."""
+        from mmsearch.encoders.base import pick_device
+
+        return pick_device(self._device)
+
+    def _spec(self, name: str) -> str | None:
+        """The model spec a channel uses now (None: not installed)."""
+        if name == "tags":
+            from mmsearch.locate import find_yamnet
+
+            if self.options.yamnet:
+                return self.options.yamnet
+            found = find_yamnet()
+            return str(found.path) if found else None
+        if name == "speech":
+            from mmsearch.audio.whisper import default_whisper_spec
+
+            return self.options.whisper or default_whisper_spec()
+        return self.options.clap
+
+    def model(self, name: str) -> Any | None:
+        """The model of channel `name` ("tags", "speech", "clap"), loaded once; None when it
+        cannot load (the reason lands in `_failed`)."""
+        with self._lock:
+            if name in self._failed:
+                return None
+            spec = self._spec(name)
+            key = (name, str(spec), self.device)
+            with _MODELS_LOCK:
+                if key in _MODELS:
+                    return _MODELS[key]
+            try:
+                model = self._load(name, spec)
+            except MmsearchError as e:
+                self._failed[name] = str(e)
+                return None
+            except Exception as e:  # a broken model file: the channel is left out
+                self._failed[name] = f"{type(e).__name__}: {e}"
+                return None
+            with _MODELS_LOCK:
+                return _MODELS.setdefault(key, model)
+
+    def _load(self, name: str, spec: str | None) -> Any:
+        if name == "tags":
+            from mmsearch.audio.yamnet import YamNet, missing_yamnet_message
+
+            if spec is None:  # not installed: Google's weights at first use, when online
+                from mmsearch.audio.yamnet_fetch import fetch_yamnet
+                from mmsearch.locate import user_models_dir
+
+                try:
+                    spec = str(fetch_yamnet(user_models_dir() / "yamnet"))
+                except MmsearchError as e:
+                    raise UsageError(f"{missing_yamnet_message()} ({e})") from None
+            return YamNet(spec, self.device)
+        if name == "speech":
+            from mmsearch.audio.whisper import load_whisper
+
+            return load_whisper(spec, self.device)
+        from mmsearch.audio.clap import ClapEncoder
+
+        return ClapEncoder(spec, self.device)
 
     @property
     def yamnet(self) -> Any:
-        from mmsearch.audio.yamnet import YamNet, default_yamnet_path
-        from mmsearch.errors import UsageError
-
-        def load() -> Any:
-            path = self.options.yamnet or default_yamnet_path()
-            if path is None:
-                raise UsageError("sound tags need YAMNet weights: set MMSEARCH_YAMNET to the "
-                                 "folder with yamnet.fp16.safetensors (or use --no-tags)")
-            return YamNet(path, self.device)
-
-        return self._model("yamnet", load)
+        """The sound-tag model; raises UsageError when it cannot load."""
+        return self._require("tags")
 
     @property
     def whisper(self) -> Any:
-        from mmsearch.audio.whisper import Whisper
-
-        return self._model("whisper", lambda: Whisper(self.options.whisper, self.device))
+        """The speech model; raises UsageError when it cannot load."""
+        return self._require("speech")
 
     @property
     def clap(self) -> Any:
-        from mmsearch.audio.clap import ClapEncoder
+        """The CLAP model; raises UsageError when it cannot load."""
+        return self._require("clap")
 
-        return self._model("clap", lambda: ClapEncoder(self.options.clap, self.device))
+    def _require(self, name: str) -> Any:
+        model = self.model(name)
+        if model is None:
+            raise UsageError(self._failed[name])
+        return model
+
+    @property
+    def wanted(self) -> list[str]:
+        """The channels asked for, in a fixed order."""
+        opts = self.options
+        return [c for c, on in (("tags", opts.tags), ("speech", opts.speech),
+                                ("clap", bool(opts.clap))) if on]
+
+    def working(self) -> list[str]:
+        """The wanted channels whose model loads (loads them)."""
+        return [c for c in self.wanted if self.model(c) is not None]
+
+    @property
+    def missing(self) -> dict[str, str]:
+        """Wanted channels left out in this run, with why."""
+        return {c: self._failed[c] for c in self.wanted if c in self._failed}
 
     @property
     def tag_labels(self) -> list[str] | None:
-        """The tagger's class names (None when tags are off)."""
-        return self.yamnet.labels if self.options.tags else None
+        """The tagger's class names (None when tags are off or their model is missing)."""
+        model = self.model("tags") if self.options.tags else None
+        return model.labels if model is not None else None
 
     @property
     def enabled(self) -> bool:
         """Whether any audio channel is on."""
-        return self.options.tags or self.options.speech or bool(self.options.clap)
-
-    @property
-    def needs_yamnet(self) -> bool:
-        return self.options.tags or self.options.speech
+        return bool(self.wanted)
 
     def analyze(self, stream: AudioStream,
                 on_seconds: Callable[[float], None] | None = None) -> AudioAnalysis:
         """Stream a track through the enabled channels."""
         opts = self.options
-        yamnet = self.yamnet if self.needs_yamnet else None
+        # YAMNet also gates Whisper; without it, the voice detector does (when installed)
+        yamnet = self.model("tags") if (opts.tags or opts.speech) else None
+        whisper = self.model("speech") if opts.speech else None
+        clap_on = bool(opts.clap) and self.model("clap") is not None
+        channels = [c for c, ok in (("tags", opts.tags and yamnet is not None),
+                                    ("speech", whisper is not None), ("clap", clap_on)) if ok]
         speech_idx = ([i for i, name in enumerate(yamnet.labels) if name in SPEECH_CLASSES]
                       if yamnet is not None else [])
         patches: list[np.ndarray] = []  # (521,) scores per patch, absolute patch order
@@ -180,12 +262,18 @@ class AudioAnalyzer:
 
         def speech_window(window: np.ndarray, start: int, last: bool) -> None:
             nonlocal cutoff
-            if not opts.speech:
+            if whisper is None:
                 return
-            p0, p1 = start // PATCH, min(len(patches), -(-(start + len(window)) // PATCH))
-            heard = max((float(patches[p][speech_idx].max()) for p in range(p0, p1)),
-                        default=0.0)
-            if heard < opts.speech_threshold:
+            if yamnet is not None:
+                p0, p1 = start // PATCH, min(len(patches), -(-(start + len(window)) // PATCH))
+                heard = max((float(patches[p][speech_idx].max()) for p in range(p0, p1)),
+                            default=0.0) >= opts.speech_threshold
+            else:
+                from mmsearch.audio.ctwhisper import speech_spans
+
+                spans_heard = speech_spans(window)
+                heard = spans_heard is None or bool(spans_heard)
+            if not heard:
                 return
             t0 = start / SAMPLE_RATE
             limit = float("inf") if last else t0 + (SPEECH_HOP + SPEECH_WINDOW) / 2 / SAMPLE_RATE
@@ -198,7 +286,7 @@ class AudioAnalyzer:
                     next_cut = min(next_cut, at)  # the next window sees it whole
                     break
                 spans.append((a, b))
-            texts = self.whisper.transcribe([window[a:b] for a, b in spans])
+            texts = whisper.transcribe([window[a:b] for a, b in spans])
             for (a, b), text in zip(spans, texts, strict=True):
                 if text:
                     parts.append(AudioPart("speech", t0 + a / SAMPLE_RATE,
@@ -226,7 +314,7 @@ class AudioAnalyzer:
             speech_window(buf, offset, True)
         duration = total / SAMPLE_RATE
         windows = _tag_windows(len(patches), duration)
-        if opts.tags:
+        if "tags" in channels:
             for p0, p1, t0, t1 in windows:
                 scores = np.max(patches[p0:p1], axis=0)
                 top = [int(i) for i in np.argsort(-scores)[:opts.top_tags]
@@ -235,10 +323,10 @@ class AudioAnalyzer:
                 text = "; ".join(f"{yamnet.labels[i]} {s:.2f}" for i, s in tags)
                 if tags:
                     parts.append(AudioPart("tags", t0, t1, text, tags))
-        if opts.clap:
+        if clap_on:
             clap_vecs = self._clap_windows(stream.path, windows, duration)
         parts.sort(key=lambda p: (p.start_s, p.channel))
-        return AudioAnalysis(parts, duration, clap_vecs, list(stream.warnings))
+        return AudioAnalysis(parts, duration, clap_vecs, list(stream.warnings), channels)
 
     def _clap_windows(self, path: str, windows: list[tuple[int, int, float, float]],
                       duration: float) -> list[tuple[float, float, np.ndarray]]:

@@ -14,6 +14,7 @@ import torch
 from mmsearch.audio.decode import open_audio
 from mmsearch.encoders.base import normalize
 from mmsearch.errors import UsageError
+from mmsearch.hub import is_local
 
 DEFAULT_CLAP = "laion/clap-htsat-unfused"
 
@@ -26,6 +27,11 @@ class ClapEncoder:
 
         self.spec = spec or DEFAULT_CLAP
         self.device = device
+        if not is_local(self.spec):
+            from mmsearch.hub import require_hub
+
+            require_hub(f"CLAP model {self.spec!r}", self.spec, option="--audio-model PATH",
+                        argument="audio_model='/path/to/folder'")
         try:
             self.model = ClapModel.from_pretrained(self.spec).to(device).eval()
             self.processor = ClapProcessor.from_pretrained(self.spec)

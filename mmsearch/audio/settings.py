@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from mmsearch.audio.analyze import AudioAnalyzer, AudioOptions
-from mmsearch.encoders.base import Encoder, pick_device
+from mmsearch.audio.analyze import CHANNELS, AudioAnalyzer, AudioOptions
+from mmsearch.encoders.base import Encoder
 from mmsearch.errors import BadMediaError, UsageError
 
 
@@ -29,20 +29,18 @@ class AudioSettings:
                 clap: str | None = None) -> AudioSettings:
         """Explicit choices, else the store's, else the defaults.
 
-        Defaults: tags on when YAMNet weights are found ($MMSEARCH_YAMNET or the shared
-        models folder), speech on with `default_whisper_spec()`, CLAP off.
+        Defaults: tags and speech on (a channel whose model is not installed is skipped
+        with a warning, and added by a later run once it is), Whisper from
+        `default_whisper_spec()` at load time (None is kept), CLAP off.
         """
-        from mmsearch.audio.whisper import default_whisper_spec
-        from mmsearch.audio.yamnet import default_yamnet_path
-
         stored = stored or {}
 
         def pick(given: Any, name: str, default: Any) -> Any:
             return given if given is not None else stored.get(name, default)
 
-        return cls(tags=bool(pick(tags, "tags", default_yamnet_path() is not None)),
+        return cls(tags=bool(pick(tags, "tags", True)),
                    speech=bool(pick(speech, "speech", True)),
-                   whisper=pick(whisper, "whisper", None) or default_whisper_spec(),
+                   whisper=pick(whisper, "whisper", None),
                    clap=pick(clap or None, "clap", None))
 
     def to_manifest(self) -> dict[str, Any]:
@@ -52,7 +50,7 @@ class AudioSettings:
         """An analyzer computing these channels (models load on first use)."""
         return AudioAnalyzer(AudioOptions(tags=self.tags, speech=self.speech,
                                           whisper=self.whisper, clap=self.clap),
-                             pick_device(device))
+                             device)
 
 
 def audio_query_vectors(encoder: Encoder, settings: AudioSettings, audio: Any,
@@ -74,6 +72,9 @@ def audio_query_vectors(encoder: Encoder, settings: AudioSettings, audio: Any,
     if not (use.tags or use.speech):
         return []  # the store has no main-space audio channel (CLAP only, or none)
     analyzer = use.analyzer(device)
+    if not analyzer.working():
+        raise UsageError(f"cannot analyse {os.fspath(audio)}: " + "; ".join(
+            f"{CHANNELS[c]}: {why}" for c, why in analyzer.missing.items()))
     try:
         stream = open_audio(os.fspath(audio))
         assert stream is not None

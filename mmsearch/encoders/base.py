@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # torch loads with the model, not with this module
+    import torch
 
 
 class Encoder(ABC):
@@ -50,4 +53,6 @@ def pick_device(device: str | None = None) -> str:
     """Resolve a device name: explicit, else CUDA when available, else CPU."""
     if device and device != "auto":
         return device
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"

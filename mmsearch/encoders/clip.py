@@ -34,14 +34,31 @@ class ClipEncoder(Encoder):
             raise UsageError(f"unknown open_clip architecture {arch!r} "
                              "(see open_clip.list_models(), or pass a config .json path)")
         precision = "fp16" if self.device.startswith("cuda") else "fp32"
+        local = pretrained == RANDOM or os.path.exists(pretrained)
+        if not local:
+            from mmsearch.encoders.available import open_clip_cached
+            from mmsearch.hub import require_hub
+
+            try:
+                known = open_clip_cached(arch, pretrained)
+            except Exception:  # an unknown tag: open_clip names it below
+                known = True
+            if not known:
+                require_hub(f"model {arch}:{pretrained}", setting="MMSEARCH_MODEL",
+                            option=f"--model {arch}:/path/to/weights.bin",
+                            argument=f"model='{arch}:/path/to/weights.bin'")
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 arch, pretrained=None if pretrained == RANDOM else pretrained,
                 device=self.device, precision=precision)
         except Exception as e:
-            hint = ("" if pretrained and os.path.exists(pretrained) else
-                    " If this machine is offline, pass a local checkpoint: "
-                    f"--model {arch}:/path/to/weights.bin")
+            from mmsearch import hub
+
+            if not local:
+                hub.note_failure(e)
+            where = (f"--model {arch}:/path/to/weights.bin" if hub.frontend == "cli" else
+                     f"mmsearch.open(store, model='{arch}:/path/to/weights.bin')")
+            hint = "" if local else f" If this machine is offline, pass a local checkpoint: {where}"
             raise MmsearchError(f"cannot load model {arch}:{pretrained}: {e}.{hint}") from e
         self.model = model.eval()
         self._preprocess = preprocess

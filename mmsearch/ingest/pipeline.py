@@ -12,19 +12,23 @@ from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-import torch
 from PIL import Image
 
-from mmsearch.audio.analyze import AudioAnalyzer, AudioPart
+from mmsearch.audio.analyze import CHANNELS, AudioAnalyzer, AudioPart
 from mmsearch.audio.decode import open_audio
-from mmsearch.errors import BadMediaError, MmsearchError
+from mmsearch.errors import BadMediaError
 from mmsearch.ingest.discover import Found
 from mmsearch.ingest.images import decode_image
 from mmsearch.ingest.video import VideoOptions, decode_video, video_hash
 
+if TYPE_CHECKING:  # frames are tensors; torch loads with the encoder
+    import torch
+
 T = TypeVar("T")
+#: `audio_channels` of a file with no sound to analyse.
+NO_SOUND = "-"
 R = TypeVar("R")
 
 
@@ -58,6 +62,8 @@ class Prepared:
     parts: list[AudioPart] = field(default_factory=list)
     clap: list[tuple[float, float, Any]] = field(default_factory=list)
     known: bool = False
+    #: a failure that a later run retries (no audio channel could run), not remembered
+    retry: bool = False
 
     @property
     def pixels(self) -> torch.Tensor | None:
@@ -141,17 +147,22 @@ def prepare_video(found: Found, known_hashes: Container[str],
     size = (decoded.meta.get("width"), decoded.meta.get("height"))
     out.frames = [Frame(m.image, m.start_s, m.end_s, _scaled(lines, seen, size))
                   for m, (lines, seen) in zip(decoded.moments, texts, strict=True)]
+    # the sound channels computed: "-" when there is nothing to compute (no sound track,
+    # or one that cannot be decoded), "" when none could run (a later run adds them)
+    out.meta["audio_channels"] = ""
     if audio is not None and audio.enabled:
         try:
             stream = open_audio(found.path, time_limit=options.time_limit, require=False)
-            if stream is not None:
+            if stream is None:
+                out.meta["audio_channels"] = NO_SOUND
+            else:
                 analysis = audio.analyze(stream)
                 out.parts, out.clap = analysis.parts, analysis.clap
                 out.warnings.extend(analysis.warnings)
+                out.meta["audio_channels"] = ",".join(analysis.channels)
         except BadMediaError as e:  # the pictures are still good
             out.warnings.append(f"sound track not indexed: {e}")
-        except MmsearchError:  # a model that cannot load stops the run with its message
-            raise
+            out.meta["audio_channels"] = NO_SOUND
         except Exception as e:
             out.warnings.append(f"sound track not indexed: {type(e).__name__}: {e}")
     return out
@@ -200,11 +211,16 @@ def prepare_audio(found: Found, known_hashes: Container[str],
                   audio: AudioAnalyzer | None) -> Prepared:
     """Worker stage for an audio file: hash, then tag / transcribe / embed its windows."""
     if audio is None or not audio.enabled:
-        out = Prepared(found)
+        out = Prepared(found, retry=True)
         out.error = "audio channels are off (--no-tags --no-speech and no --audio-model)"
         return out
     out = _hashed(found, known_hashes)
     if out.error or out.known:
+        return out
+    if not audio.working():
+        out.error = "no audio channel could run (" + "; ".join(
+            f"{CHANNELS[c]}: {why}" for c, why in audio.missing.items()) + ")"
+        out.retry = True
         return out
     try:
         stream = open_audio(found.path, time_limit=audio.options.time_limit)
@@ -213,13 +229,12 @@ def prepare_audio(found: Found, known_hashes: Container[str],
     except BadMediaError as e:
         out.error = str(e)
         return out
-    except MmsearchError:  # a model that cannot load stops the run with its message
-        raise
     except Exception as e:
         out.error = f"cannot analyse audio: {type(e).__name__}: {e}"
         return out
     out.meta = {"duration_s": analysis.seconds, "codec": stream.meta.get("codec"),
-                "sample_rate": stream.meta.get("sample_rate")}
+                "sample_rate": stream.meta.get("sample_rate"),
+                "audio_channels": ",".join(analysis.channels)}
     out.parts, out.clap, out.warnings = analysis.parts, analysis.clap, analysis.warnings
     return out
 

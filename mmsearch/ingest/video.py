@@ -32,15 +32,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mmsearch.config import DEFAULT_FPS, DEFAULT_SCENE_THRESHOLD
 from mmsearch.errors import BadMediaError
 
-#: Default sampling rate (frames per second of video).
-DEFAULT_FPS = 1.0
-#: Default scene-change threshold: mean abs difference of 32x32 gray thumbnails (0-255).
-DEFAULT_SCENE_THRESHOLD = 6.0
-#: Default wall-clock budget for decoding one video, seconds (`$MMSEARCH_VIDEO_TIME_LIMIT`
-#: overrides it; read when used, see `time_limit_setting`).
-DEFAULT_TIME_LIMIT = 900.0
 #: Kept frames are scaled down so their short side is at most this (plenty for CLIP inputs).
 FRAME_SHORT_SIDE = 448
 

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from mmsearch.errors import MmsearchError
+from mmsearch.hub import is_local
 from mmsearch.rerank.base import Reranker
 from mmsearch.rerank.registry import register_reranker
 
@@ -42,6 +43,11 @@ class BlipReranker(Reranker):
         name = name_or_path or DEFAULT
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        if not is_local(name):
+            from mmsearch.hub import require_hub
+
+            require_hub(f"the BLIP reranker {name!r}", name, option="--reranker blip:PATH",
+                        argument="reranker='blip:/path/to/folder'")
         try:
             processor = BlipProcessor.from_pretrained(name)
             model = BlipForImageTextRetrieval.from_pretrained(name, torch_dtype=dtype)

@@ -205,9 +205,10 @@ class ShardedCollection:
               video_time_limit: float | None = None, tags: bool | None = None,
               speech: bool | None = None, whisper: str | None = None,
               audio_model: str | None = None, ray: str | None = None,
-              ocr: bool | None = None) -> IndexReport:
+              ocr: bool | None = None, reprocess: bool = False) -> IndexReport:
         """Index files and folders as `Collection.index` does (incremental, renames matched
-        by content hash across shards); each file's rows go to the shard of its id.
+        by content hash across shards; `reprocess` embeds every file again); each file's
+        rows go to the shard of its id.
 
         `ray`: decode and embed on a Ray cluster ("local", "auto" or an address; see
         `mmsearch.distributed.ingest`); the result is the same.
@@ -223,7 +224,7 @@ class ShardedCollection:
                                     scene_threshold=scene_threshold,
                                     video_time_limit=video_time_limit, tags=tags,
                                     speech=speech, whisper=whisper, audio_model=audio_model,
-                                    ocr=ocr)
+                                    ocr=ocr, reprocess=reprocess)
         if audio_model:
             raise UsageError("a CLAP audio space (--audio-model) is not supported on sharded "
                              "stores; tags and speech are")
@@ -247,7 +248,8 @@ class ShardedCollection:
             indexer = self._indexer(view, lambda: self.encoder, self.shards[0]._model_pin,
                               batch_size=batch_size, workers=workers, commit_every=commit_every,
                               progress=progress, video=video, audio=settings.analyzer(device),
-                              audio_settings=settings, ocr_settings=reading)
+                              audio_settings=settings, ocr_settings=reading,
+                              reprocess=reprocess)
             report = indexer.run(roots)
             self._after_shard_writes(stores)
         return report

@@ -43,6 +43,9 @@ FILE_SCHEMA = pa.schema([
     ("transcript", pa.string()),  # channel "speech": the segment's words
     ("ocr", pa.string()),  # text read in the picture (visual and "ocr" rows), a line each
     ("ocr_lines", pa.string()),  # JSON: [{"text", "box": 4 [x, y] corners, "confidence"}]
+    # audio and video files: the sound channels computed ("tags,speech"; "" none could
+    # run; "-" no sound track); null for other files and stores written before it existed
+    ("audio_channels", pa.string()),
 ])
 
 

@@ -139,7 +139,8 @@ class Store:
             present = set(pq.read_schema(path).names)
             columns = [c for c in columns if c in present]
         with self._reading(f"segments/{seg.name}.parquet"):
-            table = pq.read_table(path, columns=columns)
+            # one file: ParquetFile reads it without pyarrow.dataset (which imports pandas)
+            table = pq.ParquetFile(path).read(columns=columns)
         with self._reading(f"segments/{seg.name}.npy"):
             vectors = np.load(seg_dir / f"{seg.name}.npy", mmap_mode="r" if mmap else None,
                               allow_pickle=False)

@@ -31,7 +31,7 @@ def _check_consistent(store_path) -> int:
     return len(table)
 
 
-def _wait_for_generation(store_path, generation: int, timeout: float = 60) -> None:
+def _wait_for_generation(store_path, generation: int, timeout: float = 180) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if Store(store_path).generation >= generation:
