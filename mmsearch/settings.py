@@ -42,6 +42,8 @@ VARIABLES = (
              "folder with YAMNet's yamnet.fp16.safetensors"),
     Variable("MMSEARCH_MODELS", "the user model folder (see mmsearch.locate)",
              "folder of installed optional models (Whisper, YAMNet, ...)"),
+    Variable("MMSEARCH_SPEECH_THREADS", "see mmsearch.audio.ctwhisper",
+             "CPU threads of the CTranslate2 Whisper"),
     Variable("MMSEARCH_API_KEY", "none", "API key `mmsearch serve` requires (X-API-Key)"),
     Variable("MMSEARCH_SHARED", "../shared next to the checkout",
              "development data and models folder; `none` hides it (tests, dev defaults)"),
