@@ -348,6 +348,9 @@ def info(store: StoreOpt = None,
           f"segments   {data['segments']} "
           f"(generation {data['generation']})\nsize       {_size(data['bytes_on_disk'])}\n"
           f"columns    {', '.join(data['columns'])}")
+    if data.get("shards"):
+        print("shards     " + ", ".join(f"{s['name']} {s['items']} ({s['index']})"
+                                        for s in data["shards"]))
 
 
 @app.command()

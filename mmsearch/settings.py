@@ -55,6 +55,8 @@ VARIABLES = (
              "per-request limits, e.g. MMSEARCH_LIMIT_MAX_TEXT_CHARS=4000"),
     Variable("MMSEARCH_VERIFY_MAX_MB", "1024", "data files up to this size are checksummed "
              "when a store opens"),
+    Variable("MMSEARCH_RAY_DRILL_WRITER_EXIT_ONCE", "unset", "test drill: a file path; the "
+             "first shard writer actor to commit creates it and exits"),
     Variable("MMSEARCH_ANN_<FIELD>", "see mmsearch.index.AnnParams",
              "vector index settings, e.g. MMSEARCH_ANN_THRESHOLD=200000, MMSEARCH_ANN_NPROBE"),
 )

@@ -1,15 +1,16 @@
 """Distributed ingestion on Ray Data: decoding and embedding on an encoder actor pool.
 
 The driver does what needs the whole store: discovery, change detection (unchanged,
-renamed by content hash, deleted), failure bookkeeping and the commits, with the very
-code of a local run (`RayIndexer` is an `Indexer`); so incremental behaviour and failure
-reports are identical. The files to (re)index become a Ray Dataset; `map_batches` sends
-them to `EncodeFiles` actors (one GPU each when the cluster has GPUs, else CPU) that
-decode (images, video moments, audio parts) and embed; the driver receives each file's
-rows and vectors (pixels never travel back) and commits them through the shards' normal
-protocol. Ray retries a batch whose actor died on a restarted actor, so a killed worker
-loses nothing; a killed driver leaves every shard at its last commit, and the next run
-goes on from there.
+renamed by content hash, deleted) and failure bookkeeping, with the very code of a local
+run (`RayIndexer` is an `Indexer`); so incremental behaviour and failure reports are
+identical. The files to (re)index become a Ray Dataset; `map_batches` sends them to
+`EncodeFiles` actors (one GPU each when the cluster has GPUs, else CPU) that decode
+(images, video moments, audio parts) and embed; the driver receives each file's rows and
+vectors (pixels never travel back) and routes them to one `ShardWriter` actor per shard
+(`writer_actor.py`), which commits through the shard's normal protocol. Ray retries a
+batch whose actor died on a restarted actor, so a killed worker loses nothing; a killed
+writer's commit is retried once it restarts; a killed driver leaves every shard at its
+last commit, and the next run goes on from there.
 """
 
 from __future__ import annotations

@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from mmsearch.distributed.cluster import connect
 from mmsearch.distributed.ingest import RayIndexer
 from mmsearch.distributed.shard_actor import ShardServer
+from mmsearch.distributed.writer_actor import (
+    DRILL_EXIT_AFTER_COMMIT,
+    RemoteShardStore,
+    ShardWriter,
+)
 from mmsearch.errors import MmsearchError
 from mmsearch.index.params import AnnParams
 from mmsearch.indexer import Indexer
@@ -131,6 +137,26 @@ class RayCollection(ShardedCollection):
     def _indexer(self, *args: Any, **kwargs: Any) -> Indexer:
         """Decoding and embedding on a Ray Data encoder actor pool (see `ingest.py`)."""
         return RayIndexer(*args, ray=self._ray, actors=self.encoder_actors, **kwargs)
+
+    @contextmanager
+    def _shard_writers(self) -> Iterator[list[Any]]:
+        """One `ShardWriter` actor per shard for an index run (holding its write lock);
+        Ray restarts a writer that dies and retries its commit."""
+        remote = self._ray.remote(ShardWriter).options(
+            num_cpus=0, max_restarts=-1, max_task_retries=-1, scheduling_strategy="SPREAD")
+        drill = os.environ.get(DRILL_EXIT_AFTER_COMMIT)
+        actors = [remote.remote(str(shard.path), self._index_params, drill)
+                  for shard in self.shards]
+        try:
+            yield [RemoteShardStore(self._ray, actor, shard.path)
+                   for actor, shard in zip(actors, self.shards, strict=True)]
+        finally:
+            for actor in actors:
+                self._ray.kill(actor, no_restart=True)
+
+    def _after_shard_writes(self, stores: list[Any]) -> None:
+        """Each writer updates its shard's vector index (in parallel) and lets go."""
+        self._ray.get([store.actor.finish.remote() for store in stores])
 
     def _await_restarts(self) -> None:
         """Shards whose actor died in an earlier search are being restarted by Ray: wait

@@ -125,7 +125,8 @@ def decode_raw(data: bytes, max_pixels: int,
             if meta is None:
                 meta = _tiff_meta(data) or _preview_meta(raw)
     except (rawpy.LibRawError, OSError, ValueError) as e:
-        if isinstance(e, rawpy.LibRawFileUnsupportedError):
+        if isinstance(e, rawpy.LibRawFileUnsupportedError | rawpy.LibRawIOError) and meta is None:
+            # neither Pillow nor LibRaw knows it (LibRaw calls short junk an I/O error)
             raise BadMediaError("not a recognised image format") from None
         raise BadMediaError(f"cannot decode RAW image: {type(e).__name__}: {e}") from None
     im = Image.fromarray(rgb)

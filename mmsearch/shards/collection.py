@@ -383,6 +383,14 @@ class ShardedCollection:
 
         return self._run(query, texts, where, filters, pool_size(query, rerank_n), rerank_fn)
 
+    #: Several queries in one call, as `Collection.search_batch` (texts embedded in one
+    #: encoder batch by the first shard's encoder, which parses every query).
+    search_batch = Collection.search_batch
+
+    @property
+    def _batch(self) -> Any:
+        return self.shards[0]._batch
+
     def _run(self, query: Query, texts: list[str], where: tuple[str | None, list[Any]],
              filters: None, pool: int,
              rerank_fn: Callable[[list[Hit], Any], list[Hit]] | None) -> SearchResults:
@@ -474,6 +482,7 @@ class ShardedCollection:
         out.update(store=str(self.path.resolve()), model=self.model or out["model"],
                    dim=top.get("dim") or out["dim"],
                    index=",".join(sorted({p["index"] for p in parts})),
+                   index_params={},  # one per shard: see `shards`
                    generation=int(top.get("generation", 0)),
                    columns=sorted({c for p in parts for c in p["columns"]}),
                    shards=[{"name": n, "items": p["items"], "vectors": p["vectors"],

@@ -106,6 +106,9 @@ class ShardedWriter:
                 own["failed"] = failed_by[s]
             if not adds[s] and not len(gone) and not own:
                 continue
+            if hasattr(store, "commit_routed"):  # a writer actor (mmsearch.distributed)
+                store.commit_routed(adds[s], gone, model, dim, own)
+                continue
             rekeyed = []
             for batch in adds[s]:
                 keys = store.allocate_keys(len(batch.table))

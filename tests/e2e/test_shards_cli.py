@@ -29,6 +29,8 @@ def test_sharded_store_from_the_cli_answers_like_one_store(cli, photos, tmp_path
     info = json.loads(cli("info", "--store", sharded, "--json").stdout)
     assert info["items"] == 8 and len(info["shards"]) == 3
     assert sum(s["items"] for s in info["shards"]) == 8
+    text = cli("info", "--store", sharded).stdout
+    assert "shards     shard-000" in text and "8 image" in text
     again = cli("index", photos, "--store", sharded)
     assert again.exit_code == 0 and "8 unchanged" in again.stderr
     assert cli("remove", photos / "sub", "--store", sharded).exit_code == 0

@@ -136,13 +136,17 @@ def test_ray_ingestion_is_the_local_run_even_when_an_encoder_actor_dies(
     (photos / "broken.jpg").write_bytes(b"not an image")
     remote = RayCollection(tmp_path / "onray", model=tiny_spec, shards=3, address="local")
     remote.encoder_actors = 1
-    marker = tmp_path / "drill"
+    marker, writer_marker = tmp_path / "drill", tmp_path / "writer-drill"
     monkeypatch.setenv("MMSEARCH_RAY_DRILL_EXIT_ONCE", str(marker))
+    monkeypatch.setenv("MMSEARCH_RAY_DRILL_WRITER_EXIT_ONCE", str(writer_marker))
     first = [local.index([photos], progress=False), remote.index([photos], progress=False)]
     assert marker.exists(), "the drill should have killed the encoder actor once"
+    assert writer_marker.exists(), "the drill should have killed a writer after a commit"
     monkeypatch.delenv("MMSEARCH_RAY_DRILL_EXIT_ONCE")
+    monkeypatch.delenv("MMSEARCH_RAY_DRILL_WRITER_EXIT_ONCE")
     assert _report(first[0]) == _report(first[1]) and first[1].added == 8
-    assert len(remote) == 8 and first[1].failed == 1
+    # the retried commit was not applied twice: one row per photo
+    assert len(remote) == 8 and remote.info()["vectors"] == 8 and first[1].failed == 1
     same(local.search(text="a photo", k=8), remote.search(text="a photo", k=8))
     (photos / "img0.jpg").rename(photos / "moved.jpg")
     (photos / "img1.jpg").unlink()
@@ -154,3 +158,36 @@ def test_ray_ingestion_is_the_local_run_even_when_an_encoder_actor_dies(
     assert (second[1].added, second[1].renamed, second[1].removed) == (1, 1, 1)
     same(local.search(text="a photo", k=8), remote.search(text="a photo", k=8))
     remote.close()
+
+
+def test_http_service_reports_missing_shards(stores):
+    from fastapi.testclient import TestClient
+
+    from mmsearch.serve import create_app
+
+    single, col = stores
+    client = TestClient(create_app(col))
+    q = unit(np.random.default_rng(8), 1)[0].tolist()
+    whole = client.post("/search", json={"vector": q, "k": 5}).json()
+    assert "partial" not in whole
+    assert [h["id"] for h in whole["results"]] == [r.id for r in single.search(vector=q, k=5)]
+    col.pause_shard(0, 4.0)
+    col.timeout = 1.0
+    try:
+        late = client.post("/search", json={"vector": q, "k": 5})
+    finally:
+        col.timeout = 20.0
+    assert late.status_code == 200
+    body = late.json()
+    assert body["partial"] is True and body["missing_shards"] == ["shard-000"]
+    time.sleep(3.5)
+
+
+def test_cli_query_with_ray(stores, cli):
+    single, col = stores
+    result = cli("query", "a red car", "--store", col.path, "--ray", "local", "--json", "-k", "5")
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    ids = [json.loads(line)["id"] for line in result.stdout.splitlines()]
+    assert ids == [r.id for r in single.search(text="a red car", k=5)]

@@ -118,6 +118,17 @@ def test_text_queries_and_negatives_give_the_single_store_answer(pair):
         same(single.search(**kwargs), sharded.search(**kwargs))
 
 
+def test_search_batch_gives_the_single_store_answers(pair):
+    single, sharded = pair
+    qs = unit(np.random.default_rng(4), 3)
+    texts = ["a red car", None, "dog -cat"]
+    a = single.search_batch(texts=texts, vectors=qs, k=5, filters={"color": "red"})
+    b = sharded.search_batch(texts=texts, vectors=qs, k=5, filters={"color": "red"})
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b, strict=True):
+        same(x, y)
+
+
 def test_paging_covers_the_same_pool(pair):
     single, sharded = pair
     q = unit(np.random.default_rng(3), 1)[0]
@@ -190,3 +201,44 @@ def test_a_copied_sharded_store_opens_anywhere(pair, tmp_path):
     copy = mmsearch.open(tmp_path / "copy")
     q = unit(np.random.default_rng(1), 1)[0]
     same(sharded.search(vector=q), copy.search(vector=q))
+
+
+def test_rerank_and_explain_match(tmp_path, tiny_spec, photos):
+    from tiny_blip import make_tiny_blip
+
+    spec = f"blip:{make_tiny_blip(tmp_path / 'blip')}"
+    single = mmsearch.open(tmp_path / "single", model=tiny_spec)
+    sharded = mmsearch.open(tmp_path / "sharded", model=tiny_spec, shards=4)
+    for col in (single, sharded):
+        col.index([photos], progress=False)
+    a = single.search(text="a red shoe", k=6, rerank=4, reranker=spec, explain=True)
+    b = sharded.search(text="a red shoe", k=6, rerank=4, reranker=spec, explain=True)
+    same(a, b)
+    assert any("rerank" in (r.explain or {}) for r in b)  # some reranked hits stay on top
+    assert [r.explain.get("rerank") for r in a] == [r.explain.get("rerank") for r in b]
+
+
+def test_ivfpq_shards_keep_the_single_store_recall(tmp_path):
+    """At ANN sizes each shard trains its own IVF-PQ index; recall@10 against exact search
+    stays that of one store (here 4,000 clustered vectors, 2 shards past the threshold)."""
+    from test_ann import PARAMS, brute, clustered, ids_of
+    from test_ann import records as ann_records
+
+    vecs = clustered(4000, 1)
+    queries = clustered(40, 99)
+    data = {i: v for i, v in enumerate(vecs)}
+    single = mmsearch.open(tmp_path / "single", index_params=PARAMS)
+    sharded = mmsearch.open(tmp_path / "sharded", index_params=PARAMS, shards=2)
+    for col in (single, sharded):
+        col.upsert(ann_records(vecs))
+    assert single.info()["index"] == "ivfpq"
+    assert [s["index"] for s in sharded.info()["shards"]] == ["ivfpq", "ivfpq"]
+
+    def recall(col) -> float:
+        found = [len(set(ids_of(col.search(vector=q, k=10))) & set(brute(data, q, 10)))
+                 for q in queries]
+        return sum(found) / (10 * len(queries))
+
+    r_single, r_sharded = recall(single), recall(sharded)
+    assert r_single >= 0.95 and r_sharded >= 0.95
+    assert abs(r_single - r_sharded) <= 0.03
