@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 import mmsearch
+from benchmarks._harness import mixture_vectors
 from mmsearch.index.ivfpq import IVFPQIndex
 
 DIM = 512
@@ -41,23 +42,7 @@ K = 10
 
 def make_data(n: int, seed: int) -> np.ndarray:
     """n unit vectors from the fixed mixture (centres and cluster shapes from seed 0)."""
-    base = np.random.default_rng(0)
-    centers = base.standard_normal((CENTERS, DIM), dtype=np.float32)
-    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-    shapes = base.standard_normal((CENTERS, RANK, DIM), dtype=np.float32) / np.sqrt(DIM * RANK)
-    rng = np.random.default_rng(seed)
-    labels = np.sort(rng.integers(0, CENTERS, n))
-    bounds = np.searchsorted(labels, np.arange(CENTERS + 1))
-    out = np.empty((n, DIM), np.float32)
-    for c in range(CENTERS):
-        a, b = bounds[c], bounds[c + 1]
-        if a == b:
-            continue
-        z = rng.standard_normal((b - a, RANK), dtype=np.float32) * 0.8
-        noise = rng.standard_normal((b - a, DIM), dtype=np.float32) * (0.5 / np.sqrt(DIM))
-        x = centers[c] + z @ shapes[c] + noise
-        out[a:b] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out[rng.permutation(n)]
+    return mixture_vectors(n, seed, DIM, CENTERS, RANK)
 
 
 def cached_data(workdir: Path, n: int) -> np.ndarray:

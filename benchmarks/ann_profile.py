@@ -16,7 +16,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before FAISS loads: shared cores
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import ann
 
 import mmsearch
+from benchmarks._harness import median_s
 from mmsearch.index.ivfpq import IVFPQIndex
 
 
@@ -49,16 +49,6 @@ def open_store(n: int, workdir: Path, data: np.ndarray) -> mmsearch.Collection:
             col.rebuild_index()
         done.touch()
     return mmsearch.open(store)
-
-
-def timed(fn, repeat: int) -> float:
-    """Median seconds of `repeat` calls."""
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def numpy_rescore(index: IVFPQIndex, q: np.ndarray, cand: np.ndarray) -> np.ndarray:
@@ -103,12 +93,12 @@ def main() -> None:
         for rerank in args.reranks:
             n_cand = max(k, 10) * rerank
             keys = index.ann.search(queries, n_cand, nprobe)
-            t_pq = timed(lambda: index.ann.search(queries, n_cand, nprobe), args.repeat)  # noqa: B023
+            t_pq = median_s(lambda: index.ann.search(queries, n_cand, nprobe), args.repeat)[0]  # noqa: B023
             cand = index.keymap.rows_of(keys)
-            t_map = timed(lambda: index.keymap.rows_of(keys), args.repeat)  # noqa: B023
-            t_re = timed(lambda: index._rescore(queries, cand, k), args.repeat)  # noqa: B023
+            t_map = median_s(lambda: index.keymap.rows_of(keys), args.repeat)[0]  # noqa: B023
+            t_re = median_s(lambda: index._rescore(queries, cand, k), args.repeat)[0]  # noqa: B023
             found = index._rescore(queries, cand, k)[1]
-            t_np = timed(lambda: numpy_rescore(index, queries, cand), args.repeat)  # noqa: B023
+            t_np = median_s(lambda: numpy_rescore(index, queries, cand), args.repeat)[0]  # noqa: B023
             total = t_pq + t_map + t_re
             print(f"nprobe {nprobe:3d} rerank {rerank:3d} ({n_cand} cand): "
                   f"recall {ann.recall_at_k(found, truth):.4f}  batch {total * 1e3:7.1f} ms = "

@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import mmsearch
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from benchmarks._harness import DATA
 
 
 def average_precision(ranked: list[bool], positives: int) -> float:
@@ -68,7 +67,7 @@ def speech_speed(tmp: Path, repeats: int = 6) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=SHARED / "data" / "esc50")
+    ap.add_argument("--data", type=Path, default=DATA / "esc50")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--speech", action="store_true",
                     help="also measure speed on speech-dense audio (test fixtures)")

@@ -23,20 +23,21 @@ import torch
 from PIL import Image
 
 import mmsearch
+from benchmarks._harness import DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion_products"
+FASHION = DATA / "fashion_products"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=500)
     args = ap.parse_args()
-    frame = pd.read_csv(DATA / "products.csv").head(args.limit)
+    frame = pd.read_csv(FASHION / "products.csv").head(args.limit)
     out: dict[str, object] = {"products": len(frame), "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         frame.to_csv(root / "products.csv", index=False)
-        (root / "images").symlink_to(DATA / "images")
+        (root / "images").symlink_to(FASHION / "images")
         col = mmsearch.open(root / "store", model="mmsearch-lite", device="cpu")
         col.encoder  # noqa: B018 - load the model outside the timings
 
@@ -65,7 +66,7 @@ def main() -> None:
             pixels = []
             for file in part.file:
                 buf = io.BytesIO()
-                Image.open(DATA / file).convert("RGB").resize((180, 180)).save(buf, "JPEG",
+                Image.open(FASHION / file).convert("RGB").resize((180, 180)).save(buf, "JPEG",
                                                                                  quality=70)
                 pixels.append(encoder.preprocess(Image.open(buf).convert("RGB")))
             vectors = encoder.encode_images(torch.stack(pixels))

@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 
 import mmsearch
+from benchmarks._harness import DATA
 from mmsearch.encoders.registry import load_encoder
 from mmsearch.ingest.images import decode_image
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k" / "images"
+DEFAULT_IMAGES = DATA / "flickr8k" / "images"
 
 
 def bare_throughput(encoder, files: list[Path], batch_size: int) -> float:

@@ -27,9 +27,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._harness import DATA
 from mmsearch.encoders.lite import load_lite, stage_features
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_DATA = DATA
 
 
 def read_set(folder: Path, split: str | None) -> tuple[list[Path], list[str], np.ndarray]:

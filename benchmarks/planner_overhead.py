@@ -4,7 +4,8 @@ Baseline: the pre-planner search path (`snap.index.search` for the k best rows, 
 per item, their records). Planner: `Collection.search(vector=...)`, which also scores every
 row of the candidate items exactly, calibrates, fuses and groups. Stores of N synthetic
 512-d unit vectors via `upsert` (no model): one row per item ("photos"), and 10 rows per
-item ("video moments", written through the store as one item id per 10 rows).
+item ("video moments", written through the store as one item id per 10 rows). Each query
+is timed on both paths in turn (interleaved), medians reported.
 
     PYTHONPATH=. python benchmarks/planner_overhead.py [--rows 50000] [--repeats 50]
 """
@@ -12,15 +13,14 @@ item ("video moments", written through the store as one item id per 10 rows).
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 import mmsearch
+from benchmarks._harness import clustered_vectors, interleaved_ms, load_average
 from mmsearch.store.store import Batch
 
 
@@ -56,15 +56,6 @@ def baseline(col: mmsearch.Collection, q: np.ndarray, k: int) -> list:
         fetch *= 4
 
 
-def timed(fn, queries) -> float:
-    times = []
-    for q in queries:
-        t = time.perf_counter()
-        fn(q)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=50_000)
@@ -72,10 +63,9 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=10)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
-    centers = rng.normal(size=(200, 512)).astype(np.float32)
-    vecs = centers[rng.integers(0, 200, args.rows)] + rng.normal(size=(args.rows, 512)) * 0.6
-    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    vecs = clustered_vectors(rng, args.rows, 512, 200, 0.6)
     queries = vecs[rng.integers(0, args.rows, args.repeats)]
+    print(f"load average at the start: {load_average()}")
     print("| store | rows | baseline ms | planner ms | planner / baseline |")
     print("|---|---|---|---|---|")
     for label, per_item in (("photos", 1), ("video moments (10/item)", 10)):
@@ -83,10 +73,11 @@ def main() -> None:
             col = build(Path(tmp) / "s", vecs, per_item)
             col.search(vector=queries[0], k=args.k)  # warm: snapshot, layout, FAISS
             baseline(col, queries[0], args.k)
-            b = timed(lambda q, c=col: baseline(c, q, args.k), queries)
-            p = timed(lambda q, c=col: c.search(vector=q, k=args.k), queries)
+            b, p = interleaved_ms([lambda q, c=col: baseline(c, q, args.k),
+                                   lambda q, c=col: c.search(vector=q, k=args.k)], queries)
             print(f"| {label} | {args.rows} | {b:.2f} | {p:.2f} | {p / b:.2f}x |", flush=True)
             col.close()
+    print(f"load average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ library import, model load, and the rest.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,8 @@ import numpy as np
 import pyarrow as pa
 
 import mmsearch
-from mmsearch.collection import _to_result
+from benchmarks._harness import clustered_vectors, median_ms
+from mmsearch.planner.search import to_result
 
 OUT = Path(__file__).resolve().parent / "out"
 QUERIES = ["a dog running on the beach", "red mug on a desk", "two children playing soccer",
@@ -47,10 +47,7 @@ def checkpoint(arch: str) -> str:
 
 def build_store(path: Path, n: int, dim: int, spec: str, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(max(16, n // 100), dim)).astype(np.float32)
-    vecs = centers[rng.integers(0, len(centers), n)] + 0.5 * rng.normal(size=(n, dim)).astype(
-        np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    vecs = clustered_vectors(rng, n, dim, max(16, n // 100), 0.5)
     start = datetime(2015, 1, 1)
     table = pa.table({
         "id": [f"img{i:07d}" for i in range(n)],
@@ -63,10 +60,6 @@ def build_store(path: Path, n: int, dim: int, spec: str, seed: int = 0) -> None:
     })
     with mmsearch.open(path, model=spec) as col:
         col.upsert(table)
-
-
-def median_ms(values: list[float]) -> float:
-    return 1000 * statistics.median(values)
 
 
 def warm(path: Path, repeats: int, where: str | None) -> dict[str, float]:
@@ -82,11 +75,11 @@ def warm(path: Path, repeats: int, where: str | None) -> dict[str, float]:
         q = encoder.encode_texts([text])[0]
         t1 = time.perf_counter()
         snap = col.snapshot()
-        rows = col._filter_rows(snap, where, None)
+        rows = snap.matching_rows(where) if where else None
         scores, found = snap.index.search(q[None, :], 10, rows)
         t2 = time.perf_counter()
         records = snap.records(found[0][found[0] >= 0])
-        results = [_to_result(float(s), r) for s, r in zip(scores[0], records, strict=True)]
+        results = [to_result(float(s), r) for s, r in zip(scores[0], records, strict=True)]
         t3 = time.perf_counter()
         assert len(results) == 10
         col.search(text=text, k=10, where=where)

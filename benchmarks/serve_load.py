@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 import mmsearch
+from benchmarks._harness import clustered_vectors
 
 DIM = 256
 BRANDS = [f"brand{i}" for i in range(40)]
@@ -39,10 +40,7 @@ CATEGORIES = ["shoes", "bags", "shirts", "watches", "hats", "jackets", "jeans", 
 def build_store(path: Path, n: int, seed: int = 0) -> np.ndarray:
     """N products with clustered vectors and typed metadata; returns query vectors."""
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(n // 100, DIM)).astype(np.float32)
-    vecs = centers[rng.integers(0, len(centers), n)] + 0.5 * rng.normal(size=(n, DIM)).astype(
-        np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    vecs = clustered_vectors(rng, n, DIM, n // 100, 0.5)
     table = pa.table({
         "id": [f"p{i:07d}" for i in range(n)],
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), DIM),

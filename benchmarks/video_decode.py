@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import av
 import numpy as np
 
+from benchmarks._harness import median_s
 from mmsearch.ingest.video import VideoOptions, decode_video
 
 W, H, FPS = 854, 480, 30
@@ -72,15 +71,6 @@ def plain_decode(path: Path) -> int:
     return n
 
 
-def timed(fn, repeat: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=60)
@@ -95,8 +85,8 @@ def main() -> None:
     for name, gop in (("gop250", None), ("gop30", 30)):
         path = make_video(args.cache / f"{W}x{H}-{FPS}fps-{args.seconds}s-{name}.mp4",
                           args.seconds, gop)
-        plain_s, frames = timed(lambda p=path: plain_decode(p), args.repeat)
-        ours_s, decoded = timed(lambda p=path: decode_video(str(p), VideoOptions(fps=args.fps)),
+        plain_s, frames = median_s(lambda p=path: plain_decode(p), args.repeat)
+        ours_s, decoded = median_s(lambda p=path: decode_video(str(p), VideoOptions(fps=args.fps)),
                                 args.repeat)
         print(f"{name}: {W}x{H} {FPS} fps {args.seconds} s, {path.stat().st_size / 1e6:.1f} MB | "
               f"plain decode of all {frames} frames {plain_s:.2f} s = "

@@ -28,8 +28,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import mmsearch
+from benchmarks._harness import DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SLIDESHOW = DATA / "flickr8k_slideshow"
 
 

@@ -17,6 +17,7 @@ from mmsearch.errors import MmsearchError, ModelMismatchError, UsageError
 if TYPE_CHECKING:
     from mmsearch.collection import Collection, open
     from mmsearch.indexer import IndexReport
+    from mmsearch.request import SearchOptions, SearchRequest, TextTerm
     from mmsearch.results import Result, results_to_arrow, results_to_pandas
 
 __version__ = "0.1.0"
@@ -24,7 +25,9 @@ __version__ = "0.1.0"
 #: Imported on first use, so `import mmsearch` (and `mmsearch --help`) start fast.
 _LAZY = {"Collection": "mmsearch.collection", "open": "mmsearch.collection",
          "IndexReport": "mmsearch.indexer", "Result": "mmsearch.results",
-         "results_to_arrow": "mmsearch.results", "results_to_pandas": "mmsearch.results"}
+         "results_to_arrow": "mmsearch.results", "results_to_pandas": "mmsearch.results",
+         "SearchRequest": "mmsearch.request", "SearchOptions": "mmsearch.request",
+         "TextTerm": "mmsearch.request"}
 
 
 def __getattr__(name: str) -> Any:
@@ -40,6 +43,9 @@ __all__ = [
            "MmsearchError",
            "ModelMismatchError",
            "Result",
+           "SearchOptions",
+           "SearchRequest",
+           "TextTerm",
            "UsageError",
            "__version__",
            "open",

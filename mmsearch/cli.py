@@ -15,6 +15,7 @@ import typer
 from mmsearch import config, hub
 from mmsearch.config import DEFAULT_FPS, DEFAULT_SCENE_THRESHOLD, DEFAULT_TIME_LIMIT
 from mmsearch.errors import MmsearchError, UsageError
+from mmsearch.settings import settings
 
 # plain help (no rich markup: "[env ...]" stays in the text); heavy modules load lazily
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -113,9 +114,10 @@ def index(
         min=0.0, help="Keep a sampled frame when its 32x32 gray thumbnail differs from the "
         "last kept one by more than this (mean abs difference, 0-255).")]
     = DEFAULT_SCENE_THRESHOLD,
-    video_time_limit: Annotated[float, typer.Option(
-        min=0.001, help="Seconds of decoding per video at most (what was decoded is kept).")]
-    = DEFAULT_TIME_LIMIT,
+    video_time_limit: Annotated[float | None, typer.Option(
+        min=0.001, help="Seconds of decoding per video at most (what was decoded is kept) "
+        f"[env MMSEARCH_VIDEO_TIME_LIMIT; default {DEFAULT_TIME_LIMIT:g}].",
+        show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="List skipped and partly decoded files.")] = False,
@@ -264,24 +266,45 @@ def query(
         "--reranker", help="Reranker spec: blip, blip:PATH_OR_NAME ... "
         f"[env MMSEARCH_RERANKER; default {config.DEFAULT_RERANKER}].", show_default=False)]
     = None,
+    vector: Annotated[str | None, typer.Option(
+        "--vector", help="Query by an embedding: numbers separated by commas (a JSON list "
+        "works) or a .npy file.", show_default=False)] = None,
+    filters: Annotated[str | None, typer.Option(
+        "--filters", help="Structured filters as a JSON object, e.g. '{\"price\": "
+        "{\"lte\": 50}}' (injection-safe).", show_default=False)] = None,
+    request: Annotated[Path | None, typer.Option(
+        "--request", help="A whole search request as JSON (a file, or - for stdin; as "
+        "SearchRequest.to_dict writes it); other options given here override it.",
+        show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """Search the store by text, image or both."""
-    if text is None and image is None and audio is None:
-        raise UsageError("give a text query, --image or --audio")
+    """Search the store by text, image, sound, vector or several of them."""
+    from mmsearch.request import SearchRequest
+
+    base = _read_request(request) if request is not None else {}
+    if text is None and image is None and audio is None and vector is None and not base:
+        raise UsageError("give a text query, --image, --audio, --vector or --request")
     for opt, path in (("--image", image), ("--audio", audio)):
         if path is not None and not path.is_file():
             raise UsageError(f"{opt}: no such file: {path}")
+    if reranker and not (rerank or base.get("rerank")):
+        raise UsageError("--reranker needs --rerank N (how many results to rescore)")
+    texts = [t for t in [text, *(also or [])] if t is not None]
+    given = {"text": texts or None, "image": image, "audio": audio, "where": where,
+             "modality": modality, "negative": negative, "weights": weight,
+             "min_score": min_score, "sort": sort, "reranker": reranker,
+             "vector": _parse_vector(vector) if vector is not None else None,
+             "filters": _parse_json_object("--filters", filters) if filters else None}
+    flags = {"k": (k, 10), "offset": (offset, 0), "fusion": (fusion, "sum"),
+             "explain": (explain, False), "rerank": (rerank, 0)}
+    options = {name: v for name, v in given.items() if v is not None}
+    options |= {name: v for name, (v, default) in flags.items()
+                if v != default or name not in base}
+    req = SearchRequest.build(base, **options)
     col = _open(store, model, device, shards, ray)
     if not col.path.exists():
         raise UsageError(f"no store at {col.path}; run `mmsearch index PATH` first")
-    if reranker and not rerank:
-        raise UsageError("--reranker needs --rerank N (how many results to rescore)")
-    texts = [t for t in [text, *(also or [])] if t is not None]
-    results = col.search(text=texts or None, image=image, audio=audio, k=k, where=where,
-                         modality=modality, negative=negative, weights=weight,
-                         offset=offset, min_score=min_score, sort=sort, fusion=fusion,
-                         explain=explain, rerank=rerank, reranker=reranker)
+    results = col.search(req)
     if getattr(results, "partial", False):
         _err(f"partial results: shard(s) {', '.join(results.missing)} did not answer in time")
     if thumbnails is not None:
@@ -297,7 +320,7 @@ def query(
     if not results:
         _err("no results")
         return
-    for rank, r in enumerate(results, offset + 1):
+    for rank, r in enumerate(results, req.offset + 1):
         at = f"  @ {_clock(r.start_s)}-{_clock(r.end_s)}" if r.start_s is not None else ""
         said = r.metadata.get("transcript") or r.metadata.get("tags")
         said = f'  "{said[:77] + "..." if len(said) > 80 else said}"' if said else ""
@@ -434,7 +457,7 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
     api_key: Annotated[str | None, typer.Option(
-        "--api-key", envvar="MMSEARCH_API_KEY", show_default=False,
+        "--api-key", show_default=False,
         help="Require this key in the X-API-Key header [env MMSEARCH_API_KEY].")] = None,
     max_k: Annotated[int, typer.Option("--max-k", min=1, help="Largest k a search may ask.")]
     = 1000,
@@ -455,6 +478,7 @@ def serve(
     col = _open(store, model, device, shards, ray)
     if not col.path.exists():
         raise UsageError(f"no store at {col.path}")
+    api_key = api_key or settings().api_key
     import torch
 
     torch.set_num_threads(threads)
@@ -505,6 +529,41 @@ def _few_malloc_arenas(n: int = 2) -> None:
     if sys.platform.startswith("linux") and name:
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(name).mallopt(-8, n)  # M_ARENA_MAX
+
+
+def _read_request(path: Path) -> dict[str, Any]:
+    """The JSON object of a `--request` file (`-`: standard input)."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as e:
+        raise UsageError(f"--request: cannot read {path}: {e.strerror or e}") from None
+    return _parse_json_object("--request", text)
+
+
+def _parse_json_object(option: str, text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise UsageError(f"{option} must be a JSON object: {e}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{option} must be a JSON object")
+    return value
+
+
+def _parse_vector(spec: str) -> Any:
+    """`--vector`: a .npy file, or numbers separated by commas/spaces (brackets allowed)."""
+    import numpy as np
+
+    if spec.endswith(".npy"):
+        try:
+            return np.load(spec, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--vector: cannot read {spec}: {e}") from None
+    try:
+        return [float(x) for x in spec.strip().strip("[]").replace(",", " ").split()]
+    except ValueError:
+        raise UsageError("--vector takes numbers separated by commas, or a .npy file"
+                         ) from None
 
 
 def _index_line(p: dict[str, Any]) -> str:

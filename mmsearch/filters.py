@@ -89,6 +89,20 @@ def compile_filters(filters: Mapping[str, Any],
     return " AND ".join(clauses) or "TRUE", params
 
 
+def condition(where: str | None, filters: Mapping[str, Any] | None
+              ) -> tuple[str | None, list[Any]]:
+    """One SQL condition (None: no condition) and its parameters from a trusted `where`
+    string and injection-safe structured `filters`."""
+    clauses, params = [], []
+    if where:
+        clauses.append(f"({where})")
+    if filters:
+        sql, values = compile_filters(filters)
+        clauses.append(f"({sql})")
+        params.extend(values)
+    return (" AND ".join(clauses) if clauses else None), params
+
+
 #: Integers DuckDB binds as parameters (BIGINT); larger ones are out of range.
 _INT_RANGE = (-(2**63), 2**63 - 1)
 

@@ -31,7 +31,7 @@ from mmsearch.ocr.settings import OcrSettings
 from mmsearch.progress import progress_bar
 from mmsearch.store.schema import file_id, file_rows_table, utc_naive
 from mmsearch.store.store import Batch, Store
-from mmsearch.store.vectors import LiveVectors
+from mmsearch.vectors import LiveVectors
 
 
 @dataclass
@@ -110,7 +110,7 @@ class Indexer:
     def __init__(self, store: Store, encoder_factory: Callable[[], Encoder],
                  model_pin: Callable[[Encoder], dict[str, Any]], *,
                  batch_size: int = config.BATCH_SIZE, workers: int | None = None,
-                 commit_every: int = config.COMMIT_EVERY,
+                 commit_every: int | None = None,
                  max_pixels: int = config.MAX_IMAGE_PIXELS, progress: bool | None = None,
                  video: VideoOptions | None = None, audio: AudioAnalyzer | None = None,
                  audio_settings: AudioSettings | None = None,
@@ -122,7 +122,7 @@ class Indexer:
         self._model_pin = model_pin
         self.batch_size = batch_size
         self.workers = workers or default_workers()
-        self.commit_every = commit_every
+        self.commit_every = config.commit_every(commit_every)
         self.max_pixels = max_pixels
         self.progress = progress
         self.video = video or VideoOptions()

@@ -1,9 +1,10 @@
 """Search-side audio: plain-word transcript matches, the CLAP side space, channel counts.
 
 The main space holds the visual, tags and speech rows of every item, so the planner asks all
-of them in one search and fuses their calibrated scores. On top, `row_bonus` adds evidence
-the main space cannot see, in the planner's z units: a transcript segment holding the query's
-words gets `WORD_BONUS * share of the query words it contains` (an exact phrase outranks a
+of them in one search and fuses their calibrated scores. On top, `word_bonus` and
+`clap_bonus` add evidence the main space cannot see, in the planner's z units (the speech
+and CLAP channels of `mmsearch.channels.audio` call them): a transcript segment holding the
+query's words gets `WORD_BONUS * share of the query words it contains` (an exact phrase outranks a
 merely similar meaning), and with a CLAP side space each of its hits adds its z-score within
 that search's result list (a first fusion of a second space; CLAP has no stored calibration).
 """
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from mmsearch.audio.space import ClapSpace
-from mmsearch.store.snapshot import Snapshot
+from mmsearch.view.snapshot import Snapshot
 
 #: z-score bonus of a transcript segment that holds every query word.
 WORD_BONUS = 2.0
@@ -118,20 +119,35 @@ def channel_counts(snap: Snapshot) -> dict[str, int]:
     return {str(c): int(n) for c, n in snap.sql(sql).fetchall()}
 
 
-def row_bonus(snap: Snapshot, texts: list[str], rows: np.ndarray | None,
-              clap: np.ndarray | None = None,
-              space: ClapSpace | None = None) -> dict[int, float]:
-    """Extra z-score per main-store row: word matches of the query texts in transcripts,
-    and CLAP-space hits of `clap` (the query in that space). Rows outside `rows` get none."""
+def word_bonus(snap: Snapshot, texts: list[str], rows: np.ndarray | None) -> dict[int, float]:
+    """Extra z-score per row: word matches of the query texts in transcripts (the best
+    share of each row over the texts). Rows outside `rows` get none."""
     bonus: dict[int, float] = {}
     for text in texts:
         for row, share in word_matches(snap, text, rows):
             bonus[row] = max(bonus.get(row, 0.0), WORD_BONUS * share)
+    return bonus
+
+
+def clap_bonus(snap: Snapshot, space: ClapSpace, query: np.ndarray,
+               rows: np.ndarray | None) -> dict[int, float]:
+    """Extra z-score per row: CLAP-space hits of `query` (the query in that space), each
+    its z-score within this search's hits (positive part only)."""
+    hits = clap_hits(snap, space, query, CLAP_HITS, rows)
+    if len(hits) < 2:
+        return {}
+    scores = np.array([score for score, _ in hits])
+    z = (scores - scores.mean()) / max(float(scores.std()), 1e-6)
+    return {row: max(float(value), 0.0) for (_, row), value in zip(hits, z, strict=True)}
+
+
+def row_bonus(snap: Snapshot, texts: list[str], rows: np.ndarray | None,
+              clap: np.ndarray | None = None,
+              space: ClapSpace | None = None) -> dict[int, float]:
+    """`word_bonus` plus, with a CLAP query and space, `clap_bonus`, summed per row (what
+    the speech and CLAP channels give one store's search)."""
+    bonus = word_bonus(snap, texts, rows)
     if clap is not None and space is not None:
-        hits = clap_hits(snap, space, clap, CLAP_HITS, rows)
-        if len(hits) > 1:
-            scores = np.array([score for score, _ in hits])
-            z = (scores - scores.mean()) / max(float(scores.std()), 1e-6)
-            for (_, row), value in zip(hits, z, strict=True):
-                bonus[row] = bonus.get(row, 0.0) + max(float(value), 0.0)
+        for row, value in clap_bonus(snap, space, clap, rows).items():
+            bonus[row] = bonus.get(row, 0.0) + value
     return bonus

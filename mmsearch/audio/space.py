@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from mmsearch.store.snapshot import Snapshot
 from mmsearch.store.store import Batch, Store
+from mmsearch.view.snapshot import Snapshot
 
 SPACE = Path("spaces") / "clap"
 

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from mmsearch.collection import _condition
 from mmsearch.distributed.cluster import connect
 from mmsearch.distributed.ingest import RayIndexer
 from mmsearch.distributed.shard_actor import ShardServer
@@ -31,6 +30,7 @@ from mmsearch.indexer import Indexer
 from mmsearch.planner.calibration import Calibration
 from mmsearch.planner.plan import Hit
 from mmsearch.planner.query import Query
+from mmsearch.settings import settings
 from mmsearch.shards.collection import SearchResults, ShardedCollection
 from mmsearch.shards.search import ShardHits, merge
 
@@ -61,8 +61,7 @@ class RayCollection(ShardedCollection):
         super().__init__(path, model=model, device=device, index_params=index_params,
                          shards=shards)
         self.address = address
-        self.timeout = float(timeout if timeout is not None else
-                             os.environ.get("MMSEARCH_RAY_TIMEOUT", DEFAULT_TIMEOUT))
+        self.timeout = float(timeout if timeout is not None else settings().ray_timeout)
         self._ray = connect(address)
         self._index_params = (index_params.__dict__ if isinstance(index_params, AnnParams)
                               else dict(index_params or {}))
@@ -91,8 +90,8 @@ class RayCollection(ShardedCollection):
             self._actors = actors
         return self._actors
 
-    def _run(self, query: Query, texts: list[str], where: str | None,
-             filters: Mapping[str, Any] | None, pool: int,
+    def _run(self, query: Query, texts: list[str], where: tuple[str | None, list[Any]],
+             filters: None, pool: int,
              rerank_fn: Callable[[list[Hit], Any], list[Hit]] | None) -> SearchResults:
         ray = self._ray
         stored = Calibration.from_json(self._manifest().get("calibration"))
@@ -102,7 +101,7 @@ class RayCollection(ShardedCollection):
             {c for s in self.shards for c in _channel_names(s)}
         calibration = self._calibration(query, names,
                                         lambda: [s.snapshot() for s in self.shards])
-        condition, params = _condition(where, filters)
+        condition, params = where  # the request's SQL condition and its parameters
         self._await_restarts()
         refs = [actor.search.remote(query, calibration.to_json(), condition, params, pool,
                                     texts) for actor in self.actors]

@@ -20,7 +20,7 @@ from mmsearch.ocr import search as ocr_search
 from mmsearch.planner.calibration import Calibration
 from mmsearch.planner.query import Query
 from mmsearch.shards.search import ShardHits, shard_hits
-from mmsearch.store.snapshot import Snapshot
+from mmsearch.view.snapshot import Snapshot
 
 #: Snapshots kept by generation, so that records of a search's hits come from the very
 #: generation that scored them even if a commit landed in between.

@@ -29,11 +29,11 @@ from typing import Any
 import faiss
 import numpy as np
 
+from mmsearch.fileio import write_atomic
 from mmsearch.index import tuning
 from mmsearch.index.params import AnnParams
 from mmsearch.index.rwlock import RWLock
-from mmsearch.store.files import write_atomic
-from mmsearch.store.vectors import LiveVectors
+from mmsearch.vectors import LiveVectors
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -77,11 +76,13 @@ class AnnParams:
         """Defaults, then `MMSEARCH_ANN_*` variables, then `overrides`."""
         if isinstance(overrides, AnnParams):
             return overrides
+        from mmsearch.settings import settings
+
         values: dict[str, Any] = {}
+        env = settings().ann
         for f in dataclasses.fields(cls):
-            env = os.environ.get(f"MMSEARCH_ANN_{f.name.upper()}")
-            if env is not None and env != "":
-                values[f.name] = _parse(f.name, env, f.default)
+            if f.name in env:
+                values[f.name] = _parse(f.name, env[f.name], f.default)
         unknown = set(overrides or {}) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise UsageError(f"unknown index parameter(s): {', '.join(sorted(unknown))}")

@@ -31,7 +31,7 @@ from mmsearch.index.params import DEFAULT_RERANK, AnnParams
 
 if TYPE_CHECKING:
     from mmsearch.index.ivfpq import AnnIndex, KeyMap
-    from mmsearch.store.vectors import LiveVectors
+    from mmsearch.vectors import LiveVectors
 
 log = logging.getLogger(__name__)
 

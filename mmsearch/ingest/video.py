@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mmsearch.config import DEFAULT_FPS, DEFAULT_SCENE_THRESHOLD, DEFAULT_TIME_LIMIT
+from mmsearch.config import DEFAULT_FPS, DEFAULT_SCENE_THRESHOLD
 from mmsearch.errors import BadMediaError
 
 #: Kept frames are scaled down so their short side is at most this (plenty for CLIP inputs).
@@ -53,7 +53,7 @@ class VideoOptions:
 
     fps: float = DEFAULT_FPS
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD
-    time_limit: float = DEFAULT_TIME_LIMIT
+    time_limit: float = field(default_factory=lambda: time_limit_setting())
     crop_borders: bool = True
 
     def __post_init__(self) -> None:
@@ -63,6 +63,13 @@ class VideoOptions:
             raise ValueError("scene_threshold must be >= 0")
         if not self.time_limit > 0:
             raise ValueError("time_limit must be positive")
+
+
+def time_limit_setting() -> float:
+    """Seconds of decoding per video: $MMSEARCH_VIDEO_TIME_LIMIT, else DEFAULT_TIME_LIMIT."""
+    from mmsearch.settings import settings
+
+    return settings().video_time_limit
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mmsearch.audio.search import query_words, word_matches
-from mmsearch.store.snapshot import Snapshot
+from mmsearch.view.snapshot import Snapshot
 
 #: z-score bonus of a picture whose text holds every query word.
 WORD_BONUS = 2.0

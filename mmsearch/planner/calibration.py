@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mmsearch.store.vectors import LiveVectors
+from mmsearch.vectors import LiveVectors
 
 #: Generic captions used as text probes ("random queries") when an encoder is loaded.
 PROBE_TEXTS = (

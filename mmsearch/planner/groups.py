@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmsearch.store.snapshot import Snapshot
+from mmsearch.view.snapshot import Snapshot
 
 
 @dataclass

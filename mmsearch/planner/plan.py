@@ -27,7 +27,7 @@ from mmsearch.errors import UsageError
 from mmsearch.planner.calibration import Calibration
 from mmsearch.planner.groups import Layout, layout
 from mmsearch.planner.query import Query, SortKey
-from mmsearch.store.snapshot import HIDDEN_COLUMNS, Snapshot
+from mmsearch.view.snapshot import HIDDEN_COLUMNS, Snapshot
 
 #: Candidate items scored exactly per query; pages within it never overlap.
 POOL = 64

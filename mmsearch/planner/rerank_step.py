@@ -22,7 +22,7 @@ from mmsearch.ingest.images import decode_image
 from mmsearch.ingest.video import read_frame
 from mmsearch.planner.plan import Hit
 from mmsearch.rerank.base import Reranker
-from mmsearch.store.snapshot import Snapshot
+from mmsearch.view.snapshot import Snapshot
 
 
 def hit_image(record: dict[str, Any]) -> Image.Image | None:

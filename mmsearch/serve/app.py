@@ -7,17 +7,19 @@ an immutable snapshot while one writer commits (see Collection.snapshot).
 
 from __future__ import annotations
 
+import contextlib
 import hmac
-import inspect
 import io
 import json
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
-import faiss
 from fastapi import (
     Depends,
     FastAPI,
@@ -29,9 +31,10 @@ from fastapi import (
     Security,
     UploadFile,
 )
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, Field
+from pydantic import Base64Bytes, BaseModel, Field, ValidationError
 
 from mmsearch.collection import Collection
 from mmsearch.errors import (
@@ -43,11 +46,15 @@ from mmsearch.errors import (
     StoreLockedError,
     UsageError,
 )
+from mmsearch.index import set_threads
 from mmsearch.media import Recorded, verified
+from mmsearch.request import SearchOptions, SearchRequest, describe
 from mmsearch.results import Result
 from mmsearch.thumbnails import thumbnail
 
 API_KEY_HEADER = "X-API-Key"
+#: Most facet columns one search may ask for.
+MAX_FACETS = 32
 #: Seconds a client should wait before retrying a write refused because another process
 #: holds the store's write lock.
 RETRY_AFTER_S = 2
@@ -92,16 +99,14 @@ WRITE_ERRORS = _errors(400, 401, 413, 422, 503)
 FILE_ERRORS = _errors(401, 404, 409, 422, 503)
 
 
-class SearchRequest(BaseModel):
-    """A search: text and/or a vector; structured filters; optional facet columns."""
+class SearchBody(SearchOptions):
+    """The body of `POST /search`: every search option of the library but the trusted-only
+    `where` (see `mmsearch.request`), example media as base64, and facet columns."""
 
-    text: str | None = None
-    vector: list[float] | None = None
-    k: int = Field(10, ge=1)
-    filters: dict[str, Any] | None = None
-    modality: str | None = None
-    facets: list[str] | None = None
-    rerank: str | None = None
+    image: Base64Bytes | None = Field(None, description="An example image (base64).")
+    audio: Base64Bytes | None = Field(None, description="An example sound file (base64).")
+    facets: list[str] | None = Field(None, max_length=MAX_FACETS,
+                                     description="Columns to count values of over the hits.")
 
 
 class BatchQuery(BaseModel):
@@ -144,7 +149,7 @@ def create_app(collection: Collection, api_key: str | None = None,
     def pin_threads() -> None:
         # OpenMP's thread count is per calling thread: set it once per worker thread
         if threads_per_request and getattr(local, "threads", None) != threads_per_request:
-            faiss.omp_set_num_threads(threads_per_request)
+            set_threads(threads_per_request)
             local.threads = threads_per_request
 
     app = FastAPI(title="mmsearch", version="0.1.0",
@@ -152,7 +157,6 @@ def create_app(collection: Collection, api_key: str | None = None,
     app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes,
                        small={"/search": limits.max_query_body_bytes,
                               "/delete": limits.max_query_body_bytes})
-    can_rerank = "rerank" in inspect.signature(collection.search).parameters
 
     key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
@@ -164,6 +168,13 @@ def create_app(collection: Collection, api_key: str | None = None,
             raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER})")
 
     auth = [Depends(check_key)]
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:
+        # what was wrong and where, without echoing the input (it may hold NaN or be huge)
+        return JSONResponse({"detail": [{"loc": list(err.get("loc", ())), "msg": err["msg"],
+                                         "type": err["type"]} for err in e.errors()]},
+                            status_code=422)
 
     @app.exception_handler(UsageError)
     async def usage_error(_: Request, e: UsageError) -> JSONResponse:
@@ -190,26 +201,26 @@ def create_app(collection: Collection, api_key: str | None = None,
     async def engine_error(_: Request, e: MmsearchError) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=500)
 
-    def run_search(req: SearchRequest, image: bytes | None = None) -> dict[str, Any]:
-        if req.k > limits.max_k:
-            raise HTTPException(400, f"k={req.k} is over the limit of {limits.max_k}")
+    def run_search(body: SearchBody, image: bytes | None = None) -> dict[str, Any]:
+        if body.k > limits.max_k:
+            raise HTTPException(400, f"k={body.k} is over the limit of {limits.max_k}")
+        image = image if image is not None else body.image
+        if image is not None and len(image) > limits.max_image_bytes:
+            raise HTTPException(413, f"image is over the limit of {limits.max_image_bytes} "
+                                "bytes")
         pin_threads()
-        kwargs: dict[str, Any] = {}
-        if req.rerank:
-            if not can_rerank:
-                raise HTTPException(400, "this server's collection does not support rerank")
-            kwargs["rerank"] = req.rerank
+        options = {name: getattr(body, name) for name in body.model_fields_set
+                   if name in SearchOptions.model_fields}
         started = time.perf_counter()
-        hits = collection.search(text=req.text, image=image, vector=req.vector, k=req.k,
-                                 filters=req.filters, modality=req.modality, **kwargs)
-        out: dict[str, Any] = {"results": [_result_json(h) for h in hits]}
-        if getattr(hits, "partial", False):  # a sharded store with shards that did not answer
-            out.update(partial=True, missing_shards=hits.missing)
-        if req.facets:
-            out["facets"] = {c: [{"value": v, "count": n} for v, n in values] for c, values in
-                             collection.facets(req.facets, text=req.text, image=image,
-                                               vector=req.vector, k=req.k, filters=req.filters,
-                                               modality=req.modality).items()}
+        with _sound_file(body.audio) as audio:
+            req = SearchRequest.build(**options, image=image, audio=audio)
+            hits = collection.search(req)
+            out: dict[str, Any] = {"results": [_result_json(h) for h in hits]}
+            if getattr(hits, "partial", False):  # a sharded store's shards that did not answer
+                out.update(partial=True, missing_shards=hits.missing)
+            if body.facets:
+                out["facets"] = {c: [{"value": v, "count": n} for v, n in values]
+                                 for c, values in collection.facets(body.facets, req).items()}
         out["took_ms"] = round((time.perf_counter() - started) * 1000, 2)
         return out
 
@@ -225,12 +236,13 @@ def create_app(collection: Collection, api_key: str | None = None,
     @app.get("/stats", dependencies=auth, responses=_errors(401, 503))
     def stats() -> dict[str, Any]:
         """What the store holds (`Collection.info`) and the server's limits."""
-        return {**collection.info(), "limits": limits.__dict__, "rerank": can_rerank}
+        return {**collection.info(), "limits": limits.__dict__, "rerank": True}
 
     @app.post("/search", dependencies=auth, responses=READ_ERRORS)
-    def search(req: SearchRequest) -> dict[str, Any]:
-        """Search by text and/or vector, with structured filters (injection-safe)."""
-        return run_search(req)
+    def search(body: SearchBody) -> dict[str, Any]:
+        """Search by text, vector, example image or sound (base64), with structured filters
+        (injection-safe) and every other search option; optional facet counts."""
+        return run_search(body)
 
     @app.post("/search/batch", dependencies=auth, responses=READ_ERRORS)
     def search_batch(req: BatchSearchRequest) -> dict[str, Any]:
@@ -259,22 +271,26 @@ def create_app(collection: Collection, api_key: str | None = None,
                      filters: str | None = Form(None, description="JSON object"),
                      modality: str | None = Form(None),
                      facets: str | None = Form(None, description="comma-separated"),
-                     rerank: str | None = Form(None)) -> dict[str, Any]:
-        """Search by an uploaded image (multipart), optionally with text and filters."""
+                     rerank: int = Form(0, ge=0, description="Rescore the top N."),
+                     reranker: str | None = Form(None, description="Reranker spec."),
+                     options: str | None = Form(None, description="JSON object: any other "
+                                                "option of POST /search.")
+                     ) -> dict[str, Any]:
+        """Search by an uploaded image (multipart), optionally with text, filters and any
+        other search option (`options`, as the JSON body of POST /search)."""
         data = image.file.read(limits.max_image_bytes + 1)
         if len(data) > limits.max_image_bytes:
             raise HTTPException(413, f"image is over the limit of {limits.max_image_bytes} "
                                 "bytes")
+        given = {"text": text, "k": max(1, k), "filters": _json_object("filters", filters),
+                 "modality": modality, "rerank": rerank, "reranker": reranker,
+                 "facets": [f for f in (facets or "").split(",") if f] or None}
+        given = {name: v for name, v in given.items() if v is not None}
         try:
-            parsed = json.loads(filters) if filters else None
-        except ValueError as e:
-            raise HTTPException(400, f"filters must be a JSON object: {e}") from None
-        if parsed is not None and not isinstance(parsed, dict):
-            raise HTTPException(400, "filters must be a JSON object")
-        req = SearchRequest(text=text, k=max(1, k), filters=parsed, modality=modality,
-                            facets=[f for f in (facets or "").split(",") if f] or None,
-                            rerank=rerank)
-        return run_search(req, image=data)
+            body = SearchBody.model_validate({**_json_object("options", options), **given})
+        except ValidationError as e:
+            raise HTTPException(422, describe(e)) from None
+        return run_search(body, image=data)
 
     @app.post("/upsert", dependencies=auth, responses=WRITE_ERRORS)
     def upsert(req: UpsertRequest) -> dict[str, Any]:
@@ -326,6 +342,31 @@ def create_app(collection: Collection, api_key: str | None = None,
         return FileResponse(result.path, stat_result=st)  # type: ignore[arg-type]
 
     return app
+
+
+def _json_object(name: str, text: str | None) -> dict[str, Any]:
+    """A form field holding a JSON object ({} when absent); 400 when it is not one."""
+    if not text:
+        return {}
+    try:
+        parsed = json.loads(text)
+    except ValueError as e:
+        raise HTTPException(400, f"{name} must be a JSON object: {e}") from None
+    if not isinstance(parsed, dict):
+        raise HTTPException(400, f"{name} must be a JSON object")
+    return parsed
+
+
+@contextlib.contextmanager
+def _sound_file(data: bytes | None) -> Iterator[str | None]:
+    """An uploaded sound as a temporary file for the decoder (None: no sound)."""
+    if data is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="mmsearch-sound-") as tmp:
+        path = Path(tmp) / "query.audio"
+        path.write_bytes(data)
+        yield str(path)
 
 
 def _result_json(hit: Result) -> dict[str, Any]:

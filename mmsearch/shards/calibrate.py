@@ -16,7 +16,7 @@ import numpy as np
 
 from mmsearch.planner.calibration import Calibration, measure
 from mmsearch.planner.groups import Layout
-from mmsearch.store.vectors import LiveVectors
+from mmsearch.vectors import LiveVectors
 
 
 def measure_union(parts: Sequence[tuple[Layout, LiveVectors]],

@@ -27,42 +27,39 @@ from mmsearch.audio.settings import AudioSettings
 from mmsearch.catalog.products import ProductColumns, prepare
 from mmsearch.catalog.read import read_catalog
 from mmsearch.catalog.sync import CatalogReport
-from mmsearch.collection import (
-    Collection,
-    ImageQuery,
-    _condition,
-    _facet,
-    _failures,
-    _rerank_count,
-    _to_result,
-    _with_modality,
-)
+from mmsearch.catalog.sync import failures as _failures
+from mmsearch.collection import Collection
 from mmsearch.encoders.base import Encoder
+from mmsearch.encoders.media import ImageQuery
 from mmsearch.errors import ModelMismatchError, StoreLockedError, UsageError
 from mmsearch.index.params import AnnParams
 from mmsearch.indexer import Indexer, IndexReport
 from mmsearch.ingest.video import (
     DEFAULT_FPS,
     DEFAULT_SCENE_THRESHOLD,
-    DEFAULT_TIME_LIMIT,
     VideoOptions,
+    time_limit_setting,
 )
 from mmsearch.ocr import search as ocr_search
 from mmsearch.ocr.settings import OcrSettings
 from mmsearch.planner.calibration import PROBE_TEXTS, Calibration
+from mmsearch.planner.facets import facet_counts as _facet
 from mmsearch.planner.groups import build_layout, layout
 from mmsearch.planner.plan import Hit, pool_size
 from mmsearch.planner.query import Query
 from mmsearch.planner.rerank_step import rerank_hits
+from mmsearch.planner.search import Search
+from mmsearch.planner.search import to_result as _to_result
 from mmsearch.records import as_table, to_record_batch
+from mmsearch.request import SearchRequest
 from mmsearch.results import Result, results_to_arrow
 from mmsearch.shards import layout as shard_layout
 from mmsearch.shards.calibrate import measure_union, refreshed
 from mmsearch.shards.layout import MAX_SHARDS, shard_name, shard_of
 from mmsearch.shards.search import Merged, merge, shard_hits
 from mmsearch.shards.writer import ShardedWriter
-from mmsearch.store.snapshot import Snapshot
 from mmsearch.store.store import Store
+from mmsearch.view.snapshot import Snapshot
 
 
 class SearchResults(list):
@@ -203,9 +200,9 @@ class ShardedCollection:
 
     def index(self, paths: Iterable[str | os.PathLike[str]], *, progress: bool | None = None,
               batch_size: int = config.BATCH_SIZE, workers: int | None = None,
-              commit_every: int = config.COMMIT_EVERY, fps: float = DEFAULT_FPS,
+              commit_every: int | None = None, fps: float = DEFAULT_FPS,
               scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
-              video_time_limit: float = DEFAULT_TIME_LIMIT, tags: bool | None = None,
+              video_time_limit: float | None = None, tags: bool | None = None,
               speech: bool | None = None, whisper: str | None = None,
               audio_model: str | None = None, ray: str | None = None,
               ocr: bool | None = None, reprocess: bool = False) -> IndexReport:
@@ -232,7 +229,8 @@ class ShardedCollection:
             raise UsageError("a CLAP audio space (--audio-model) is not supported on sharded "
                              "stores; tags and speech are")
         try:
-            video = VideoOptions(fps, scene_threshold, video_time_limit)
+            video = VideoOptions(fps, scene_threshold, video_time_limit
+                                 if video_time_limit is not None else time_limit_setting())
         except ValueError as e:
             raise UsageError(str(e)) from None
         roots = [os.path.abspath(os.fspath(p)) for p in paths]
@@ -323,8 +321,9 @@ class ShardedCollection:
     def index_catalog(self, path: str | os.PathLike[str], *, id_col: str = "id",
                       image_col: str | None = None, text_cols: Sequence[str] = (),
                       delete_missing: bool = False, batch_size: int = config.BATCH_SIZE,
-                      commit_every: int = config.COMMIT_EVERY) -> CatalogReport:
+                      commit_every: int | None = None) -> CatalogReport:
         """Sync a product catalog as `Collection.index_catalog` does, shard by shard."""
+        commit_every = config.commit_every(commit_every)
         products = prepare(read_catalog(path), ProductColumns(id_col, image_col,
                                                               tuple(text_cols)),
                            Path(path).resolve().parent)
@@ -352,35 +351,30 @@ class ShardedCollection:
         return described[0]
 
     # -- reading ----------------------------------------------------------------------
-    def search(self, text: str | Sequence[str | tuple[str, float]] | None = None,
-               image: ImageQuery | None = None, audio: Any = None,
-               vector: Sequence[float] | np.ndarray | None = None,
-               k: int = 10, where: str | None = None,
-               filters: Mapping[str, Any] | None = None,
-               modality: str | Sequence[str] | None = None, *,
-               negative: str | Sequence[str] | None = None,
-               weights: Mapping[str, float] | str | None = None, offset: int = 0,
-               min_score: float | None = None, sort: str | None = None,
-               fusion: str = "sum", explain: bool = False, rerank: int | bool = False,
-               reranker: str | None = None) -> SearchResults:
-        """Search every shard and merge: the same arguments and answers as
-        `Collection.search` (the query is embedded once)."""
-        rerank_n = _rerank_count(rerank)
+    def search(self, request: SearchRequest | str | Sequence[Any] | None = None, /,
+               **options: Any) -> SearchResults:
+        """Search every shard and merge: the same arguments (a `SearchRequest` or its
+        fields) and answers as `Collection.search` (the query is embedded once)."""
+        if request is not None and not isinstance(request, SearchRequest):
+            options = {"text": request, **options}
+            request = None
+        req = SearchRequest.build(request, **options)
+        rerank_n = req.rerank
         primary = self.shards[0]
-        if primary._encoder is None and self.model and (text is not None or image is not None
-                                                        or audio is not None or negative):
+        if primary._encoder is None and self.model and (
+                req.text is not None or req.image is not None or req.audio is not None
+                or req.negative):
             self.encoder  # noqa: B018
-        query, texts = primary._parse_query(text, image, vector, negative, audio, k=k,
-                                            offset=offset, min_score=min_score, sort=sort,
-                                            fusion=fusion, weights=weights, explain=explain)
+        query, ctx = Search(primary.snapshot(), req, primary._env).parse()
+        texts = ctx.texts
         if rerank_n and not texts:
             raise UsageError("reranking needs a text query")
         if query is None:
             raise UsageError("a query by sound alone needs a CLAP audio space, which sharded "
                              "stores do not have")
-        where = _with_modality(where, modality)
+        where, filters = req.condition(), None
         rerank_fn = None
-        model = primary._load_reranker(reranker) if rerank_n else None
+        model = primary._load_reranker(req.reranker) if rerank_n else None
         if model is not None:  # None: no reranker reachable (said once in the log)
             joined = " ".join(texts)
 
@@ -397,8 +391,8 @@ class ShardedCollection:
     def _batch(self) -> Any:
         return self.shards[0]._batch
 
-    def _run(self, query: Query, texts: list[str], where: str | None,
-             filters: Mapping[str, Any] | None, pool: int,
+    def _run(self, query: Query, texts: list[str], where: tuple[str | None, list[Any]],
+             filters: None, pool: int,
              rerank_fn: Callable[[list[Hit], Any], list[Hit]] | None) -> SearchResults:
         """Each shard's step, in this process, then the merge."""
         snaps = [shard.snapshot() for shard in self.shards]
@@ -406,7 +400,7 @@ class ShardedCollection:
             return SearchResults()
         names = {c for s in snaps if len(s) for c in layout(s).names}
         calibration = self._calibration(query, names, lambda: snaps)
-        condition, params = _condition(where, filters)
+        condition, params = where
         parts = []
         for s, snap in enumerate(snaps):
             if not len(snap):

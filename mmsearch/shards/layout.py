@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsearch.errors import MmsearchError, UsageError
-from mmsearch.store.files import write_json_atomic
+from mmsearch.fileio import write_json_atomic
 
 MANIFEST = "shards.json"
 FORMAT = 1

@@ -33,7 +33,7 @@ from mmsearch.planner.plan import (
     sort_hits,
 )
 from mmsearch.planner.query import Query
-from mmsearch.store.snapshot import HIDDEN_COLUMNS, Snapshot
+from mmsearch.view.snapshot import HIDDEN_COLUMNS, Snapshot
 
 
 @dataclass

@@ -21,7 +21,7 @@ import pyarrow as pa
 from mmsearch.shards.layout import shard_of
 from mmsearch.store.schema import file_id
 from mmsearch.store.store import Batch, Store
-from mmsearch.store.vectors import LiveVectors
+from mmsearch.vectors import LiveVectors
 
 
 class ShardedWriter:

@@ -32,8 +32,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmsearch.errors import StoreLockedError, UsageError
+from mmsearch.fileio import write_json_atomic
 from mmsearch.store import columns, integrity
-from mmsearch.store.files import write_json_atomic
 from mmsearch.store.store import FORMAT, MANIFEST
 
 SPACES = "spaces"

@@ -1,39 +1,5 @@
-"""Crash-safe file writing: write aside, fsync, rename into place."""
+"""Moved to `mmsearch.fileio` (shared by the store and the index); kept for old imports."""
 
-from __future__ import annotations
+from mmsearch.fileio import fsync_dir, write_atomic, write_json_atomic
 
-import json
-import os
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, BinaryIO
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush a directory entry so a rename inside it survives a power loss."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Write a file so that readers see either the old or the complete new content."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_dir(path.parent)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Atomically replace a JSON file."""
-    payload = json.dumps(data, indent=1, sort_keys=True).encode()
-    write_atomic(path, lambda f: f.write(payload))
+__all__ = ["fsync_dir", "write_atomic", "write_json_atomic"]

@@ -49,6 +49,11 @@ FILE_SCHEMA = pa.schema([
 ])
 
 
+#: Columns used internally and not shown in results.
+HIDDEN_COLUMNS = frozenset({"key", "mtime_ns", "_row", "row_hash"})
+#: Columns every result carries as attributes (the rest is metadata).
+CORE_COLUMNS = frozenset({"id", "path", "modality", "channel", "start_s", "end_s"})
+
 def file_id(path: str) -> str:
     """Stable item id of a file: a short hash of its absolute path."""
     return hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()

@@ -35,9 +35,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmsearch.errors import MmsearchError, StoreLockedError
+from mmsearch.fileio import fsync_dir, write_atomic, write_json_atomic
 from mmsearch.store import columns, integrity
-from mmsearch.store.files import fsync_dir, write_atomic, write_json_atomic
-from mmsearch.store.vectors import LiveVectors
+from mmsearch.vectors import LiveVectors
 
 FORMAT = 1
 MANIFEST = "manifest.json"

@@ -142,9 +142,22 @@ def test_limits_and_bad_requests_get_clear_4xx(client, served):
                       files={"image": ("q.jpg", _jpeg(root / "img" / "p0.jpg"), "image/jpeg")})
     assert res.status_code == 400 and "JSON" in res.json()["detail"]
     res = client.post("/search", headers=KEY, json={"text": "x", "rerank": "lite"})
-    assert res.status_code in (200, 400)
+    assert res.status_code == 422 and "rerank" in res.text  # a count; the model is `reranker`
+    res = client.post("/search", headers=KEY, json={"text": "x", "where": "1=1"})
+    assert res.status_code == 422 and "where" in res.text  # trusted-only: library and CLI
     res = client.post("/upsert", headers=KEY, json={"records": [{"id": "z", "path": "/etc"}]})
     assert res.status_code == 400 and "not accepted over HTTP" in res.json()["detail"]
+
+
+def test_rerank_over_http_with_the_offline_lite_reranker(client, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = client.post("/search", headers=KEY, json={
+        "text": "Product", "k": 4, "rerank": 3, "reranker": "lite", "explain": True})
+    assert res.status_code == 200, res.text
+    hits = res.json()["results"]
+    reranked = [h for h in hits if "prob" in h["explain"].get("rerank", {})]
+    assert len(hits) == 4 and reranked and all(h["explain"]["rerank"]["model"] == "lite"
+                                               for h in reranked)
 
 
 def test_injection_through_filter_value_over_http(client):

@@ -19,7 +19,7 @@ from mmsearch.index import ivfpq
 from mmsearch.index.ivfpq import AnnIndex, IVFPQIndex
 from mmsearch.store import store as store_mod
 from mmsearch.store.store import Batch, Store
-from mmsearch.store.vectors import LiveVectors
+from mmsearch.vectors import LiveVectors
 
 DIM = 32
 PARAMS = {"threshold": 1000, "m": 8, "train_per_list": 40}  # default nbits 4: fast scan

@@ -9,7 +9,7 @@ import pytest
 
 import mmsearch
 from mmsearch.filters import cache_key, compile_filters, evaluate
-from mmsearch.store import snapshot as snapshot_mod
+from mmsearch.view import snapshot as snapshot_mod
 
 N = 3000
 

@@ -22,7 +22,7 @@ from mmsearch.planner.query import (
     parse_weights,
     split_negatives,
 )
-from mmsearch.store.snapshot import Snapshot
+from mmsearch.view.snapshot import Snapshot
 
 DIM = 16
 

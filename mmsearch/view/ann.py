@@ -37,7 +37,7 @@ from mmsearch.index.ivfpq import AnnIndex, IVFPQIndex, KeyMap
 from mmsearch.index.params import AnnParams
 from mmsearch.store import integrity
 from mmsearch.store.store import Store
-from mmsearch.store.vectors import LiveVectors
+from mmsearch.vectors import LiveVectors
 
 log = logging.getLogger(__name__)
 

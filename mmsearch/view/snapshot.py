@@ -15,14 +15,13 @@ from mmsearch.errors import UsageError
 from mmsearch.filters import cache_key, evaluate
 from mmsearch.index.flat import FlatIndex
 from mmsearch.index.ivfpq import AnnIndex, IVFPQIndex
-from mmsearch.index.manage import flat_index, open_index
 from mmsearch.index.params import AnnParams
+from mmsearch.store.schema import CORE_COLUMNS, HIDDEN_COLUMNS
 from mmsearch.store.store import Store
-from mmsearch.store.vectors import LiveVectors
+from mmsearch.vectors import LiveVectors
+from mmsearch.view.ann import flat_index, open_index
 
-#: Columns used internally and not shown in results.
-HIDDEN_COLUMNS = frozenset({"key", "mtime_ns", "_row", "row_hash"})
-CORE_COLUMNS = frozenset({"id", "path", "modality", "channel", "start_s", "end_s"})
+__all__ = ["CORE_COLUMNS", "HIDDEN_COLUMNS", "Snapshot"]
 #: RAM for the rows selected by recent structured filters, per snapshot (LRU).
 FILTER_CACHE_BYTES = 64 << 20
 
