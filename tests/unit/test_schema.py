@@ -131,7 +131,9 @@ def test_each_record_keeps_its_own_vector_text_or_path(tmp_path, tiny_spec, phot
                                atol=1e-5)
     assert not np.allclose(vectors[rows["d"]], col.encoder.encode_texts(["None"])[0],
                            atol=1e-3)
-    np.testing.assert_allclose(vectors[rows["e"]], col._embed_image(photo)[0], atol=1e-5)
+    from mmsearch.encoders.media import embed_image
+
+    np.testing.assert_allclose(vectors[rows["e"]], embed_image(col.encoder, photo)[0], atol=1e-5)
     table = {r["id"]: r for r in snap.table.to_pylist()}
     assert table["c"]["modality"] == "text" and table["c"]["channel"] == "text"
     assert table["d"]["modality"] == "image" and table["e"]["path"] == photo
