@@ -23,13 +23,11 @@ from mmsearch.encoders.media import embed_image
 from mmsearch.encoders.registry import load_default_encoder, load_encoder, same_model
 from mmsearch.errors import MmsearchError, ModelMismatchError, StoreDamagedError, UsageError
 from mmsearch.index.params import AnnParams
-from mmsearch.indexer import Indexer, IndexReport
+from mmsearch.indexer import Indexer, IndexReport, index_inputs
 from mmsearch.ingest.discover import is_under
 from mmsearch.ingest.video import (
     DEFAULT_FPS,
     DEFAULT_SCENE_THRESHOLD,
-    VideoOptions,
-    time_limit_setting,
 )
 from mmsearch.planner import calibration as calib
 from mmsearch.planner.calibration import PROBE_TEXTS, Calibration, measure
@@ -195,15 +193,7 @@ class Collection:
         if unknown:
             raise UsageError(f"unknown index option(s) {', '.join(sorted(unknown))}; the "
                              f"channels take {', '.join(sorted(index_options()))}")
-        try:
-            video = VideoOptions(fps, scene_threshold, video_time_limit
-                                 if video_time_limit is not None else time_limit_setting())
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        roots = [os.path.abspath(os.fspath(p)) for p in paths]
-        missing = [p for p in roots if not os.path.exists(p)]
-        if missing:
-            raise UsageError(f"no such file or folder: {', '.join(missing)}")
+        video, roots = index_inputs(paths, fps, scene_threshold, video_time_limit)
         manifest = self._store.manifest
         hooks = {k: v for c in channels() for k, v in
                  c.indexing(manifest, channel_options, self._device).items()}

@@ -17,6 +17,7 @@ from mmsearch.audio.embed import part_vectors
 from mmsearch.audio.settings import AudioSettings
 from mmsearch.audio.space import ClapSpace
 from mmsearch.encoders.base import Encoder
+from mmsearch.errors import UsageError
 from mmsearch.ingest.discover import Found, Skipped, discover, is_under
 from mmsearch.ingest.pipeline import (
     NO_SOUND,
@@ -25,7 +26,7 @@ from mmsearch.ingest.pipeline import (
     ordered_map,
     prepare_file,
 )
-from mmsearch.ingest.video import VideoOptions
+from mmsearch.ingest.video import VideoOptions, time_limit_setting
 from mmsearch.ocr.search import lines_json, lines_text
 from mmsearch.ocr.settings import OcrSettings
 from mmsearch.progress import progress_bar
@@ -442,3 +443,21 @@ def _stored_files(rows: list[dict[str, Any]]) -> list[_Stored]:
             stored.keys = [stored.keys[i] for i in order]
             stored.rows = [stored.rows[i] for i in order]
     return list(out.values())
+
+
+def index_inputs(paths: Iterable[str | os.PathLike[str]], fps: float, scene_threshold: float,
+                 video_time_limit: float | None) -> tuple[VideoOptions, list[str]]:
+    """Check an index run's video options and paths: (options, absolute paths).
+
+    Raises UsageError for a bad option or a path that does not exist.
+    """
+    try:
+        video = VideoOptions(fps, scene_threshold, video_time_limit
+                             if video_time_limit is not None else time_limit_setting())
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    roots = [os.path.abspath(os.fspath(p)) for p in paths]
+    missing = [p for p in roots if not os.path.exists(p)]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    return video, roots

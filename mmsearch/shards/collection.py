@@ -33,12 +33,10 @@ from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.media import ImageQuery
 from mmsearch.errors import ModelMismatchError, StoreLockedError, UsageError
 from mmsearch.index.params import AnnParams
-from mmsearch.indexer import Indexer, IndexReport
+from mmsearch.indexer import Indexer, IndexReport, index_inputs
 from mmsearch.ingest.video import (
     DEFAULT_FPS,
     DEFAULT_SCENE_THRESHOLD,
-    VideoOptions,
-    time_limit_setting,
 )
 from mmsearch.ocr import search as ocr_search
 from mmsearch.ocr.settings import OcrSettings
@@ -228,15 +226,7 @@ class ShardedCollection:
         if audio_model:
             raise UsageError("a CLAP audio space (--audio-model) is not supported on sharded "
                              "stores; tags and speech are")
-        try:
-            video = VideoOptions(fps, scene_threshold, video_time_limit
-                                 if video_time_limit is not None else time_limit_setting())
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        roots = [os.path.abspath(os.fspath(p)) for p in paths]
-        missing = [p for p in roots if not os.path.exists(p)]
-        if missing:
-            raise UsageError(f"no such file or folder: {', '.join(missing)}")
+        video, roots = index_inputs(paths, fps, scene_threshold, video_time_limit)
         with self._writing(), self._shard_writers() as stores:
             view = ShardedWriter(self.path, stores)
             settings = AudioSettings.resolve(view.manifest.get("audio"), tags=tags,
