@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from mmsearch.errors import StoreLockedError
 
 
 def fsync_dir(path: Path) -> None:
@@ -37,3 +41,19 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Atomically replace a JSON file."""
     payload = json.dumps(data, indent=1, sort_keys=True).encode()
     write_atomic(path, lambda f: f.write(payload))
+
+
+@contextmanager
+def write_lock(folder: Path) -> Iterator[None]:
+    """Hold `folder/.lock` exclusively (created with the folder if need be); raises
+    StoreLockedError at once when another process holds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreLockedError(f"another process is writing to {folder}") from None
+        yield
+    finally:
+        os.close(fd)

@@ -9,7 +9,6 @@ actors in `mmsearch.distributed`.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -31,7 +30,8 @@ from mmsearch.catalog.sync import failures as _failures
 from mmsearch.collection import Collection
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.media import ImageQuery
-from mmsearch.errors import ModelMismatchError, StoreLockedError, UsageError
+from mmsearch.errors import ModelMismatchError, UsageError
+from mmsearch.fileio import write_lock
 from mmsearch.index.params import AnnParams
 from mmsearch.indexer import Indexer, IndexReport, index_inputs
 from mmsearch.ingest.video import (
@@ -155,20 +155,10 @@ class ShardedCollection:
     def _writing(self) -> Iterator[None]:
         """One writer for the whole sharded store (a lock file beside `shards.json`); the
         top-level manifest is created first and brought up to date last."""
-        with self._lock:
-            self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise StoreLockedError(f"another process is writing to {self.path}"
-                                           ) from None
-                self._top = shard_layout.create(self.path, len(self.shards))
-                yield
-                self._update_top()
-            finally:
-                os.close(fd)
+        with self._lock, write_lock(self.path):
+            self._top = shard_layout.create(self.path, len(self.shards))
+            yield
+            self._update_top()
 
     def _update_top(self) -> None:
         """Pin model and dim, and re-measure the shared calibration when the rows changed

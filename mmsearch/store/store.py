@@ -19,7 +19,6 @@ nothing is written or deleted: `mmsearch doctor --repair` rebuilds it from the s
 
 from __future__ import annotations
 
-import fcntl
 import io
 import os
 import time
@@ -34,8 +33,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmsearch.errors import MmsearchError, StoreLockedError
-from mmsearch.fileio import fsync_dir, write_atomic, write_json_atomic
+from mmsearch.errors import MmsearchError
+from mmsearch.fileio import fsync_dir, write_atomic, write_json_atomic, write_lock
 from mmsearch.store import columns, integrity
 from mmsearch.vectors import LiveVectors
 
@@ -189,20 +188,12 @@ class Store:
     @contextmanager
     def writer(self) -> Iterator[Store]:
         """Hold the store's write lock (one writer at a time; readers never wait)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StoreLockedError(f"another process is writing to {self.root}") from None
+        with write_lock(self.root):
             self.refresh()
             if self.manifest:
                 self.verify(full=False)  # never clean up around missing files
                 self._collect_garbage()
             yield self
-        finally:
-            os.close(fd)
 
     def allocate_keys(self, n: int) -> np.ndarray:
         """Reserve n new row keys (made durable by the next commit)."""
