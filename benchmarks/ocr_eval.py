@@ -143,9 +143,13 @@ def search(args: argparse.Namespace) -> dict:
         for src in flickr(args.plain, skip=args.photos):
             (data / "plain").mkdir(parents=True, exist_ok=True)
             shutil.copy(src, data / "plain" / src.name)
-        screens, how = evalset.build_screenshots(data / "screens", args.screens)
-        slides = evalset.build_slides(data / "deck" / "deck.mp4", args.slides)
+        screens, how = evalset.build_screenshots(data / "screens", args.screens,
+                                                 avoid=[p.words for p in printed])
+        slides = evalset.build_slides(data / "deck" / "deck.mp4", args.slides,
+                                      avoid=[p.words for p in printed + screens])
         queries = printed + screens + slides
+        for q in queries:  # each query names one picture (or moment)
+            assert not any(set(q.words) <= set(o.words) for o in queries if o is not q), q
         out = {"pictures": len(printed), "plain_photos": args.plain, "screenshots": len(screens),
                "screenshots_by": how, "slides": len(slides), "model": MODEL,
                "engine": engine_config(), "load_before": load()}
