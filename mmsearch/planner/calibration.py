@@ -36,15 +36,10 @@ PROBE_TEXTS = (
     "a laptop on a desk", "a group of friends laughing", "a horse in a field",
     "a bowl of fruit", "a man playing guitar on stage", "a train at a station",
 )
-VERSION = 2
+VERSION = 1
 MAX_PROBES = 64
 MAX_TARGETS = 2048
 MIN_STD = 1e-3
-#: A channel measured on fewer stored rows than this (or than the store's largest channel,
-#: in a small store) is trusted in proportion: its z-scores shrink toward 0. Two rows cannot
-#: tell a row that scores high against every query (a hub) from a match, and would lift
-#: that row for every query.
-MIN_TARGET_ROWS = 32
 #: Re-measure once the number of rows changed by this share since the last measurement.
 REFRESH_SHARE = 0.2
 TEXT_LIKE = frozenset({"text", "speech", "tags", "ocr"})
@@ -57,11 +52,9 @@ class Stats:
     mean: float
     std: float
     n: int
-    targets: int = MAX_TARGETS  # distinct stored rows the cosines were measured against
-    trust: float = 1.0  # z-scores are scaled by this (< 1 for channels with few rows)
 
     def z(self, cosines: np.ndarray) -> np.ndarray:
-        return (cosines - self.mean) / self.std * self.trust
+        return (cosines - self.mean) / self.std
 
 
 class Calibration:
@@ -93,9 +86,7 @@ class Calibration:
         return {"version": VERSION, "rows": self.rows, "dim": self.dim,
                 "channels": self.channels, "text_probes": self.text_probes,
                 "stats": {f"{k}>{c}": {"mean": round(s.mean, 6), "std": round(s.std, 6),
-                                       "n": s.n, "targets": s.targets,
-                                       "trust": round(s.trust, 6)}
-                          for (k, c), s in sorted(self.stats.items())}}
+                                       "n": s.n} for (k, c), s in sorted(self.stats.items())}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Calibration:
@@ -105,8 +96,7 @@ class Calibration:
         for key, s in data.get("stats", {}).items():
             kind, _, channel = key.partition(">")
             stats[(kind, channel)] = Stats(float(s["mean"]), max(float(s["std"]), MIN_STD),
-                                           int(s["n"]), int(s.get("targets", MAX_TARGETS)),
-                                           float(s.get("trust", 1.0)))
+                                           int(s["n"]))
         return cls(stats, int(data.get("rows", 0)), int(data.get("dim", 0)),
                    list(data.get("channels", [])), bool(data.get("text_probes")))
 
@@ -145,9 +135,7 @@ def measure(vectors: LiveVectors | np.ndarray, channels: np.ndarray, items: np.n
         if len(vecs):
             probe_sets[kind] = (vecs, owners)
     stats: dict[tuple[str, str], Stats] = {}
-    names, counts = np.unique(channels, return_counts=True)
-    enough = min(MIN_TARGET_ROWS, int(counts.max(initial=1)))
-    for channel in names:
+    for channel in np.unique(channels):
         targets = _sample(rng, np.flatnonzero(channels == channel), MAX_TARGETS)
         tvecs, towners = vectors.take(targets), items[targets]
         for kind, (pvecs, powners) in probe_sets.items():
@@ -157,8 +145,7 @@ def measure(vectors: LiveVectors | np.ndarray, channels: np.ndarray, items: np.n
             if len(values) < 8:
                 continue
             stats[(kind, str(channel))] = Stats(float(values.mean()),
-                                                max(float(values.std()), MIN_STD), len(values),
-                                                len(targets), min(1.0, len(targets) / enough))
+                                                max(float(values.std()), MIN_STD), len(values))
     return Calibration(stats, n, vectors.dim, [str(c) for c in np.unique(channels)],
                        text_probes is not None and len(text_probes) > 0)
 

@@ -72,35 +72,6 @@ def test_measure_is_the_null_distribution_without_same_item_pairs():
         cal.stats[("image", "text")].std, abs=1e-6)
 
 
-def test_a_channel_measured_on_few_rows_is_trusted_in_proportion():
-    """Two OCR rows cannot tell a hub (a row scoring high against every query) from a
-    match: alone they would lift the hub for every query, so their z-scores shrink."""
-    rng = np.random.default_rng(1)
-    centre = unit(rng, 1)[0]
-    vis = centre + 0.3 * unit(rng, 40)
-    vis /= np.linalg.norm(vis, axis=1, keepdims=True)
-    ocr = np.stack([centre, unit(rng, 1)[0]]).astype(np.float32)  # a hub and another row
-    vecs = np.concatenate([vis, ocr])
-    channels = np.array(["visual"] * 40 + ["ocr"] * 2)
-    cal = measure(vecs, channels, np.arange(42))
-    stats = cal.stats[("image", "ocr")]
-    assert stats.targets == 2 and cal.stats[("image", "visual")].targets == 40
-    raw = (vis @ ocr[0] - stats.mean) / stats.std  # the hub's z for every picture query
-    assert raw.min() > 0.5  # measured on two rows, the hub looks like a match for all
-    shrunk = stats.z(vis @ ocr[0])
-    assert np.allclose(shrunk, raw * 2 / 32, atol=1e-5)
-    assert stats.trust == 2 / 32
-    # a channel with enough rows keeps its own z-scores
-    full = cal.stats[("image", "visual")]
-    assert np.allclose(full.z(vis @ vis[0]), (vis @ vis[0] - full.mean) / full.std)
-    back = Calibration.from_json(json.loads(json.dumps(cal.to_json())))
-    assert back.stats[("image", "ocr")].trust == stats.trust
-    # in a small store, a channel as large as the largest one keeps full trust
-    small = measure(vecs[[0, 1, 2, 3, 40, 41]], channels[[0, 1, 2, 3, 40, 41]], np.arange(6))
-    assert small.stats[("image", "visual")].trust == 1.0
-    assert small.stats[("image", "ocr")].trust == 0.5
-
-
 def test_fusion_is_weighted_stouffer_over_parts_and_channels():
     rng = np.random.default_rng(1)
     vecs = unit(rng, 4)
