@@ -9,8 +9,10 @@ English words (see benchmarks/RESULTS.md, "OCR"). Per picture:
 1. **pre-check**: the tiny detector runs on the picture at up to `CHECK_SIDE` pixels (long
    side, never enlarged); fewer than `CHECK_PIXELS` text-probability pixels above the
    detector's threshold means "no text" and stops there (about a tenth of a full read);
-2. **detection** (`DET_MODEL`) at `DET_MIN_SIDE`..`DET_MAX_SIDE` pixels (long side; small
-   pictures are enlarged, small print needs it) gives rotated boxes;
+   else the text-like pixels give the region (with a margin) that detection looks at;
+2. **detection** (`DET_MODEL`) of that region at the scale that brings the picture to
+   `DET_MIN_SIDE`..`DET_MAX_SIDE` pixels (long side; small pictures are enlarged, small
+   print needs it) gives rotated boxes;
 3. **recognition** of each box (cropped upright): by the small recogniser when the
    picture holds little text (signs, labels, titles: crops `REC_SMALL_WIDTH` pixels wide
    in all at most, at the recogniser's 48-pixel height), else by the tiny one (pages,
@@ -39,6 +41,12 @@ from mmsearch.errors import UsageError
 CHECK_SIDE = 384
 #: Text-probability pixels (at CHECK_SIDE) a picture needs to be read at all.
 CHECK_PIXELS = 4
+#: Detection covers the pre-check's pixels above REGION_THRESH with a margin of
+#: REGION_MARGIN (share of the long side) around them, not the whole picture.
+REGION_THRESH = 0.1
+REGION_MARGIN = 0.08
+#: Detected boxes whose mean text probability is below this are not read.
+BOX_THRESH = 0.4
 #: The full detection's long side: pictures are scaled into this range.
 DET_MIN_SIDE = 640
 DET_MAX_SIDE = 1280
@@ -145,7 +153,7 @@ class OcrEngine:
             character_dict_path=str(root / ("ppocrv6_tiny_dict.txt" if size == "tiny"
                                             else "ppocrv6_dict.txt")), use_space_char=True))
             for size in {REC_MODEL, REC_FAST_MODEL}}
-        self._post = DBPostProcess(thresh=0.2, box_thresh=0.45 if DET_MODEL == "small" else 0.4,
+        self._post = DBPostProcess(thresh=0.2, box_thresh=BOX_THRESH,
                                    max_candidates=3000, unclip_ratio=1.4, use_dilation=False,
                                    score_mode="fast", box_type="quad")
         self._crop = get_rotate_crop_image
@@ -157,9 +165,10 @@ class OcrEngine:
         if rgb.ndim != 3 or min(rgb.shape[:2]) < 8:
             return []
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        if not self.has_text(bgr):
+        region = self.text_region(bgr)
+        if region is None:
             return []
-        boxes = self._detect(bgr)
+        boxes = self._detect(bgr, region)
         if not len(boxes):
             return []
         texts = self._recognise([self._crop(bgr, box.astype(np.float32)) for box in boxes])
@@ -174,18 +183,38 @@ class OcrEngine:
 
     def has_text(self, bgr: np.ndarray) -> bool:
         """The pre-check: any text-like region at CHECK_SIDE pixels?"""
-        prob, _ = self._probability(self._check, bgr, CHECK_SIDE, upscale=False)
-        return int((prob > self._post.thresh).sum()) >= CHECK_PIXELS
+        return self.text_region(bgr) is not None
 
-    def _detect(self, bgr: np.ndarray) -> np.ndarray:
+    def text_region(self, bgr: np.ndarray) -> tuple[int, int, int, int] | None:
+        """The pre-check: the part of the picture (x0, y0, x1, y1, its pixels) around
+        its text-like regions at CHECK_SIDE pixels (REGION_MARGIN around the pixels above
+        REGION_THRESH), or None when fewer than CHECK_PIXELS pixels look like text."""
+        prob, (rh, rw) = self._probability(self._check, bgr, CHECK_SIDE, upscale=False)
+        if int((prob > self._post.thresh).sum()) < CHECK_PIXELS:
+            return None
+        ys, xs = np.nonzero(prob > REGION_THRESH)
+        m = REGION_MARGIN * max(prob.shape)
         h, w = bgr.shape[:2]
-        side = min(max(max(h, w), DET_MIN_SIDE), DET_MAX_SIDE)
-        prob, (rh, rw) = self._probability(self._det, bgr, side, upscale=True)
-        shape = np.array([[h, w, rh, rw]], np.float32)
+        return (max(0, int((xs.min() - m) / rw)), max(0, int((ys.min() - m) / rh)),
+                min(w, int(np.ceil((xs.max() + 1 + m) / rw))),
+                min(h, int(np.ceil((ys.max() + 1 + m) / rh))))
+
+    def _detect(self, bgr: np.ndarray,
+                region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Text boxes (4 corners each, clockwise from top-left) in `region` of the
+        picture (default: all of it), detected at the scale the whole picture would get."""
+        h, w = bgr.shape[:2]
+        x0, y0, x1, y1 = region or (0, 0, w, h)
+        scale = min(max(max(h, w), DET_MIN_SIDE), DET_MAX_SIDE) / max(h, w)
+        part = np.ascontiguousarray(bgr[y0:y1, x0:x1])
+        ph, pw = part.shape[:2]
+        prob, (rh, rw) = self._probability(self._det, part, round(scale * max(ph, pw)),
+                                           upscale=True)
+        shape = np.array([[ph, pw, rh, rw]], np.float32)
         boxes = self._post({"maps": prob[None, None]}, shape)[0]["points"]
         out = []
         for box in boxes:
-            box = np.asarray(box, np.float32)
+            box = np.asarray(box, np.float32) + np.array([x0, y0], np.float32)
             box[:, 0] = box[:, 0].clip(0, w - 1)
             box[:, 1] = box[:, 1].clip(0, h - 1)
             if np.linalg.norm(box[0] - box[1]) > 3 and np.linalg.norm(box[0] - box[3]) > 3:
