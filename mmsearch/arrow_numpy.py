@@ -42,6 +42,6 @@ def labels_numpy(column: pa.Array | pa.ChunkedArray, null: str = "") -> np.ndarr
     nulls as `null` (through its dictionary: no pandas)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
-    encoded = pc.dictionary_encode(column.fill_null(null))
-    names = np.array(encoded.dictionary.to_pylist() or [null], dtype=str)
-    return names[column_numpy(encoded.indices)]
+    encoded = pc.dictionary_encode(column, null_encoding="encode")  # fill_null imports pandas
+    names = [null if v is None else v for v in encoded.dictionary.to_pylist()]
+    return np.array(names or [null], dtype=str)[column_numpy(encoded.indices)]
