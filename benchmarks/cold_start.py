@@ -54,7 +54,10 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
     """(wall s, CPU s) of one fresh process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    # bytecode caches as an installed (or once-run) checkout has them: without them every
+    # run compiles mmsearch's sources again (PYTHONDONTWRITEBYTECODE=1 in some shells)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(cwd)
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
