@@ -119,6 +119,39 @@ class Tokenizer:
                 "attention_mask": pad([e.attention_mask for e in encs])}
 
 
+_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
+           "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def mapped_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file as read-only arrays over a memory map of it.
+
+    Only the pages a forward pass touches are read (of the 47 MB word-embedding table, the
+    rows of the query's tokens), where `safetensors.numpy.load_file` copies all 90 MB.
+    The format: an 8-byte little-endian header size, a JSON header (dtype, shape, byte
+    offsets into the data that follows), the data.
+    """
+    import json
+    import mmap
+
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    start = 8 + size
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] not in _DTYPES:
+            raise MmsearchError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
+        dtype = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<")
+        begin, end = info["data_offsets"]
+        count = (end - begin) // dtype.itemsize
+        out[name] = np.frombuffer(buffer, dtype, count, start + begin).reshape(info["shape"])
+    return out
+
+
 class NumpyBert:
     """MiniLM's forward pass (post-LayerNorm BERT): token ids -> hidden states by layer.
 
@@ -131,14 +164,13 @@ class NumpyBert:
     def __init__(self, folder: Path, replace: dict[str, np.ndarray] | None = None) -> None:
         import json
 
-        from safetensors.numpy import load_file
-
         self.config = json.loads((folder / "config.json").read_text())
         if self.config.get("hidden_act", "gelu") != "gelu" or \
                 self.config.get("position_embedding_type", "absolute") != "absolute":
             raise MmsearchError(f"{folder}: only BERT with GELU and absolute positions runs "
                                 "in numpy")
-        self.w = {bert_key(k): v for k, v in load_file(str(folder / "model.safetensors")).items()}
+        weights = mapped_safetensors(folder / "model.safetensors")
+        self.w = {bert_key(k): v for k, v in weights.items()}
         for name, value in (replace or {}).items():
             own = self.w.get(name)
             if own is None or own.shape != value.shape:
