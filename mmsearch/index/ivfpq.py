@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 #: Rows added to the FAISS index per call (bounds the RAM used by gathered vectors).
 ADD_CHUNK = 65536
+#: One query's candidates up to this many are gathered and scored by numpy: FAISS's
+#: `fvec_inner_products_by_idx` opens an OpenMP region per call, which costs more than
+#: the arithmetic for a few hundred rows on a busy machine.
+GATHER_ROWS = 256
 #: Exact search over a row subset reads rows in place up to this many (query, row) pairs.
 IN_PLACE_PAIRS = 1 << 22
 
@@ -125,6 +129,7 @@ class AnnIndex:
         self.lock = RWLock()  # CPU searches run concurrently; updates run alone
         self.gpu = gpu
         self._gpu_index: Any = None
+        self._params: dict[int, faiss.SearchParametersIVF] = {}
 
     @property
     def nlist(self) -> int:
@@ -240,10 +245,18 @@ class AnnIndex:
                     return ids
         with self.lock.read():
             xq = self.opq.apply(queries) if self.opq is not None else queries
-            params = faiss.SearchParametersIVF(nprobe=int(nprobe))
-            if selector is not None:
+            if selector is None:  # FAISS only reads the parameters: one object per nprobe
+                params = self._params.get(nprobe)
+                if params is None:
+                    params = self._params[nprobe] = faiss.SearchParametersIVF(
+                        nprobe=int(nprobe))
+            else:
+                params = faiss.SearchParametersIVF(nprobe=int(nprobe))
                 params.sel = selector
-            _, ids = self.ivf.search(xq, n, params=params)
+            ids = np.empty((len(xq), n), dtype=np.int64)
+            dist = np.empty((len(xq), n), dtype=np.float32)
+            self.ivf.search_c(len(xq), faiss.swig_ptr(np.ascontiguousarray(xq)), n,
+                              faiss.swig_ptr(dist), faiss.swig_ptr(ids), params)
             return ids
 
     def _gpu(self) -> Any:
@@ -360,6 +373,13 @@ class IVFPQIndex:
         nlist = self.ann.nlist
         nprobe = min(nlist, max(1, nprobe or self.nprobe))
         n_cand = min(eligible, max(k, 10) * self.rerank)  # a small k still gets a fair pool
+        if nq == 1 and selector is None:  # the common case, in as few steps as it takes
+            cand = self.keymap.rows_of(self.ann.search(q, n_cand, nprobe)[0])
+            cand = cand[cand >= 0]
+            if len(cand) >= k:
+                sims = inner_products(self.vectors, q, cand[None])[0]
+                top = np.argsort(-sims, kind="stable")[:k]
+                return sims[top][None], cand[top][None]
         todo = np.arange(nq)
         for _ in range(12):
             keys = self.ann.search(q[todo], n_cand, nprobe, selector)
@@ -431,6 +451,11 @@ def inner_products(vectors: LiveVectors, q: np.ndarray, rows: np.ndarray) -> np.
     nq, c = rows.shape
     sims = np.full((nq, c), -np.inf, dtype=np.float32)
     if not rows.size:
+        return sims
+    if nq == 1 and c <= GATHER_ROWS:  # one query, few rows: no OpenMP region to wake
+        ok = rows[0] >= 0
+        if ok.any():
+            sims[0, ok] = vectors.take(rows[0, ok]) @ q[0]
         return sims
     single = len(vectors.parts) == 1
     seg = None if single else np.searchsorted(vectors.offsets, rows, side="right") - 1
