@@ -2,11 +2,12 @@
 
 A query is plain when it is one vector (or a batch of them) with at most `k`, `offset`,
 `filters` and `modality`: no text, image, sound, negatives, sort, rerank, min_score,
-explain, channel weights or rrf. On a snapshot of one row per item, all in the "visual"
-channel, the planner's answer to it is the index's k + offset best rows by cosine (ties by
-id) on the calibrated z scale of (image, visual). So `search` asks the index for exactly
-those rows (for a batch: one call on the query matrix), scores them and builds `Result`s
-for the page only. Anything else returns None and the caller runs the planner; tests
+explain, channel weights or rrf. On a snapshot whose rows are all in the "visual"
+channel, the planner's answer to it is the k + offset items whose best rows the index ranks
+first by cosine (ties by id), on the calibrated z scale of (image, visual). So `search`
+asks the index for that many rows (more only when items repeat, or for the planner's pool
+under a filter; for a batch: one call on the query matrix), scores them and builds
+`Result`s for the page only. Anything else returns None and the caller runs the planner; tests
 compare both on the same queries.
 """
 
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from mmsearch.channels import QueryContext, channels
 from mmsearch.channels.base import BUILTIN, Channel
-from mmsearch.planner.calibration import Stats
-from mmsearch.planner.groups import layout
+from mmsearch.planner.calibration import Calibration, Stats
 from mmsearch.planner.plan import POOL
 from mmsearch.planner.query import Part, Query
 from mmsearch.request import MAX_FILTERS, MAX_K, MAX_OFFSET, SearchRequest, _vector
@@ -84,8 +86,8 @@ def batch(vectors: np.ndarray, options: Mapping[str, Any]) -> Plain | None:
 
 def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
     """One result page per query vector, as the planner gives it; None when the snapshot
-    or the channels need the planner (several rows per item, several channels, a channel
-    that is not built in), or the dimension does not fit (the planner says so)."""
+    or the channels need the planner (rows in several channels, a channel that is not
+    built in), or the dimension does not fit (the planner says so)."""
     stats = _simple(snap, env)
     if stats is None or plain.vectors.shape[1] != snap.vectors.dim:
         return None
@@ -93,23 +95,11 @@ def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
     from mmsearch.planner.search import Search, to_result
 
     allowed = Search(snap, req, env).allowed_rows()
-    nq, want = len(plain.vectors), req.k + req.offset
+    nq = len(plain.vectors)
     if allowed is not None and not len(allowed):
         return [[] for _ in range(nq)]
-    # a filter restricts the index search to its rows, where the tuned depth (measured
-    # unfiltered) holds less well: ask for the planner's pool then, as before
-    fetch = want if allowed is None else max(want, POOL)
-    scores, rows = snap.index.search(plain.vectors, fetch, allowed)
-    page: list[list[tuple[int, float]]] = []
-    for s, r in zip(scores, rows, strict=True):
-        found = r >= 0
-        page.append(list(zip(r[found].tolist(), s[found].tolist(), strict=True)))
-    picked = []
-    for hits in page:  # ties by id, as the planner orders them
-        if len({c for _, c in hits}) < len(hits):
-            ids = _ids(snap, [row for row, _ in hits])
-            hits.sort(key=lambda rs: (-rs[1], ids[rs[0]]))
-        picked.append(hits[req.offset:req.offset + req.k])
+    picked = _best_items(snap, plain.vectors, req.k + req.offset, allowed)
+    picked = [hits[req.offset:req.offset + req.k] for hits in picked]
     records = iter(snap.cells.rows([row for hits in picked for row, _ in hits],
                                    _columns(snap)))
     ctx = QueryContext(snap, req, [], allowed, env.encoder, {}, env.path, env.device)
@@ -124,6 +114,36 @@ def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
         for hook in annotate:
             results = [hook(r, ctx) for r in results]
         out.append(results)
+    return out
+
+
+def _best_items(snap: Snapshot, queries: np.ndarray, want: int,
+                allowed: np.ndarray | None) -> list[list[tuple[int, float]]]:
+    """Per query, the `want` best items as (best row, cosine), ties by id: the index's best
+    rows, one per item (an item's rows, e.g. video moments, count by their best); asked
+    for more when items repeat, as the planner's candidate search does."""
+    eligible = len(snap) if allowed is None else len(allowed)
+    # a filter restricts the index search to its rows, where the tuned depth (measured
+    # unfiltered) holds less well: ask for the planner's pool then, as before
+    fetch = min(eligible, want if allowed is None else max(want, POOL))
+    out: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]
+    todo = np.arange(len(queries))
+    while len(todo):
+        scores, rows = snap.index.search(queries[todo], fetch, allowed)
+        found = [(r[r >= 0].tolist(), s[r >= 0].tolist()) for s, r in zip(scores, rows,
+                                                                          strict=True)]
+        unique = sorted({row for r, _ in found for row in r})
+        ids = dict(zip(unique, (x["id"] for x in snap.cells.rows(unique, ["id"])),
+                       strict=True))
+        again = []
+        for qi, (r, s) in zip(todo.tolist(), found, strict=True):
+            hits = sorted(zip(r, s, strict=True), key=lambda rs: (-rs[1], str(ids[rs[0]])))
+            seen: set[Any] = set()
+            best = [h for h in hits if ids[h[0]] not in seen and not seen.add(ids[h[0]])]
+            out[qi] = best[:want]
+            if len(best) < want and len(r) == fetch < eligible:
+                again.append(qi)
+        todo, fetch = np.array(again, dtype=np.int64), min(eligible, fetch * 4)
     return out
 
 
@@ -146,12 +166,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
                                                1e-12), dtype=np.float32)
 
 
-def _ids(snap: Snapshot, rows: list[int]) -> dict[int, str]:
-    unique = sorted(set(rows))
-    return dict(zip(unique, (str(r["id"]) for r in snap.cells.rows(unique, ["id"])),
-                    strict=True))
-
-
 def _columns(snap: Snapshot) -> list[str]:
     """The columns a `Result` reads (`to_result`: not the hidden ones, nor `channel`)."""
     names = snap.memo.get("lean_columns")
@@ -162,16 +176,33 @@ def _columns(snap: Snapshot) -> list[str]:
 
 
 def _simple(snap: Snapshot, env: Any) -> Stats | None:
-    """The (image, visual) calibration when the snapshot suits the lean path, else None
-    (decided once per snapshot)."""
+    """The (image, visual) calibration when every row of the snapshot is in the "visual"
+    channel and the channels are the built-in ones, else None (decided once per snapshot,
+    on the column arrays: no per-row Python, as a first search after opening pays it)."""
     memo = snap.memo.get("lean")
     if memo is None:
         stats = None
-        lay = layout(snap) if len(snap) else None
         builtin = all(type(c).__module__ in BUILTIN for c in channels())
-        if lay is not None and builtin and lay.names == ["visual"] \
-                and len(lay.starts) - 1 == len(snap):
-            probe = Query([Part("image", np.ones(1, np.float32), 1.0, "vector")])
-            stats = env.calibration(snap, probe).get("image", "visual")[0]
+        if len(snap) and builtin and visual_only(snap.table):
+            stored = Calibration.from_json(env.manifest().get("calibration"))
+            stats = stored.stats.get(("image", "visual"))
+            if stats is None:  # not measured at write time: the collection measures it
+                probe = Query([Part("image", np.ones(1, np.float32), 1.0, "vector")])
+                stats = env.calibration(snap, probe).get("image", "visual")[0]
         memo = snap.memo["lean"] = (stats,)
     return memo[0]
+
+
+def visual_only(table: pa.Table) -> bool:
+    """Whether every row's channel is "visual" (as `groups.row_channels` reads it: a null
+    channel is "text" for text rows, else "visual")."""
+    names = table.column_names
+    modality = table.column("modality") if "modality" in names else None
+    if "channel" not in names:
+        return modality is None or "text" not in pc.unique(modality).to_pylist()
+    channel = table.column("channel")
+    if set(pc.unique(channel).to_pylist()) - {None, "visual"}:
+        return False
+    if channel.null_count and modality is not None:
+        return "text" not in pc.unique(pc.filter(modality, pc.is_null(channel))).to_pylist()
+    return True

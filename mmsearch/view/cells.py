@@ -30,7 +30,10 @@ def chunk_reader(arr: pa.Array) -> Reader:
     off = arr.offset
     read: Reader | None = None
     if (pa.types.is_integer(t) or pa.types.is_floating(t)) and not pa.types.is_float16(t):
-        read = np.frombuffer(arr.buffers()[1], dtype=t.to_pandas_dtype())[off:].item
+        kind = ("float" if pa.types.is_floating(t) else
+                "int" if pa.types.is_signed_integer(t) else "uint")  # (to_pandas_dtype
+        read = np.frombuffer(arr.buffers()[1],                     # imports pandas)
+                             dtype=np.dtype(f"{kind}{t.bit_width}"))[off:].item
     elif pa.types.is_boolean(t):
         bits = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
         read = lambda i: bool((bits.item((i + off) >> 3) >> ((i + off) & 7)) & 1)  # noqa: E731
