@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
+import weakref
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,8 @@ ADD_CHUNK = 65536
 #: `fvec_inner_products_by_idx` opens an OpenMP region per call, which costs more than
 #: the arithmetic for a few hundred rows on a busy machine.
 GATHER_ROWS = 256
+#: Filter bitmaps (with their FAISS selectors) kept per snapshot view.
+SELECTORS_KEPT = 8
 #: Exact search over a row subset reads rows in place up to this many (query, row) pairs.
 IN_PLACE_PAIRS = 1 << 22
 
@@ -326,6 +331,9 @@ class IVFPQIndex:
         self.dim = vectors.dim
         self.nprobe, self.rerank = tuning.settings(ann.meta, params, ann.nlist)
         self.filter_exact_rows = params.filter_exact_rows
+        self._lock = threading.Lock()
+        self._selectors: OrderedDict[int, tuple[Any, np.ndarray, faiss.IDSelector]] = \
+            OrderedDict()
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -354,15 +362,31 @@ class IVFPQIndex:
             return self.exact(q, k, rows)
         # a loose filter: IVF-PQ restricted to the matching keys by a bitmap; widen nprobe
         # with rarer matches, as a filtered item's neighbours sit further away
-        mask = np.zeros(self.keymap.max_key + 1, dtype=bool)
-        mask[self.keymap.row_keys[rows]] = True
-        bitmap = np.packbits(mask, bitorder="little")
-        selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+        bitmap, selector = self._selector(rows)
         boost = math.sqrt(n / m)
         result = self._ann_search(q, k, selector, m, nprobe=math.ceil(self.nprobe * boost),
                                   allowed=rows)
         del bitmap  # (kept alive until the search is done)
         return result
+
+    def _selector(self, rows: np.ndarray) -> tuple[np.ndarray, faiss.IDSelector]:
+        """A bitmap of the rows' keys and its FAISS selector, kept for the last few row
+        sets (a snapshot's filter cache hands out the same array for the same filter)."""
+        with self._lock:
+            hit = self._selectors.get(id(rows))
+            if hit is not None and hit[0]() is rows:
+                self._selectors.move_to_end(id(rows))
+                return hit[1], hit[2]
+        mask = np.zeros(self.keymap.max_key + 1, dtype=bool)
+        mask[self.keymap.row_keys[rows]] = True
+        bitmap = np.packbits(mask, bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+        if not rows.flags.writeable:  # a cached (frozen) row set: worth keeping
+            with self._lock:
+                self._selectors[id(rows)] = (weakref.ref(rows), bitmap, selector)
+                while len(self._selectors) > SELECTORS_KEPT:
+                    self._selectors.popitem(last=False)
+        return bitmap, selector
 
     def _ann_search(self, q: np.ndarray, k: int, selector: faiss.IDSelector | None,
                     eligible: int, nprobe: int | None = None,
