@@ -125,6 +125,7 @@ class AnnIndex:
                  file: str | None = None, gpu: bool = False) -> None:
         self.index = index
         self.ivf = faiss.extract_index_ivf(index)
+        self._nlist = int(self.ivf.nlist)  # fixed at training (a SWIG read per search else)
         self.opq = (faiss.downcast_VectorTransform(faiss.downcast_index(index).chain.at(0))
                     if meta.get("opq") else None)
         self.meta = dict(meta)
@@ -138,7 +139,7 @@ class AnnIndex:
 
     @property
     def nlist(self) -> int:
-        return int(self.ivf.nlist)
+        return self._nlist
 
     @property
     def ntotal(self) -> int:

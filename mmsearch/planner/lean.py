@@ -13,6 +13,7 @@ compare both on the same queries.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,8 @@ def from_options(options: Mapping[str, Any]) -> Plain | None:
         v = _vector(options["vector"])
     except ValueError:
         return None
-    return Plain(_unit(v[None, :]), _template().model_copy(
+    unit = (v / max(math.sqrt(float(v @ v)), 1e-12)).astype(np.float32, copy=False)
+    return Plain(unit[None, :], _template().model_copy(
         update={"vector": v, "k": k, "offset": offset, "filters": filters}))
 
 
@@ -100,46 +102,50 @@ def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
         return [[] for _ in range(nq)]
     picked = _best_items(snap, plain.vectors, req.k + req.offset, allowed)
     picked = [hits[req.offset:req.offset + req.k] for hits in picked]
-    records = iter(snap.cells.rows([row for hits in picked for row, _ in hits],
-                                   _columns(snap)))
+    unread = [row for hits in picked for row, _, rec in hits if rec is None]
+    records = iter(snap.cells.rows(unread, _columns(snap)) if unread else [])
     ctx = QueryContext(snap, req, [], allowed, env.encoder, {}, env.path, env.device)
     annotate = [c.annotate for c in channels()
                 if type(c).annotate is not Channel.annotate]
     out = []
     for hits in picked:
-        cos = np.array([c for _, c in hits], dtype=np.float32)
+        cos = np.array([c for _, c, _ in hits], dtype=np.float32)
         z = stats.z(cos).tolist()
-        results = [to_result(zi, next(records), None, c) for zi, (_, c) in
-                   zip(z, hits, strict=True)]
+        results = [to_result(zi, rec if rec is not None else next(records), None, c)
+                   for zi, (_, c, rec) in zip(z, hits, strict=True)]
         for hook in annotate:
             results = [hook(r, ctx) for r in results]
         out.append(results)
     return out
 
 
-def _best_items(snap: Snapshot, queries: np.ndarray, want: int,
-                allowed: np.ndarray | None) -> list[list[tuple[int, float]]]:
-    """Per query, the `want` best items as (best row, cosine), ties by id: the index's best
-    rows, one per item (an item's rows, e.g. video moments, count by their best); asked
-    for more when items repeat, as the planner's candidate search does."""
+def _best_items(snap: Snapshot, queries: np.ndarray, want: int, allowed: np.ndarray | None
+                ) -> list[list[tuple[int, float, dict[str, Any] | None]]]:
+    """Per query, the `want` best items as (best row, cosine, its record when read), ties
+    by id: the index's best rows, one per item (an item's rows, e.g. video moments, count
+    by their best); asked for more when items repeat, as the planner's candidate search
+    does. Without a filter, the rows asked for are the page: their records are read once,
+    ids included."""
     eligible = len(snap) if allowed is None else len(allowed)
     # a filter restricts the index search to its rows, where the tuned depth (measured
     # unfiltered) holds less well: ask for the planner's pool then, as before
     fetch = min(eligible, want if allowed is None else max(want, POOL))
-    out: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]
+    out: list[list[tuple[int, float, dict[str, Any] | None]]] = [[] for _ in queries]
     todo = np.arange(len(queries))
     while len(todo):
         scores, rows = snap.index.search(queries[todo], fetch, allowed)
         found = [(r[r >= 0].tolist(), s[r >= 0].tolist()) for s, r in zip(scores, rows,
                                                                           strict=True)]
         unique = sorted({row for r, _ in found for row in r})
-        ids = dict(zip(unique, (x["id"] for x in snap.cells.rows(unique, ["id"])),
-                       strict=True))
+        whole = fetch == want
+        cells = snap.cells.rows(unique, _columns(snap) if whole else ["id"])
+        read = dict(zip(unique, cells, strict=True))
         again = []
         for qi, (r, s) in zip(todo.tolist(), found, strict=True):
-            hits = sorted(zip(r, s, strict=True), key=lambda rs: (-rs[1], str(ids[rs[0]])))
+            hits = sorted(zip(r, s, strict=True), key=lambda rs: (-rs[1], str(read[rs[0]]["id"])))
             seen: set[Any] = set()
-            best = [h for h in hits if ids[h[0]] not in seen and not seen.add(ids[h[0]])]
+            best = [(row, cos, read[row] if whole else None) for row, cos in hits
+                    if read[row]["id"] not in seen and not seen.add(read[row]["id"])]
             out[qi] = best[:want]
             if len(best) < want and len(r) == fetch < eligible:
                 again.append(qi)

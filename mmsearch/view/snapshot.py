@@ -27,6 +27,14 @@ __all__ = ["CORE_COLUMNS", "HIDDEN_COLUMNS", "Snapshot"]
 FILTER_CACHE_BYTES = 64 << 20
 
 
+def int64_values(column: pa.ChunkedArray) -> np.ndarray:
+    """A null-free int64 column as one numpy array, read from the buffers (pyarrow's
+    `to_numpy` imports pandas, a second of a first search after opening)."""
+    parts = [np.frombuffer(c.buffers()[1], np.int64)[c.offset:c.offset + len(c)]
+             for c in column.chunks if len(c)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
 class Snapshot:
     """Live rows of a store generation. Row positions align table, vectors and index.
 
@@ -59,7 +67,7 @@ class Snapshot:
              cached: AnnIndex | None = None) -> Snapshot:
         """The store's current generation (the IVF-PQ index loaded eagerly when saved)."""
         table, vectors = store.live()
-        keys = table.column("key").to_numpy() if len(table) else np.zeros(0, np.int64)
+        keys = int64_values(table.column("key"))
         index = open_index(store, keys, vectors, AnnParams.resolve(params), cached)
         return cls(store.generation, table, vectors, index)
 
