@@ -150,8 +150,10 @@ def score_items(snap: Snapshot, lay: Layout, query: Query, calibration: Calibrat
     norms = (np.ones(len(starts)) if query.fusion == "rrf"
              else np.sqrt(np.add.reduceat(weight ** 2, starts)))
     scores = np.add.reduceat(contrib, starts) / norms
-    # each item's representative row: its best row over all channels (same item order)
-    by_item = np.lexsort((-row_score, row_item))
+    # each item's representative row (the moment shown): the row contributing most, its
+    # score times its channel's weight (same item order)
+    row_weight = np.array([query.channel_weight(c) for c in ch_names])[ch_code]
+    by_item = np.lexsort((-(row_weight * row_score), row_item))
     head = np.ones(len(by_item), dtype=bool)
     head[1:] = np.diff(row_item[by_item]) != 0
     tops = by_item[head]
