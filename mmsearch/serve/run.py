@@ -23,7 +23,7 @@ from typing import Any
 from mmsearch.serve.app import Limits, create_app
 
 #: Where the parent hands the serving options to its worker processes.
-SPEC_ENV = "MMSEARCH_SERVE_SPEC"
+SPEC_ENV = "mmsearch_serve_spec"  # internal: lower case, not a user setting
 #: Idle keep-alive connections live longer than common proxies' idle timeouts, so a client
 #: reusing one never races the server closing it.
 KEEP_ALIVE_S = 75

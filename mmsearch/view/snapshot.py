@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
+from mmsearch.arrow_numpy import column_numpy, numpy_column
 from mmsearch.errors import UsageError
 from mmsearch.filters import cache_key, evaluate
 from mmsearch.index.flat import FlatIndex
@@ -22,17 +22,12 @@ from mmsearch.vectors import LiveVectors
 from mmsearch.view.ann import flat_index, open_index
 from mmsearch.view.cells import Cells
 
+if TYPE_CHECKING:  # DuckDB loads on the first SQL filter, not with every query
+    import duckdb
+
 __all__ = ["CORE_COLUMNS", "HIDDEN_COLUMNS", "Snapshot"]
 #: RAM for the rows selected by recent structured filters, per snapshot (LRU).
 FILTER_CACHE_BYTES = 64 << 20
-
-
-def int64_values(column: pa.ChunkedArray) -> np.ndarray:
-    """A null-free int64 column as one numpy array, read from the buffers (pyarrow's
-    `to_numpy` imports pandas, a second of a first search after opening)."""
-    parts = [np.frombuffer(c.buffers()[1], np.int64)[c.offset:c.offset + len(c)]
-             for c in column.chunks if len(c)]
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 class Snapshot:
@@ -67,7 +62,7 @@ class Snapshot:
              cached: AnnIndex | None = None) -> Snapshot:
         """The store's current generation (the IVF-PQ index loaded eagerly when saved)."""
         table, vectors = store.live()
-        keys = int64_values(table.column("key"))
+        keys = column_numpy(table.column("key")) if len(table) else np.zeros(0, np.int64)
         index = open_index(store, keys, vectors, AnnParams.resolve(params), cached)
         return cls(store.generation, table, vectors, index)
 
@@ -91,10 +86,12 @@ class Snapshot:
         """
         cursor = getattr(self._cursors, "cursor", None)
         if cursor is None:
+            import duckdb
+
             with self._lock:
                 if self._db is None:
                     self._db = duckdb.connect()
-                    rows = pa.array(np.arange(len(self.table), dtype=np.int64))
+                    rows = numpy_column(np.arange(len(self.table), dtype=np.int64))
                     self._items = self.table.append_column("_row", rows)
                 cursor = self._db.cursor()
             cursor.register("items", self._items)
@@ -103,6 +100,8 @@ class Snapshot:
 
     def matching_rows(self, where: str, params: list[Any] | None = None) -> np.ndarray:
         """Row positions matching a SQL condition over the `items` columns (`?` = params)."""
+        import duckdb
+
         try:
             result = self.sql(f"SELECT _row FROM items WHERE {where}", params).fetchnumpy()
         except duckdb.Error as e:

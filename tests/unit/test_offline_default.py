@@ -42,6 +42,14 @@ def test_available_models_lists_the_offline_model():
     assert found["mmsearch-lite"] == 256  # first generation: stores built with it still open
 
 
+def test_quick_list_names_the_default_offline_model_first():
+    """`mmsearch models` (files only, no model library) lists what offline stores get."""
+    from mmsearch.encoders.available import quick_models
+
+    specs = [m.spec for m in quick_models()]
+    assert specs[:2] == ["mmsearch-lite-2", "mmsearch-lite"]
+
+
 def test_store_of_the_first_generation_refuses_the_second(photos, tmp_path):
     """The two generations embed into different spaces: a store keeps the one it has."""
     with mmsearch.open(tmp_path / "s", model="mmsearch-lite", device="cpu") as col:
