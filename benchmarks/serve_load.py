@@ -1,14 +1,17 @@
 """Load test of `mmsearch serve`: many concurrent clients against a 100k-item store.
 
     python benchmarks/serve_load.py [--items 100000] [--clients 50] [--seconds 60]
+        [--workers N] [--rounds 3] [--no-writes]
 
 Builds a store of N clustered random unit vectors (dim 256) with product metadata through
-`Collection.upsert` (the precomputed-vector fast path), starts `mmsearch serve` as its own
-process, and runs C asyncio clients (httpx) for S seconds. Each client loops over vector
-queries (k=10), half of them with structured filters, a quarter asking for facets. A writer
-upserts 100 changed products through the API every 2 s meanwhile. Reports throughput,
-p50/p99 latency and errors (any non-200 or transport error), and as the same-process
-baseline the library's own single-thread search rate on the same store.
+`Collection.upsert` (the precomputed-vector fast path), starts `mmsearch serve --workers W`
+as its own process, and runs C asyncio clients (httpx) for S seconds in R rounds. Each
+client loops over vector queries (k=10), half of them with structured filters, a quarter
+asking for facets; unless `--no-writes`, a writer upserts 100 changed products through the
+API every 2 s meanwhile. Interleaved with the rounds, the baseline: the library's own
+search rate on the same store and request mix, no HTTP, from 1 thread and from 2×cores
+threads (the better of the two is "the library's multi-threaded rate"). Reports
+throughput, p50/p99 latency, errors (any non-200 or transport error) and the load average.
 """
 
 from __future__ import annotations
@@ -68,19 +71,42 @@ def request_body(i: int, queries: np.ndarray) -> dict:
 
 async def client(base: str, queries: np.ndarray, stop: float, seed: int,
                  latencies: list[float], errors: list[str]) -> None:
-    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-        i = seed
+    """One keep-alive connection sending prepared requests: HTTP/1.1 over asyncio streams,
+    so the load generator costs little CPU next to the server it measures."""
+    host, port = base.removeprefix("http://").split(":")
+    bodies = [json.dumps(request_body(seed + 7 * j, queries)).encode() for j in range(64)]
+    reader, writer_ = await asyncio.open_connection(host, int(port))
+    i = 0
+    try:
         while time.perf_counter() < stop:
+            body = bodies[i % len(bodies)]
             started = time.perf_counter()
             try:
-                res = await http.post("/search", json=request_body(i, queries))
-                if res.status_code != 200 or "results" not in res.json():
-                    errors.append(f"{res.status_code}: {res.text[:200]}")
+                writer_.write(b"POST /search HTTP/1.1\r\nHost: %s\r\nContent-Type: "
+                              b"application/json\r\nContent-Length: %d\r\n\r\n%s"
+                              % (host.encode(), len(body), body))
+                status, payload = await read_response(reader)
+                if status != 200 or b'"results"' not in payload:
+                    errors.append(f"{status}: {payload[:200]!r}")
                 else:
                     latencies.append(time.perf_counter() - started)
-            except httpx.HTTPError as e:
+            except (OSError, asyncio.IncompleteReadError, ValueError) as e:
                 errors.append(repr(e))
-            i += 7
+                writer_.close()
+                reader, writer_ = await asyncio.open_connection(host, int(port))
+            i += 1
+    finally:
+        writer_.close()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Status and body of one HTTP/1.1 response with a Content-Length."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = next(int(v) for k, _, v in (line.partition(":") for line in lines[1:])
+                  if k.lower() == "content-length")
+    return status, await reader.readexactly(length)
 
 
 async def writer(base: str, stop: float, writes: list[float], errors: list[str]) -> None:
@@ -108,23 +134,32 @@ async def writer(base: str, stop: float, writes: list[float], errors: list[str])
             await asyncio.sleep(2)
 
 
-def library_baseline(store: Path, queries: np.ndarray, seconds: float = 10) -> float:
-    """Single-thread `col.search` rate (same request mix, no HTTP, one FAISS thread like
-    the server's requests), queries/s."""
-    import faiss
+def library_rate(col: mmsearch.Collection, queries: np.ndarray, threads: int,
+                 seconds: float) -> float:
+    """`col.search` (+ facets) requests/s from `threads` threads (same request mix, no
+    HTTP, one FAISS thread per search like the server's requests)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    faiss.omp_set_num_threads(1)
-    with mmsearch.open(store) as col:
-        col.search(vector=queries[0], k=10)
-        n, stop = 0, time.perf_counter() + seconds
+    from mmsearch.index import set_threads
+
+    stop = time.perf_counter() + seconds
+
+    def loop(seed: int) -> int:
+        set_threads(1)
+        n = 0
         while time.perf_counter() < stop:
-            body = request_body(n, queries)
+            body = request_body(seed + 7 * n, queries)
             col.search(vector=body["vector"], k=10, filters=body.get("filters"))
             if "facets" in body:
                 col.facets(body["facets"], vector=body["vector"], k=10,
                            filters=body.get("filters"))
             n += 1
-    return n / seconds
+        return n
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        done = sum(pool.map(loop, range(threads)))
+    return done / (time.perf_counter() - started)
 
 
 def free_port() -> int:
@@ -133,65 +168,111 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(base: str, workers: int) -> None:
+    """Until every worker answers /health (each reports its pid)."""
+    pids: set[int] = set()
+    deadline = time.perf_counter() + 300
+    while len(pids) < workers and time.perf_counter() < deadline:
+        try:
+            pids.add(httpx.get(base + "/health", timeout=5).json()["pid"])
+        except httpx.HTTPError:
+            time.sleep(0.2)
+
+
+def http_round(base: str, queries: np.ndarray, clients: int, seconds: float,
+               writes: bool) -> dict:
+    latencies: list[float] = []
+    errors: list[str] = []
+    upserts: list[float] = []
+
+    async def run() -> float:
+        started = time.perf_counter()
+        stop = started + seconds
+        tasks = [client(base, queries, stop, s, latencies, errors) for s in range(clients)]
+        if writes:
+            tasks.append(writer(base, stop, upserts, errors))
+        await asyncio.gather(*tasks)
+        return time.perf_counter() - started
+
+    wall = asyncio.run(run())
+    lat = sorted(latencies)
+    return {"wall_s": wall, "ok": len(lat), "errors": errors, "upserts": upserts,
+            "qps": len(lat) / wall,
+            "p50_ms": 1000 * lat[len(lat) // 2] if lat else None,
+            "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None,
+            "mean_ms": 1000 * statistics.fmean(lat) if lat else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--clients", type=int, default=50)
-    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--seconds", type=float, default=60, help="HTTP load per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--no-writes", action="store_true", help="no upserts during the load")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args()
+    threads = 2 * (os.cpu_count() or 1)
+    rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store"
         t0 = time.perf_counter()
         queries = build_store(store, args.items)
         build_s = time.perf_counter() - t0
-        info = mmsearch.open(store).info()
-        baseline = library_baseline(store, queries)
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "mmsearch", "serve", "--store",
-                                   str(store), "--port", str(port)],
+                                   str(store), "--port", str(port), "--workers",
+                                   str(args.workers)],
                                   env={**os.environ, "PYTHONPATH": str(Path.cwd())})
         base = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(600):
-                try:
-                    if httpx.get(base + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            latencies: list[float] = []
-            errors: list[str] = []
-            writes: list[float] = []
-
-            async def run() -> float:
-                started = time.perf_counter()
-                stop = started + args.seconds
-                await asyncio.gather(
-                    writer(base, stop, writes, errors),
-                    *(client(base, queries, stop, s, latencies, errors)
-                      for s in range(args.clients)))
-                return time.perf_counter() - started
-
-            wall = asyncio.run(run())
+            with mmsearch.open(store) as col:
+                info = col.info()
+                col.search(vector=queries[0], k=10)
+                wait_ready(base, args.workers)
+                for r in range(args.rounds):
+                    load = os.getloadavg()[0]
+                    one = library_rate(col, queries, 1, args.seconds / 3)
+                    many = library_rate(col, queries, threads, args.seconds / 3)
+                    http = http_round(base, queries, args.clients, args.seconds,
+                                      not args.no_writes)
+                    rounds.append({"round": r, "load_before": round(load, 2),
+                                   "library_1thread_qps": round(one, 1),
+                                   f"library_{threads}threads_qps": round(many, 1),
+                                   "http": http, "ratio": http["qps"] / max(one, many)})
+                    print(f"round {r}: load {load:.1f}, library {one:.1f}/{many:.1f} qps, "
+                          f"http {http['qps']:.1f} qps p50 {http['p50_ms']:.0f} ms p99 "
+                          f"{http['p99_ms']:.0f} ms, errors {len(http['errors'])}",
+                          file=sys.stderr)
             items_after = httpx.get(base + "/stats", timeout=30).json()["items"]
         finally:
             server.terminate()
-            server.wait(timeout=30)
-    lat = sorted(latencies)
+            server.wait(timeout=60)
+    errors = [e for r in rounds for e in r["http"]["errors"]]
+    upserts = [u for r in rounds for u in r["http"]["upserts"]]
+    median = statistics.median
     out = {
-        "items": args.items, "clients": args.clients, "seconds": round(wall, 1),
-        "index": info["index"], "build_s": round(build_s, 1),
-        "requests_ok": len(lat), "errors": len(errors), "error_samples": errors[:3],
-        "throughput_qps": round(len(lat) / wall, 1),
-        "p50_ms": round(1000 * lat[len(lat) // 2], 1) if lat else None,
-        "p99_ms": round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1) if lat
-        else None,
-        "mean_ms": round(1000 * statistics.fmean(lat), 1) if lat else None,
-        "upserts": len(writes), "upsert_p50_ms": round(1000 * statistics.median(writes), 1)
-        if writes else None,
-        "library_1thread_qps": round(baseline, 1),
-        "http_vs_library_ratio": round(len(lat) / wall / baseline, 2) if baseline else None,
-        "items_after": items_after, "cpus": os.cpu_count(),
+        "items": args.items, "clients": args.clients, "workers": args.workers,
+        "seconds_per_round": args.seconds, "rounds": args.rounds, "writes": not args.no_writes,
+        "index": info["index"], "build_s": round(build_s, 1), "cpus": os.cpu_count(),
+        "requests_ok": sum(r["http"]["ok"] for r in rounds), "errors": len(errors),
+        "error_samples": errors[:3],
+        "http_qps_median": round(median(r["http"]["qps"] for r in rounds), 1),
+        "p50_ms_median": round(median(r["http"]["p50_ms"] for r in rounds), 1),
+        "p99_ms_median": round(median(r["http"]["p99_ms"] for r in rounds), 1),
+        "library_multithread_qps_median": round(median(
+            max(r["library_1thread_qps"], r[f"library_{threads}threads_qps"])
+            for r in rounds), 1),
+        "http_vs_library_ratio_median": round(median(r["ratio"] for r in rounds), 2),
+        "upserts": len(upserts),
+        "upsert_p50_ms": round(1000 * median(upserts), 1) if upserts else None,
+        "items_after": items_after, "load_after": round(os.getloadavg()[0], 2),
+        "per_round": [{**{k: v for k, v in r.items() if k != "http"},
+                       "http_qps": round(r["http"]["qps"], 1),
+                       "p50_ms": round(r["http"]["p50_ms"], 1),
+                       "p99_ms": round(r["http"]["p99_ms"], 1),
+                       "ratio": round(r["ratio"], 2)} for r in rounds],
     }
     print(json.dumps(out, indent=2))
     if args.json:

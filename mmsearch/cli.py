@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import sys
@@ -466,35 +465,38 @@ def serve(
     threads: Annotated[int, typer.Option(
         "--threads", min=1, help="Compute threads per request (FAISS, torch); requests run "
         "in parallel.")] = 1,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, help="Server processes sharing the port (about one per CPU "
+        "core; each opens the store, and a worker that dies is restarted).")] = 1,
 ) -> None:
     """Serve the store over HTTP: JSON API (OpenAPI at /docs) and a search page at /."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - checked here, used by serve.run
 
-        from mmsearch.serve import Limits, create_app
+        from mmsearch.serve import Limits
+        from mmsearch.serve.run import ServeSpec
+        from mmsearch.serve.run import serve as run_server
     except ImportError as e:
         raise UsageError(f"serving needs the `serve` extra: pip install 'mmsearch[serve]' "
                          f"({e.name} is missing)") from None
+    if workers > 1 and ray:
+        raise UsageError("--workers with --ray: scale the Ray cluster instead (one server "
+                         "process drives it)")
     col = _open(store, model, device, shards, ray)
     if not col.path.exists():
         raise UsageError(f"no store at {col.path}")
-    api_key = api_key or settings().api_key
-    import torch
-
-    torch.set_num_threads(threads)
-    _few_malloc_arenas()
     image_bytes = int(max_upload_mb * 2**20)
-    limits = Limits(max_k=max_k, max_image_bytes=image_bytes,
-                    max_body_bytes=max(Limits.max_body_bytes, 2 * image_bytes))
+    spec = ServeSpec(str(col.path), model, device, shards, api_key or settings().api_key,
+                     Limits(max_k=max_k, max_image_bytes=image_bytes,
+                            max_body_bytes=max(Limits.max_body_bytes, 2 * image_bytes)),
+                     threads)
+    if workers > 1:
+        col.close()  # each worker opens its own
     sock = _bind(host, port)  # bound before saying where: a used port is an error first
     print(f"serving {col.path} on http://{_url_host(host)}:{sock.getsockname()[1]}/ (API key "
-          f"{'required' if api_key else 'off'})", file=sys.stderr)
-    # idle keep-alive connections live 75 s (longer than common proxies' idle timeouts), so
-    # a client reusing one never races the server closing it
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(col, api_key=api_key, limits=limits, threads_per_request=threads),
-        log_level="warning", timeout_keep_alive=75))
-    server.run(sockets=[sock])
+          f"{'required' if spec.api_key else 'off'}"
+          f"{f', {workers} workers' if workers > 1 else ''})", file=sys.stderr)
+    run_server(spec, sock, workers, ray=ray, collection=col if workers == 1 else None)
 
 
 def _bind(host: str, port: int) -> Any:
@@ -516,19 +518,6 @@ def _bind(host: str, port: int) -> Any:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-def _few_malloc_arenas(n: int = 2) -> None:
-    """Cap glibc's per-thread malloc arenas: a server's request threads each grow their
-    own arena otherwise, and resident memory under many concurrent requests grows with the
-    thread count rather than with the work (Linux/glibc only; elsewhere nothing)."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if sys.platform.startswith("linux") and name:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(name).mallopt(-8, n)  # M_ARENA_MAX
 
 
 def _read_request(path: Path) -> dict[str, Any]:

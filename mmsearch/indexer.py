@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from mmsearch import config
+from mmsearch.arrow_numpy import column_numpy
 from mmsearch.audio.analyze import CHANNELS, AudioAnalyzer
 from mmsearch.audio.embed import part_vectors
 from mmsearch.audio.settings import AudioSettings
@@ -150,7 +151,7 @@ class Indexer:
         roots = list(paths)
         # vectors stay memory-mapped: only those of renamed files are ever read
         table, self._stored_vectors = self.store.live(columns=_STORED_COLUMNS)
-        self._key_rows = {int(k): i for i, k in enumerate(table.column("key").to_numpy())}
+        self._key_rows = {int(k): i for i, k in enumerate(column_numpy(table.column("key")))}
         stored = _stored_files(_plain_rows(table) if "path" in table.column_names else [])
         by_path = {s.path: s for s in stored}
         by_hash = {s.content_hash: s for s in stored if s.content_hash}

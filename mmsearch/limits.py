@@ -8,13 +8,11 @@ and its setting (HTTP 413).
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mmsearch.errors import LimitError, UsageError
+from mmsearch.errors import LimitError
 
 
 @dataclass(frozen=True)
@@ -49,20 +47,10 @@ class Limits:
         """Defaults, then `MMSEARCH_LIMIT_*` variables, then `overrides`."""
         if isinstance(overrides, Limits):
             return overrides
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            env = os.environ.get(f"MMSEARCH_LIMIT_{f.name.upper()}")
-            if env:
-                try:
-                    values[f.name] = int(float(env))
-                except ValueError:
-                    raise UsageError(f"MMSEARCH_LIMIT_{f.name.upper()}={env!r} is not a "
-                                     "number") from None
-        unknown = set(overrides or {}) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise UsageError(f"unknown limit(s): {', '.join(sorted(unknown))}")
-        values.update(overrides or {})
-        return cls(**values)
+        from mmsearch.settings import fields_from_settings, settings
+
+        return fields_from_settings(cls, "MMSEARCH_LIMIT_", settings().limits, overrides,
+                                    "limit(s)")
 
 
 def current() -> Limits:

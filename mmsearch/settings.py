@@ -10,12 +10,16 @@ import still counts. An argument or option given explicitly always wins over a s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from mmsearch.errors import UsageError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,8 @@ class Settings:
     ray_timeout: float = 30.0
     #: raw MMSEARCH_ANN_<FIELD> values by lower-case field name (parsed by AnnParams)
     ann: Mapping[str, str] = field(default_factory=dict)
+    #: raw MMSEARCH_LIMIT_<NAME> values by lower-case name (parsed by Limits)
+    limits: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -108,8 +114,7 @@ class Settings:
             shared=Path(shared) if shared and shared.strip().lower() not in _HIDDEN else None,
             shared_hidden=env.get("MMSEARCH_SHARED") is not None
             and env["MMSEARCH_SHARED"].strip().lower() in _HIDDEN,
-            ann={k[len("MMSEARCH_ANN_"):].lower(): v for k, v in env.items()
-                 if k.startswith("MMSEARCH_ANN_") and v != ""})
+            ann=_prefixed(env, "MMSEARCH_ANN_"), limits=_prefixed(env, "MMSEARCH_LIMIT_"))
 
     def shared_models(self, name: str) -> Path | None:
         """A development model folder under the shared folder ($MMSEARCH_SHARED, else
@@ -124,6 +129,39 @@ class Settings:
 def settings() -> Settings:
     """The current settings, read from the environment now."""
     return Settings.from_env()
+
+
+def fields_from_settings(cls: type[T], prefix: str, raw: Mapping[str, str],
+                         overrides: Mapping[str, Any] | None, what: str) -> T:
+    """An instance of the dataclass `cls`: its defaults, then the raw `<prefix><FIELD>`
+    settings (parsed by each field's default's type), then `overrides` (checked by name)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(overrides or {}) - names
+    if unknown:
+        raise UsageError(f"unknown {what}: {', '.join(sorted(unknown))}")
+    values = {f.name: _parse_field(prefix + f.name.upper(), raw[f.name], f.default)
+              for f in dataclasses.fields(cls) if f.name in raw}  # type: ignore[arg-type]
+    values.update(overrides or {})
+    return cls(**values)
+
+
+def _parse_field(name: str, text: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool) or default is None:
+            low = text.strip().lower()
+            if low in ("", "auto", "none"):
+                return None
+            return low in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(float(text))
+        return type(default)(text)
+    except ValueError:
+        raise UsageError(f"{name}={text!r} is not valid") from None
+
+
+def _prefixed(env: Mapping[str, str], prefix: str) -> dict[str, str]:
+    return {k[len(prefix):].lower(): v for k, v in env.items()
+            if k.startswith(prefix) and v != ""}
 
 
 def _number(name: str, text: str | None, default: float, kind: type) -> float:

@@ -25,7 +25,8 @@ def average(paths: list[Path]) -> LiteHeads:
     heads = [LiteHeads.load(p) for p in paths]
     first = heads[0]
     for h, p in zip(heads[1:], paths[1:], strict=True):
-        if {**h.config, "spec": ""} != {**first.config, "spec": ""} or set(h.tower_state) != set(first.tower_state):
+        same = {**h.config, "spec": ""} == {**first.config, "spec": ""}
+        if not same or set(h.tower_state) != set(first.tower_state):
             raise SystemExit(f"{p} has another config than {paths[0]}: cannot average")
     state = {k: torch.stack([h.state_dict()[k] for h in heads]).mean(dim=0)
              for k in first.state_dict()}

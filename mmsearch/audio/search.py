@@ -46,6 +46,8 @@ def word_matches(snap: Snapshot, text: str, rows: np.ndarray | None = None,
     """
     if column not in snap.table.column_names:
         return []
+    if snap.table.column(column).null_count == len(snap.table):
+        return []  # no transcripts (a photo store): no SQL, so no DuckDB import
     words = query_words(text)
     if not words:
         return []

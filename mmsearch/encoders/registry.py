@@ -29,9 +29,9 @@ def register(name: str, factory: Callable[[str | None], Encoder]) -> None:
 
 def _lite_loader(spec: str) -> Callable[[str | None], Encoder]:
     def load(device: str | None) -> Encoder:
-        from mmsearch.encoders.lite import load_lite
+        from mmsearch.encoders.lite_text import LiteLazy
 
-        return load_lite(device, spec=spec)
+        return LiteLazy(device, spec=spec)  # text queries in numpy; torch on first image
 
     return load
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -76,18 +75,10 @@ class AnnParams:
         """Defaults, then `MMSEARCH_ANN_*` variables, then `overrides`."""
         if isinstance(overrides, AnnParams):
             return overrides
-        from mmsearch.settings import settings
+        from mmsearch.settings import fields_from_settings, settings
 
-        values: dict[str, Any] = {}
-        env = settings().ann
-        for f in dataclasses.fields(cls):
-            if f.name in env:
-                values[f.name] = _parse(f.name, env[f.name], f.default)
-        unknown = set(overrides or {}) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise UsageError(f"unknown index parameter(s): {', '.join(sorted(unknown))}")
-        values.update(overrides or {})
-        params = cls(**values)
+        params = fields_from_settings(cls, "MMSEARCH_ANN_", settings().ann, overrides,
+                                      "index parameter(s)")
         if not 0 < params.target_recall <= 1:
             raise UsageError(f"target_recall must be in (0, 1], not {params.target_recall}")
         return params
@@ -107,13 +98,3 @@ class AnnParams:
         return max(d for d in range(1, min(self.m, dim) + 1) if dim % d == 0)
 
 
-def _parse(name: str, text: str, default: Any) -> Any:
-    try:
-        if isinstance(default, bool) or default is None:
-            low = text.strip().lower()
-            if low in ("", "auto", "none"):
-                return None
-            return low in ("1", "true", "yes", "on")
-        return type(default)(text)
-    except ValueError:
-        raise UsageError(f"MMSEARCH_ANN_{name.upper()}={text!r} is not valid") from None

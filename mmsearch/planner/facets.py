@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from mmsearch.errors import UsageError
 from mmsearch.filters import quote_identifier
 from mmsearch.results import Result, results_to_arrow
 from mmsearch.view.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    import duckdb
 
 Facets = dict[str, list[tuple[Any, int]]]
 
@@ -43,6 +44,8 @@ def row_facets(snap: Snapshot, columns: Sequence[str], condition: str | None,
 def facet_counts(con: duckdb.DuckDBPyConnection, table: str, column: str, count: str, where: str,
                  params: list[Any]) -> list[tuple[Any, int]]:
     """(value, count) of `column` in `table` over rows matching `where`, most first."""
+    import duckdb
+
     col = quote_identifier(column)
     try:
         rows = con.execute(f"SELECT {col}, {count} AS n FROM {table} WHERE {where} "

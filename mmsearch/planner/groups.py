@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mmsearch.arrow_numpy import column_numpy, labels_numpy
 from mmsearch.view.snapshot import Snapshot
 
 
@@ -49,7 +50,7 @@ def layout(snap: Snapshot) -> Layout:
 
 def build_layout(table: pa.Table) -> Layout:
     ids = table.column("id").combine_chunks() if len(table) else pa.array([], pa.string())
-    codes = pc.dictionary_encode(ids).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = column_numpy(pc.dictionary_encode(ids).indices).astype(np.int64)
     order = np.argsort(codes, kind="stable")
     counts = np.bincount(codes, minlength=int(codes.max()) + 1 if len(codes) else 0)
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -60,12 +61,10 @@ def build_layout(table: pa.Table) -> Layout:
 def row_channels(table: pa.Table) -> np.ndarray:
     """Each row's channel; null (stores older than the column) read from its modality."""
     n = len(table)
-    modality = (table.column("modality").to_numpy(zero_copy_only=False)
+    modality = (labels_numpy(table.column("modality"))
                 if "modality" in table.column_names else np.full(n, "image", object))
     fallback = np.where(modality == "text", "text", "visual")
     if "channel" not in table.column_names:
         return fallback.astype(str)
-    column = table.column("channel")
-    missing = pc.is_null(column).to_numpy(zero_copy_only=False)
-    channel = column.fill_null("").to_numpy(zero_copy_only=False)
-    return np.where(missing, fallback, channel).astype(str)
+    channel = labels_numpy(table.column("channel"))  # null: ""
+    return np.where(channel == "", fallback, channel).astype(str)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from mmsearch.arrow_numpy import numpy_column
 from mmsearch.errors import UsageError
 from mmsearch.planner.calibration import Calibration
 from mmsearch.planner.groups import Layout, layout
@@ -150,12 +151,14 @@ def score_items(snap: Snapshot, lay: Layout, query: Query, calibration: Calibrat
     norms = (np.ones(len(starts)) if query.fusion == "rrf"
              else np.sqrt(np.add.reduceat(weight ** 2, starts)))
     scores = np.add.reduceat(contrib, starts) / norms
-    # each item's representative row: its best row over all channels (same item order)
-    by_item = np.lexsort((-row_score, row_item))
+    # each item's representative row (the moment shown): the row contributing most, its
+    # score times its channel's weight (same item order)
+    row_weight = np.array([query.channel_weight(c) for c in ch_names])[ch_code]
+    by_item = np.lexsort((-(row_weight * row_score), row_item))
     head = np.ones(len(by_item), dtype=bool)
     head[1:] = np.diff(row_item[by_item]) != 0
     tops = by_item[head]
-    ids = snap.table.column("id").take(rows[tops]).to_pylist()
+    ids = snap.table.column("id").take(numpy_column(rows[tops].astype(np.int64))).to_pylist()
     hits = []
     for i in sorted(range(len(starts)), key=lambda i: (-scores[i], ids[i])):
         hit = Hit(int(row_item[tops[i]]), int(rows[tops[i]]), float(scores[i]),

@@ -11,6 +11,7 @@ import contextlib
 import hmac
 import io
 import json
+import os
 import tempfile
 import threading
 import time
@@ -230,8 +231,8 @@ def create_app(collection: Collection, api_key: str | None = None,
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        """Liveness: always answers while the process runs."""
-        return {"status": "ok"}
+        """Liveness: always answers while the process runs (`pid`: which worker answered)."""
+        return {"status": "ok", "pid": os.getpid()}
 
     @app.get("/stats", dependencies=auth, responses=_errors(401, 503))
     def stats() -> dict[str, Any]:

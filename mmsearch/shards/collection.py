@@ -16,7 +16,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -440,6 +439,8 @@ class ShardedCollection:
                                filters=filters, modality=modality)
             if not hits:
                 return {c: [] for c in names}
+            import duckdb  # loaded here, not with every query of a single store
+
             con = duckdb.connect()
             con.register("hits", results_to_arrow(hits))
             return {c: _facet(con, "hits", c, "count(*)", "TRUE", []) for c in names}

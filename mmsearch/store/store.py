@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mmsearch.arrow_numpy import column_numpy, numpy_column
 from mmsearch.errors import MmsearchError
 from mmsearch.fileio import fsync_dir, write_atomic, write_json_atomic, write_lock
 from mmsearch.store import columns, integrity
@@ -162,10 +163,10 @@ class Store:
             table = _as_store_types(table, schema)
             keep = None
             if len(deleted):
-                live = ~np.isin(table.column("key").to_numpy(), deleted)
+                live = ~np.isin(column_numpy(table.column("key")), deleted)
                 if not live.all():
-                    table = table.filter(pa.array(live))
                     keep = np.flatnonzero(live)
+                    table = table.take(numpy_column(keep.astype(np.int64)))
             tables.append(table)
             parts.append(vectors)
             keeps.append(keep)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
+from mmsearch.arrow_numpy import column_numpy, numpy_column
 from mmsearch.errors import UsageError
 from mmsearch.filters import cache_key, evaluate
 from mmsearch.index.flat import FlatIndex
@@ -20,6 +20,9 @@ from mmsearch.store.schema import CORE_COLUMNS, HIDDEN_COLUMNS
 from mmsearch.store.store import Store
 from mmsearch.vectors import LiveVectors
 from mmsearch.view.ann import flat_index, open_index
+
+if TYPE_CHECKING:  # DuckDB loads on the first SQL filter, not with every query
+    import duckdb
 
 __all__ = ["CORE_COLUMNS", "HIDDEN_COLUMNS", "Snapshot"]
 #: RAM for the rows selected by recent structured filters, per snapshot (LRU).
@@ -55,7 +58,7 @@ class Snapshot:
              cached: AnnIndex | None = None) -> Snapshot:
         """The store's current generation (the IVF-PQ index loaded eagerly when saved)."""
         table, vectors = store.live()
-        keys = table.column("key").to_numpy() if len(table) else np.zeros(0, np.int64)
+        keys = column_numpy(table.column("key")) if len(table) else np.zeros(0, np.int64)
         index = open_index(store, keys, vectors, AnnParams.resolve(params), cached)
         return cls(store.generation, table, vectors, index)
 
@@ -79,10 +82,12 @@ class Snapshot:
         """
         cursor = getattr(self._cursors, "cursor", None)
         if cursor is None:
+            import duckdb
+
             with self._lock:
                 if self._db is None:
                     self._db = duckdb.connect()
-                    rows = pa.array(np.arange(len(self.table), dtype=np.int64))
+                    rows = numpy_column(np.arange(len(self.table), dtype=np.int64))
                     self._items = self.table.append_column("_row", rows)
                 cursor = self._db.cursor()
             cursor.register("items", self._items)
@@ -91,6 +96,8 @@ class Snapshot:
 
     def matching_rows(self, where: str, params: list[Any] | None = None) -> np.ndarray:
         """Row positions matching a SQL condition over the `items` columns (`?` = params)."""
+        import duckdb
+
         try:
             result = self.sql(f"SELECT _row FROM items WHERE {where}", params).fetchnumpy()
         except duckdb.Error as e:
@@ -129,4 +136,4 @@ class Snapshot:
             return []
         if len(rows) <= 64:  # a search's hits: slicing beats `take` on a large chunked table
             return [self.table.slice(int(r), 1).to_pylist()[0] for r in rows]
-        return self.table.take(pa.array(rows, pa.int64())).to_pylist()
+        return self.table.take(numpy_column(rows.astype(np.int64))).to_pylist()

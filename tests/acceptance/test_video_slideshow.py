@@ -28,8 +28,9 @@ def test_slideshow_subset_finds_the_right_moment(tmp_path, tiny_spec):
                     SHARED_DATA / "flickr8k" / row["source_file"])
     assert len(segments) == 50
     with mmsearch.open(tmp_path / "store", model=tiny_spec) as col:
-        # moments by picture only: with the tiny random model, OCR rows (the engine reads
-        # words in 2 of these photos) are noise whose calibration rests on 2 rows
+        # moments by picture only: the tiny random model puts every frame at cosine ~0.98
+        # of every other (z differences ~0.2), so the OCR rows it reads in 2 photos (weight
+        # 0.1, z of +-2 by chance) would decide between videos; a real model does not
         report = col.index(files, progress=False, ocr=False)
         assert report.added == 5 and len(col) == 5
         hits = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -59,7 +60,7 @@ def _jpeg(path: Path, size: int = 100) -> bytes:
 
 
 def test_health_stats_and_api_key(client):
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {"status": "ok", "pid": os.getpid()}
     denied = client.get("/stats")
     assert denied.status_code == 401 and "X-API-Key" in denied.json()["detail"]
     assert client.get("/stats", headers={"X-API-Key": "wrong"}).status_code == 401

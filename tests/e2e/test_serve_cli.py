@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -49,3 +52,59 @@ def test_serve_reports_a_used_port_and_its_address_after_the_bind(cli, photos, t
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _get(url: str, body: bytes | None = None) -> dict:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200
+        return json.loads(r.read())
+
+
+def test_workers_share_the_port_see_each_others_writes_and_are_restarted(cli, photos,
+                                                                          tmp_path, tiny_spec):
+    """`--workers 2`: two processes answer on one port; a write through one is seen by the
+    other; a worker killed outright is replaced while the other keeps answering."""
+    store = tmp_path / "store"
+    assert cli("index", photos, "--store", store, "--model", tiny_spec, "-q").exit_code == 0
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "mmsearch", "serve", "--store", str(store),
+                             "--port", str(port), "--workers", "2"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert "2 workers" in proc.stderr.readline()
+        pids: set[int] = set()
+        deadline = time.monotonic() + 120
+        while len(pids) < 2 and time.monotonic() < deadline:
+            try:
+                pids.add(_get(f"{base}/health")["pid"])
+            except OSError:
+                time.sleep(0.2)
+        assert len(pids) == 2 and proc.pid not in pids, pids
+        vec = [1.0] + [0.0] * (_store_dim(store) - 1)
+        _get(f"{base}/upsert", json.dumps({"records": [{"id": "new", "vector": vec}]}).encode())
+        for _ in range(20):  # whichever worker answers, the new record is there
+            hits = _get(f"{base}/search", json.dumps({"vector": vec, "k": 1}).encode())
+            assert hits["results"][0]["id"] == "new"
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        seen: set[int] = set()
+        deadline = time.monotonic() + 120
+        while not (seen - pids) and time.monotonic() < deadline:
+            try:
+                seen.add(_get(f"{base}/health")["pid"])
+            except OSError:
+                time.sleep(0.2)
+        assert seen - pids, "the killed worker was never replaced"
+        assert victim not in seen
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def _store_dim(store) -> int:
+    import mmsearch
+
+    with mmsearch.open(store) as col:
+        return int(col.info()["dim"])

@@ -43,6 +43,15 @@ def test_available_models_lists_the_offline_model():
     assert found["mmsearch-lite-2"] == found["mmsearch-lite"] == 256
 
 
+def test_quick_list_names_the_default_offline_model_first():
+    """`mmsearch models` (files only, no model library) lists what offline stores get."""
+    from mmsearch.encoders.available import quick_models
+
+    specs = [m.spec for m in quick_models()]
+    assert specs[0] == "mmsearch-lite-3"
+    assert {"mmsearch-lite-2", "mmsearch-lite"} <= set(specs[1:3])
+
+
 def test_store_of_an_older_generation_refuses_the_newer(photos, tmp_path):
     """The generations embed into different spaces: a store keeps the one it has."""
     with mmsearch.open(tmp_path / "s", model="mmsearch-lite-2", device="cpu") as col:

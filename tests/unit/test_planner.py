@@ -166,6 +166,30 @@ def test_moments_group_into_their_item_best_moment_first():
     assert {h.row for h in hits} == {4, best_v1, 6}
 
 
+def test_the_moment_shown_is_the_row_contributing_most_not_the_highest_z():
+    """A video whose OCR row (weight 0.1) has a higher z than its matching picture moment:
+    the result is the picture moment, where the evidence weighs most."""
+    rng = np.random.default_rng(4)
+    q = unit(rng, 1)[0]
+    vecs = unit(rng, 3)
+    vecs[1] = q  # the picture moment at 8 s matches exactly
+    vecs[2] = q  # the OCR row at 15 s too, and its calibration makes its z higher
+    rows = [{"id": "v", "modality": "video", "channel": "visual", "start_s": 0.0},
+            {"id": "v", "modality": "video", "channel": "visual", "start_s": 8.0},
+            {"id": "v", "modality": "video", "channel": "ocr", "start_s": 15.0}]
+    cal = Calibration({("image", "visual"): Stats(0.1, 0.2, 100),
+                       ("image", "ocr"): Stats(0.0, 0.1, 100)}, dim=DIM)
+    query = image_query(q, k=5, weights={"ocr": 0.1}, explain=True)
+    (hit,) = execute(snapshot(rows, vecs), query, cal, None)
+    channels = hit.explain["channels"]
+    assert channels["ocr"]["score"] > channels["visual"]["score"]  # the higher z
+    assert hit.row == 1  # but the visual moment contributes more
+    # with the OCR channel weighted up, its row is the one shown
+    (hit,) = execute(snapshot(rows, vecs), image_query(q, k=5, weights={"ocr": 1.0}), cal,
+                     None)
+    assert hit.row == 2
+
+
 def test_pages_never_repeat_and_match_one_long_list():
     rng = np.random.default_rng(4)
     vecs = unit(rng, 400)

