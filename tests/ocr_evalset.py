@@ -20,6 +20,7 @@ import random
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,18 +89,26 @@ def sign_photo(path: Path, text: str, seed: int = 0,
     return path
 
 
-def phrases(n: int, seed: int = 0) -> list[list[str]]:
-    """n phrases of 2-3 words, no word used twice (so each phrase names one picture)."""
+def phrases(n: int, seed: int = 0, avoid: Iterable[Iterable[str]] = ()) -> list[list[str]]:
+    """n phrases of 2-3 distinct words, each naming one picture: no phrase's words are
+    all in another phrase (of these or of `avoid`, the phrases printed elsewhere in the
+    set). Words are used once until all are used, then again in new combinations."""
     rng = random.Random(seed)
+    taken = [frozenset(p) for p in avoid]
     words = list(WORDS)
     rng.shuffle(words)
-    out = []
+    out: list[list[str]] = []
     while len(out) < n:
         size = rng.choice((2, 3))
         if len(words) < size:
             words = list(WORDS)  # more phrases than words/2.5: reuse words, new pairs
             rng.shuffle(words)
-        out.append([words.pop() for _ in range(size)])
+        phrase = [words.pop() for _ in range(size)]
+        new = frozenset(phrase)
+        if len(new) < size or any(new <= old or old <= new for old in taken):
+            continue  # a query of it would name two pictures
+        taken.append(new)
+        out.append(phrase)
     return out
 
 
@@ -147,13 +156,16 @@ def print_on(photo: Image.Image, words: list[str], rng: random.Random,
     return im
 
 
-def build_photos(folder: Path, photos: list[Path], seed: int = 0) -> list[Printed]:
-    """One printed phrase per photo (JPEG, quality 90) in `folder`."""
+def build_photos(folder: Path, photos: list[Path], seed: int = 0,
+                 avoid: Iterable[Iterable[str]] = ()) -> list[Printed]:
+    """One printed phrase per photo (JPEG, quality 90) in `folder`; `avoid`: the phrases
+    printed elsewhere in the set (see `phrases`)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     font_files = fonts()
     out = []
-    for i, (src, words) in enumerate(zip(photos, phrases(len(photos), seed), strict=True)):
+    words_of = phrases(len(photos), seed, avoid)
+    for i, (src, words) in enumerate(zip(photos, words_of, strict=True)):
         im = print_on(Image.open(src), words, rng, font_files)
         target = folder / f"sign{i:03d}.jpg"
         im.save(target, quality=90)
@@ -180,14 +192,16 @@ def chromium() -> str | None:
 
 
 def build_screenshots(folder: Path, n: int, seed: int = 7,
-                      size: tuple[int, int] = (1024, 640)) -> tuple[list[Printed], str]:
-    """n page screenshots (PNG); the title holds 2 phrase words, a table cell a third.
+                      size: tuple[int, int] = (1024, 640),
+                      avoid: Iterable[Iterable[str]] = ()) -> tuple[list[Printed], str]:
+    """n page screenshots (PNG); the title holds 2 phrase words, a table cell a third
+    (else "total"); `avoid`: the phrases printed elsewhere in the set.
 
     Returns the pictures and how they were made ("chromium" or "pil").
     """
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    words = phrases(n, seed + 100)
+    words = phrases(n, seed + 100, avoid)
     browser = chromium()
     out = []
     for i, ws in enumerate(words):
@@ -236,8 +250,10 @@ def _pil_page(target: Path, title: str, cell: str, size: tuple[int, int], bg: st
 
 
 def build_slides(path: Path, n: int, seed: int = 11, seconds: float = 2.0,
-                 size: tuple[int, int] = (640, 360)) -> list[Printed]:
-    """A slide deck as one H.264 MP4: each slide a title of 2-3 phrase words."""
+                 size: tuple[int, int] = (640, 360),
+                 avoid: Iterable[Iterable[str]] = ()) -> list[Printed]:
+    """A slide deck as one H.264 MP4: each slide a title of 2-3 phrase words; `avoid`:
+    the phrases printed elsewhere in the set."""
     import av
     import numpy as np
 
@@ -250,7 +266,7 @@ def build_slides(path: Path, n: int, seed: int = 11, seconds: float = 2.0,
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
-        for i, ws in enumerate(phrases(n, seed + 200)):
+        for i, ws in enumerate(phrases(n, seed + 200, avoid)):
             bg = tuple(rng.randint(200, 255) for _ in range(3)) if i % 2 else (30, 40, 70)
             fg = (20, 20, 20) if i % 2 else (240, 240, 240)
             im = Image.new("RGB", size, bg)

@@ -12,7 +12,7 @@ that search's result list (a first fusion of a second space; CLAP has no stored 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -38,11 +38,14 @@ def query_words(text: str) -> list[str]:
 
 def word_matches(snap: Snapshot, text: str, rows: np.ndarray | None = None,
                  column: str = "transcript", expr: str | None = None,
-                 channel: str | None = None) -> list[tuple[int, float]]:
+                 channel: str | None = None,
+                 patterns: Callable[[list[str]], list[str]] | None = None,
+                 ) -> list[tuple[int, float]]:
     """(row, share of the query words found) for rows whose `column` holds any of them.
 
     Words match whole words, case-insensitively (DuckDB regexp on `expr`, an SQL
-    expression over the column, default the column itself); `channel`: only rows of it.
+    expression over the column, default the column itself); `channel`: only rows of it;
+    `patterns`: the regexps of the query words (default: each word whole).
     """
     if column not in snap.table.column_names:
         return []
@@ -52,7 +55,8 @@ def word_matches(snap: Snapshot, text: str, rows: np.ndarray | None = None,
     if not words:
         return []
     hits = " + ".join("CAST(regexp_matches(said, ?) AS INTEGER)" for _ in words)
-    params: list[object] = [rf"\b{re.escape(w)}\b" for w in words]
+    params: list[object] = list(patterns(words) if patterns else
+                                [rf"\b{re.escape(w)}\b" for w in words])
     only = ""
     if channel is not None:
         only = " AND channel = ?"

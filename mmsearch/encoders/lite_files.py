@@ -63,12 +63,24 @@ def heads_file(spec: str, heads_path: str | Path | None = None) -> Path:
     return path
 
 
+def safetensors_header(path: str | Path) -> tuple[dict[str, Any], int]:
+    """A safetensors file's JSON header (tensor dtypes, shapes, offsets; "__metadata__")
+    and where its data starts; read without numpy or the safetensors library (the format:
+    an 8-byte little-endian header size, the header, the data)."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+    except (OSError, ValueError) as e:
+        raise MmsearchError(f"{path} is not a readable safetensors file: {e}") from None
+    if not isinstance(header, dict):
+        raise MmsearchError(f"{path} is not a readable safetensors file")
+    return header, 8 + size
+
+
 def head_config(path: str | Path) -> dict[str, Any]:
     """The config a heads file was saved with (its safetensors metadata), "spec" included."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as f:
-        meta = f.metadata() or {}
+    meta = safetensors_header(path)[0].get("__metadata__") or {}
     if "config" not in meta:
         raise MmsearchError(f"{path} has no mmsearch-lite head config")
     config = json.loads(meta["config"])

@@ -29,6 +29,7 @@ from mmsearch.encoders.lite_files import (
     MAX_TOKENS,
     head_config,
     heads_file,
+    safetensors_header,
     text_tower_dir,
 )
 from mmsearch.errors import MmsearchError
@@ -128,17 +129,12 @@ def mapped_safetensors(path: Path) -> dict[str, np.ndarray]:
 
     Only the pages a forward pass touches are read (of the 47 MB word-embedding table, the
     rows of the query's tokens), where `safetensors.numpy.load_file` copies all 90 MB.
-    The format: an 8-byte little-endian header size, a JSON header (dtype, shape, byte
-    offsets into the data that follows), the data.
     """
-    import json
     import mmap
 
+    header, start = safetensors_header(path)
     with open(path, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
         buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    start = 8 + size
     out = {}
     for name, info in header.items():
         if name == "__metadata__":

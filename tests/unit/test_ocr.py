@@ -36,6 +36,36 @@ def test_matched_line_splits_runs_and_counts_words():
     assert line.scaled(2, 3).box == ((2.0, 6.0), (6.0, 6.0), (6.0, 12.0), (2.0, 12.0))
 
 
+@pytest.mark.parametrize(("said", "query", "found"), [
+    ("TACKLE BOOKVIOLET", "tackle book violet", ["tackle", "book", "violet"]),  # run together
+    ("taxipharmacy", "taxi pharmacy", ["taxi", "pharmacy"]),
+    ("GATÉMUSIC", "north gate music", ["gate", "music"]),  # accents dropped
+    ("Café Noir", "cafe", ["cafe"]),
+    ("TACKLE B0OK", "book", ["book"]),  # a letter read as its look-alike digit
+    ("Dai1yStation", "daily station", ["daily", "station"]),
+    ("booking desk", "book", []),  # still whole words
+    ("start here", "art", []),
+    ("bookshop", "book", []),  # a run only of query words
+    ("room lol", "101", []),  # numbers stay exact
+    ("room 101", "101", ["101"]),
+])
+def test_words_found_forgives_the_recognisers_slips(said, query, found):
+    assert ocr_search.words_found(said, query.split()) == found
+
+
+def test_the_sql_word_match_agrees_with_words_found():
+    import duckdb
+
+    texts = ["TACKLE BOOKVIOLET", "GATÉMUSIC", "Dai1y Station", "booking", "BakeryLaundry"]
+    for query in (["book", "violet"], ["gate", "music"], ["daily"], ["bakery", "laundry"]):
+        patterns = ocr_search.word_patterns(query)
+        hits = " + ".join("CAST(regexp_matches(said, ?) AS INTEGER)" for _ in patterns)
+        got = duckdb.execute(
+            f"SELECT {hits} FROM (SELECT lower({ocr_search.WORDS_SQL}) AS said FROM "
+            "(SELECT unnest(?) AS ocr))", [*patterns, texts]).fetchall()
+        assert [n for n, in got] == [len(ocr_search.words_found(t, query)) for t in texts]
+
+
 @needs_ocr
 def test_engine_reads_printed_words_with_their_box(tmp_path):
     from mmsearch.ocr.engine import get_engine
