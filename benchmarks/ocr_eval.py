@@ -153,7 +153,7 @@ def search(args: argparse.Namespace) -> dict:
         out = {"pictures": len(printed), "plain_photos": args.plain, "screenshots": len(screens),
                "screenshots_by": how, "slides": len(slides), "model": MODEL,
                "engine": engine_config(), "load_before": load()}
-        for mode in ("ocr", "no_ocr"):
+        for mode in args.modes.split(","):
             store = tmp / f"store-{mode}"
             with mmsearch.open(store, model=MODEL) as col:
                 start = time.perf_counter()
@@ -252,6 +252,8 @@ def main() -> None:
     parser.add_argument("--slides", type=int, default=10)
     parser.add_argument("--distractors", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--modes", default="ocr,no_ocr",
+                        help="search: the stores to build, with OCR and/or without (baseline)")
     parser.add_argument("--out", type=Path, default=None, help="write the result as JSON")
     args = parser.parse_args()
     defaults = {"engines": (40, 0, 8), "search": (150, 100, 12), "speed": (0, 60, 24)}

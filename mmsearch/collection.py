@@ -30,6 +30,7 @@ from mmsearch.ingest.video import (
     DEFAULT_SCENE_THRESHOLD,
 )
 from mmsearch.planner import calibration as calib
+from mmsearch.planner import lean
 from mmsearch.planner.calibration import PROBE_TEXTS, Calibration, measure
 from mmsearch.planner.facets import hit_facets, row_facets
 from mmsearch.planner.groups import layout
@@ -403,6 +404,11 @@ class Collection:
         if request is not None and not isinstance(request, SearchRequest):
             options = {"text": request, **options}
             request = None
+        plain = lean.from_options(options) if request is None else None
+        if plain is not None:  # a vector alone: one index call (mmsearch.planner.lean)
+            found = lean.search(self.snapshot(), plain, self._env)
+            if found is not None:
+                return found[0]
         req = SearchRequest.build(request, **options)
         return Search(self.snapshot(), req, self._env).run()
 
@@ -445,8 +451,16 @@ class Collection:
                 shared by every query.
 
         All texts (and `-negatives`) are embedded in one encoder batch and the filters are
-        evaluated once (cached per snapshot); each query then runs the planner.
+        evaluated once (cached per snapshot). Vectors alone with plain options (k, offset,
+        filters) are answered by one index search over the query matrix; other queries run
+        the planner one by one.
         """
+        if texts is None and vectors is not None and len(vectors) \
+                and "text" not in options and "vector" not in options:
+            plain = lean.batch(vectors, options)  # one index call on the query matrix
+            found = None if plain is None else lean.search(self.snapshot(), plain, self._env)
+            if found is not None:
+                return found
         n_text = None if texts is None else len(texts)
         n_vec = None if vectors is None else len(vectors)
         if n_text is not None and n_vec is not None and n_text != n_vec:

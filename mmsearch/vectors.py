@@ -23,7 +23,8 @@ class LiveVectors:
     """
 
     def __init__(self, parts: list[np.ndarray], keeps: list[np.ndarray | None], dim: int) -> None:
-        self.parts = parts
+        # plain views of the memmaps (same mapping): indexing the memmap subclass is slower
+        self.parts = [p.view(np.ndarray) if isinstance(p, np.memmap) else p for p in parts]
         self.keeps = keeps
         self.dim = int(parts[0].shape[1]) if parts else int(dim)
         counts = [len(p) if k is None else len(k) for p, k in zip(parts, keeps, strict=True)]
@@ -65,8 +66,12 @@ class LiveVectors:
         keep = self.keeps[s]
         if keep is not None:
             local = keep[local]
+        part = self.parts[s]
+        if len(local) <= 256:
+            out[at] = part[local]
+            return
         order = np.argsort(local, kind="stable")  # ascending reads are kinder to the page cache
-        out[at[order]] = self.parts[s][local[order]]
+        out[at[order]] = part[local[order]]
 
     def chunks(self, size: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, block) pairs covering all rows in order, each block in RAM."""

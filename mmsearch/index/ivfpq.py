@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
+import weakref
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,12 @@ log = logging.getLogger(__name__)
 
 #: Rows added to the FAISS index per call (bounds the RAM used by gathered vectors).
 ADD_CHUNK = 65536
+#: One query's candidates up to this many are gathered and scored by numpy: FAISS's
+#: `fvec_inner_products_by_idx` opens an OpenMP region per call, which costs more than
+#: the arithmetic for a few hundred rows on a busy machine.
+GATHER_ROWS = 256
+#: Filter bitmaps (with their FAISS selectors) kept per snapshot view.
+SELECTORS_KEPT = 8
 #: Exact search over a row subset reads rows in place up to this many (query, row) pairs.
 IN_PLACE_PAIRS = 1 << 22
 
@@ -116,6 +125,7 @@ class AnnIndex:
                  file: str | None = None, gpu: bool = False) -> None:
         self.index = index
         self.ivf = faiss.extract_index_ivf(index)
+        self._nlist = int(self.ivf.nlist)  # fixed at training (a SWIG read per search else)
         self.opq = (faiss.downcast_VectorTransform(faiss.downcast_index(index).chain.at(0))
                     if meta.get("opq") else None)
         self.meta = dict(meta)
@@ -125,10 +135,11 @@ class AnnIndex:
         self.lock = RWLock()  # CPU searches run concurrently; updates run alone
         self.gpu = gpu
         self._gpu_index: Any = None
+        self._params: dict[int, faiss.SearchParametersIVF] = {}
 
     @property
     def nlist(self) -> int:
-        return int(self.ivf.nlist)
+        return self._nlist
 
     @property
     def ntotal(self) -> int:
@@ -207,6 +218,8 @@ class AnnIndex:
         Returns (added, removed).
         """
         live = keymap.sorted_keys
+        if np.array_equal(self.keys, live):  # opening a store its index file is current for
+            return 0, 0
         with self.lock.write():
             gone = self.keys[~np.isin(self.keys, live)] if len(self.keys) else self.keys
             new = live[~np.isin(live, self.keys)] if len(self.keys) else live
@@ -240,10 +253,18 @@ class AnnIndex:
                     return ids
         with self.lock.read():
             xq = self.opq.apply(queries) if self.opq is not None else queries
-            params = faiss.SearchParametersIVF(nprobe=int(nprobe))
-            if selector is not None:
+            if selector is None:  # FAISS only reads the parameters: one object per nprobe
+                params = self._params.get(nprobe)
+                if params is None:
+                    params = self._params[nprobe] = faiss.SearchParametersIVF(
+                        nprobe=int(nprobe))
+            else:
+                params = faiss.SearchParametersIVF(nprobe=int(nprobe))
                 params.sel = selector
-            _, ids = self.ivf.search(xq, n, params=params)
+            ids = np.empty((len(xq), n), dtype=np.int64)
+            dist = np.empty((len(xq), n), dtype=np.float32)
+            self.ivf.search_c(len(xq), faiss.swig_ptr(np.ascontiguousarray(xq)), n,
+                              faiss.swig_ptr(dist), faiss.swig_ptr(ids), params)
             return ids
 
     def _gpu(self) -> Any:
@@ -311,6 +332,9 @@ class IVFPQIndex:
         self.dim = vectors.dim
         self.nprobe, self.rerank = tuning.settings(ann.meta, params, ann.nlist)
         self.filter_exact_rows = params.filter_exact_rows
+        self._lock = threading.Lock()
+        self._selectors: OrderedDict[int, tuple[Any, np.ndarray, faiss.IDSelector]] = \
+            OrderedDict()
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -339,15 +363,31 @@ class IVFPQIndex:
             return self.exact(q, k, rows)
         # a loose filter: IVF-PQ restricted to the matching keys by a bitmap; widen nprobe
         # with rarer matches, as a filtered item's neighbours sit further away
-        mask = np.zeros(self.keymap.max_key + 1, dtype=bool)
-        mask[self.keymap.row_keys[rows]] = True
-        bitmap = np.packbits(mask, bitorder="little")
-        selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+        bitmap, selector = self._selector(rows)
         boost = math.sqrt(n / m)
         result = self._ann_search(q, k, selector, m, nprobe=math.ceil(self.nprobe * boost),
                                   allowed=rows)
         del bitmap  # (kept alive until the search is done)
         return result
+
+    def _selector(self, rows: np.ndarray) -> tuple[np.ndarray, faiss.IDSelector]:
+        """A bitmap of the rows' keys and its FAISS selector, kept for the last few row
+        sets (a snapshot's filter cache hands out the same array for the same filter)."""
+        with self._lock:
+            hit = self._selectors.get(id(rows))
+            if hit is not None and hit[0]() is rows:
+                self._selectors.move_to_end(id(rows))
+                return hit[1], hit[2]
+        mask = np.zeros(self.keymap.max_key + 1, dtype=bool)
+        mask[self.keymap.row_keys[rows]] = True
+        bitmap = np.packbits(mask, bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+        if not rows.flags.writeable:  # a cached (frozen) row set: worth keeping
+            with self._lock:
+                self._selectors[id(rows)] = (weakref.ref(rows), bitmap, selector)
+                while len(self._selectors) > SELECTORS_KEPT:
+                    self._selectors.popitem(last=False)
+        return bitmap, selector
 
     def _ann_search(self, q: np.ndarray, k: int, selector: faiss.IDSelector | None,
                     eligible: int, nprobe: int | None = None,
@@ -360,6 +400,13 @@ class IVFPQIndex:
         nlist = self.ann.nlist
         nprobe = min(nlist, max(1, nprobe or self.nprobe))
         n_cand = min(eligible, max(k, 10) * self.rerank)  # a small k still gets a fair pool
+        if nq == 1 and selector is None:  # the common case, in as few steps as it takes
+            cand = self.keymap.rows_of(self.ann.search(q, n_cand, nprobe)[0])
+            cand = cand[cand >= 0]
+            if len(cand) >= k:
+                sims = inner_products(self.vectors, q, cand[None])[0]
+                top = np.argsort(-sims, kind="stable")[:k]
+                return sims[top][None], cand[top][None]
         todo = np.arange(nq)
         for _ in range(12):
             keys = self.ann.search(q[todo], n_cand, nprobe, selector)
@@ -431,6 +478,11 @@ def inner_products(vectors: LiveVectors, q: np.ndarray, rows: np.ndarray) -> np.
     nq, c = rows.shape
     sims = np.full((nq, c), -np.inf, dtype=np.float32)
     if not rows.size:
+        return sims
+    if nq == 1 and c <= GATHER_ROWS:  # one query, few rows: no OpenMP region to wake
+        ok = rows[0] >= 0
+        if ok.any():
+            sims[0, ok] = vectors.take(rows[0, ok]) @ q[0]
         return sims
     single = len(vectors.parts) == 1
     seg = None if single else np.searchsorted(vectors.offsets, rows, side="right") - 1

@@ -31,7 +31,7 @@ class RWLock:
         finally:
             with self._cond:
                 self._readers -= 1
-                if not self._readers:
+                if not self._readers and self._waiting_writers:  # only writers wait on it
                     self._cond.notify_all()
 
     @contextmanager

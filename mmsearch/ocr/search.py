@@ -2,9 +2,9 @@
 
 Each picture (or video moment) with text has a row of channel "ocr" (its text embedded in
 the main space) and, like its visual row, the `ocr` column (the lines read, one per line)
-and `ocr_lines` (JSON: text, box and confidence per line). `row_bonus` gives the ocr row
-of a picture holding the query's words `WORD_BONUS * share of the words found`, in the
-planner's z units, as transcripts get (mmsearch/audio/search.py). Words match whole,
+and `ocr_lines` (JSON: text, box and confidence per line). `row_bonus` gives the ocr and
+visual rows of a picture holding the query's words `WORD_BONUS * share of the words
+found`, in the planner's z units, as transcripts get (mmsearch/audio/search.py). Words match whole,
 case-insensitively and without accents, forgiving the recogniser's usual slips: words
 run together in CamelCase ("BakeryLaundry") are split first, query words run together
 ("BOOKVIOLET" for "book violet") each count, and a letter read as its look-alike digit
@@ -58,7 +58,10 @@ def word_patterns(words: list[str]) -> list[str]:
 
 
 def row_bonus(snap: Snapshot, texts: list[str], rows: np.ndarray | None) -> dict[int, float]:
-    """Extra z-score per ocr row whose text holds words of the query texts."""
+    """Extra z-score per row of a picture (or video moment) whose text holds words of the
+    query texts: its ocr row and its visual row both get it, since the words are part of
+    the picture (the planner fuses an item's channels as sum / sqrt(n), so a bonus on the
+    ocr row alone would count 1/sqrt(2) of it against pictures without text)."""
     bonus: dict[int, float] = {}
     if "ocr" not in snap.table.column_names:
         return bonus
@@ -66,7 +69,21 @@ def row_bonus(snap: Snapshot, texts: list[str], rows: np.ndarray | None) -> dict
         for row, share in word_matches(snap, text, rows, column="ocr", expr=WORDS_SQL,
                                        channel="ocr", patterns=word_patterns):
             bonus[row] = max(bonus.get(row, 0.0), WORD_BONUS * share)
+    if bonus:
+        allowed = None if rows is None else set(rows.tolist())
+        for row, visual in _visual_rows(snap, list(bonus)):
+            if allowed is None or visual in allowed:
+                bonus[visual] = max(bonus.get(visual, 0.0), bonus[row])
     return bonus
+
+
+def _visual_rows(snap: Snapshot, ocr_rows: list[int]) -> list[tuple[int, int]]:
+    """(ocr row, the visual row of the same picture or moment)."""
+    found = snap.sql(
+        "SELECT o._row, v._row FROM items o JOIN items v ON v.path = o.path AND "
+        "v.channel = 'visual' AND v.start_s IS NOT DISTINCT FROM o.start_s "
+        "WHERE o._row IN (SELECT unnest(?))", [ocr_rows]).fetchall()
+    return [(int(o), int(v)) for o, v in found]
 
 
 def add_bonus(bonus: dict[int, float], snap: Snapshot, texts: list[str],

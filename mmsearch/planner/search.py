@@ -22,6 +22,7 @@ from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.media import embed_image
 from mmsearch.errors import ModelMismatchError, UsageError
 from mmsearch.filters import compile_filters
+from mmsearch.planner import lean
 from mmsearch.planner.calibration import Calibration
 from mmsearch.planner.plan import execute
 from mmsearch.planner.query import Part, Query, SortKey, split_negatives
@@ -57,6 +58,11 @@ class Search:
     def run(self) -> list[Result]:
         """The results, best first (or in `sort` order)."""
         req, snap = self.request, self.snap
+        plain = lean.from_request(req)
+        if plain is not None:  # a vector alone: one index call
+            found = lean.search(snap, plain, self.env)
+            if found is not None:
+                return found[0]
         query, ctx = self.parse()
         if req.rerank and not ctx.texts:
             raise UsageError("reranking needs a text query")

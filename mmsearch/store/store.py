@@ -68,6 +68,7 @@ class Store:
 
     def __init__(self, root: Path, declared: pa.Schema | None = None) -> None:
         self.root = Path(root)
+        self._manifest_path = self.root / MANIFEST  # stat per search: joined once
         self.declared = declared
         self.manifest = self._read_manifest()
         columns.check_declared(declared, self.schema)
@@ -101,7 +102,7 @@ class Store:
         A stat decides (every commit replaces the file, so its inode changes): searching
         does not parse the manifest on every query.
         """
-        if self._stamp is not None and self._stamp == _stat_stamp(self.root / MANIFEST):
+        if self._stamp is not None and self._stamp == _stat_stamp(self._manifest_path):
             return False
         old = self.generation
         self.manifest = self._read_manifest()

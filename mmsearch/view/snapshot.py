@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from mmsearch.store.schema import CORE_COLUMNS, HIDDEN_COLUMNS
 from mmsearch.store.store import Store
 from mmsearch.vectors import LiveVectors
 from mmsearch.view.ann import flat_index, open_index
+from mmsearch.view.cells import Cells
 
 if TYPE_CHECKING:  # DuckDB loads on the first SQL filter, not with every query
     import duckdb
@@ -49,6 +50,9 @@ class Snapshot:
         self._lock = threading.Lock()
         self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._filter_cache_bytes = 0
+        self._cells: Cells | None = None
+        #: what the query paths derive once per snapshot (e.g. `planner.lean`'s decision)
+        self.memo: dict[str, Any] = {}
 
     def __len__(self) -> int:
         return len(self.table)
@@ -130,10 +134,16 @@ class Snapshot:
                     self._filter_cache_bytes -= old.nbytes
         return rows
 
-    def records(self, rows: np.ndarray) -> list[dict[str, Any]]:
+    @property
+    def cells(self) -> Cells:
+        """Reads single cells of `table` (a search's hits) without `take`."""
+        cells = self._cells
+        if cells is None:
+            cells = self._cells = Cells(self.table)
+        return cells
+
+    def records(self, rows: np.ndarray | Sequence[int]) -> list[dict[str, Any]]:
         """Metadata dicts of the given row positions, in that order."""
         if len(rows) == 0:
             return []
-        if len(rows) <= 64:  # a search's hits: slicing beats `take` on a large chunked table
-            return [self.table.slice(int(r), 1).to_pylist()[0] for r in rows]
-        return self.table.take(numpy_column(rows.astype(np.int64))).to_pylist()
+        return self.cells.rows(rows)

@@ -32,7 +32,9 @@ def test_peers_runs_and_measures_every_method(tmp_path):
     builds = result["builds"]
     assert builds["mmsearch"]["index"]["type"] == "ivfpq"
     assert builds["faiss"]["spec"].startswith(f"IVF{builds['mmsearch']['index']['nlist']},")
-    assert {b["method"] for b in result["batch"]} == {"mmsearch-index", "flat", "faiss"}
+    batch = {b["method"]: b for b in result["batch"]}
+    assert set(batch) == {"mmsearch", "mmsearch-index", "flat", "faiss"}
+    assert batch["mmsearch"]["recall_at_10"] >= 0.9  # col.search_batch
 
 
 def test_gpu_suite_cpu_part(tmp_path, tiny_spec):

@@ -111,6 +111,12 @@ def test_index_and_search_with_ocr(tmp_path, tiny_spec):
         assert "ocr_lines" not in top.metadata and "invoice" in top.metadata["ocr"].lower()
         assert top.explain["ocr"]["bonus"] == pytest.approx(ocr_search.WORD_BONUS)
         assert set(top.explain["ocr"]["words_found"]) == {"invoice", "overdue"}
+        snap = col.snapshot()
+        bonus = ocr_search.row_bonus(snap, ["invoice overdue"], None)
+        got = snap.table.select(["path", "channel"]).take(sorted(bonus)).to_pylist()
+        assert sorted((Path(r["path"]).name, r["channel"]) for r in got) == [
+            ("slide.jpg", "ocr"), ("slide.jpg", "visual")]  # the picture's rows, both
+        assert set(bonus.values()) == {ocr_search.WORD_BONUS}
         only = col.search("anything", k=5, where="ocr ILIKE '%bakery%'")
         assert [Path(r.path).name for r in only] == ["label.jpg"]
         from mmsearch.thumbnails import write_thumbnails

@@ -241,4 +241,6 @@ def test_ivfpq_shards_keep_the_single_store_recall(tmp_path):
 
     r_single, r_sharded = recall(single), recall(sharded)
     assert r_single >= 0.95 and r_sharded >= 0.95
-    assert abs(r_single - r_sharded) <= 0.03
+    # shards search through the planner's 64-item pool, a single store asks its index for
+    # k (planner.lean): sharding must not lose recall
+    assert r_sharded >= r_single - 0.03

@@ -1,0 +1,139 @@
+"""The lean query path (planner.lean) answers plain vector queries exactly as the planner
+does, in one index call (one per batch); it steps aside for everything else. The cell
+reader behind its records gives what `Table.to_pylist` gives."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import mmsearch
+from mmsearch.planner import lean
+from mmsearch.view.cells import Cells
+
+DIM = 16
+
+
+def table(n: int, start: int = 0) -> pa.Table:
+    rng = np.random.default_rng(start)
+    v = rng.standard_normal((n, DIM)).astype(np.float32)
+    ids = np.arange(start, start + n)
+    return pa.table({
+        "id": [f"i{i}" for i in ids], "bucket": ids % 10,
+        "price": pa.array([None if i % 7 == 0 else float(i) / 3 for i in ids]),
+        "name": pa.array([None if i % 5 == 0 else f"näme {i}" for i in ids]),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), DIM)})
+
+
+@pytest.fixture(scope="module")
+def col(tmp_path_factory):
+    c = mmsearch.open(tmp_path_factory.mktemp("lean") / "s")
+    for lo in range(0, 600, 200):  # three segments: chunked columns
+        c.upsert(table(200, lo))
+    c.upsert(table(5, 0).slice(0, 5).set_column(1, "bucket", pa.array([9] * 5)))  # replaced
+    yield c
+    c.close()
+
+
+def planner(col, monkeypatch, **options):
+    with monkeypatch.context() as m:
+        m.setattr(lean, "search", lambda *a: None)
+        return col.search(**options)
+
+
+def same(a, b):
+    assert [r.id for r in a] == [r.id for r in b]
+    assert [r.score for r in a] == pytest.approx([r.score for r in b], abs=1e-5)
+    assert [r.similarity for r in a] == pytest.approx([r.similarity for r in b], abs=1e-5)
+    assert [(r.path, r.modality, r.metadata) for r in a] == \
+        [(r.path, r.modality, r.metadata) for r in b]
+
+
+@pytest.mark.parametrize("options", [
+    {"k": 10}, {"k": 3, "offset": 4}, {"k": 50, "filters": {"bucket": {"in": [1, 9]}}},
+    {"k": 10, "filters": {"price": {"lt": 20}}}, {"k": 5, "filters": {"bucket": 99}},
+    {"k": 1000}])
+def test_lean_answers_as_the_planner(col, monkeypatch, options):
+    calls = []
+    real = lean.search
+    monkeypatch.setattr(lean, "search", lambda *a: calls.append(1) or real(*a))
+    for q in np.random.default_rng(1).standard_normal((5, DIM)).astype(np.float32):
+        got = col.search(vector=q, **options)
+        same(got, planner(col, monkeypatch, vector=q, **options))
+        if "bucket" not in str(options):
+            assert len(got) == min(options["k"], len(col) - options.get("offset", 0))
+    assert len(calls) == 5, "the lean path answered"
+    # a request object (the HTTP service's way) takes the same path
+    req = mmsearch.SearchRequest(vector=[1.0] * DIM, **options)
+    same(col.search(req), planner(col, monkeypatch, vector=[1.0] * DIM, **options))
+
+
+def test_ties_are_ordered_by_id_as_the_planner_does(tmp_path, monkeypatch):
+    c = mmsearch.open(tmp_path / "s")
+    v = np.eye(DIM, dtype=np.float32)[[0, 0, 0, 1, 1]]
+    c.upsert(pa.table({"id": ["c", "a", "b", "e", "d"], "vector":
+                       pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), DIM)}))
+    got = c.search(vector=v[0], k=5)
+    assert [r.id for r in got] == ["a", "b", "c", "d", "e"]
+    same(got, planner(c, monkeypatch, vector=v[0], k=5))
+
+
+def test_batch_is_one_index_call_and_equals_single_searches(col, monkeypatch):
+    q = np.random.default_rng(2).standard_normal((7, DIM)).astype(np.float32)
+    index = col.snapshot().index
+    calls = []
+    real = type(index).search
+    monkeypatch.setattr(type(index), "search",
+                        lambda self, qs, *a: calls.append(len(qs)) or real(self, qs, *a))
+    for options in ({"k": 4}, {"k": 6, "offset": 1, "filters": {"bucket": {"lt": 5}}}):
+        calls.clear()
+        batch = col.search_batch(vectors=q, **options)
+        assert calls == [7]
+        for got, v in zip(batch, q, strict=True):
+            same(got, planner(col, monkeypatch, vector=v, **options))
+
+
+def test_other_queries_and_stores_take_the_planner(tmp_path, col, monkeypatch, tiny_spec):
+    called = []
+    real = lean.search
+    monkeypatch.setattr(lean, "search", lambda *a: called.append(real(*a)) or called[-1])
+    q = np.ones(DIM, np.float32)
+    for options in ({"min_score": -5.0}, {"sort": "bucket"}, {"explain": True},
+                    {"weights": {"visual": 2}}, {"where": "bucket < 3"}):
+        col.search(vector=q, k=3, **options)
+    assert called == [], "not plain: the planner answers"
+    c = mmsearch.open(tmp_path / "two", model=tiny_spec)  # two channels: fused per item
+    dim = c.encoder.dim
+    v = np.random.default_rng(3).standard_normal((3, dim)).astype(np.float32)
+    c.upsert(pa.table({"id": ["a", "b", "c"], "vector":
+                       pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), dim)}))
+    c.upsert([{"id": "t", "text": "a red shoe"}])
+    assert next(r.id for r in c.search(vector=v[1], k=4)) == "b"
+    assert called and set(called) == {None}, "asked, and it stepped aside"
+    with pytest.raises(mmsearch.UsageError):
+        col.search(vector=[1.0] * (DIM + 1), k=3)  # the planner names the problem
+
+
+def test_cells_read_what_to_pylist_gives():
+    part = pa.table({
+        "i": pa.array([1, None, -3], pa.int64()), "u8": pa.array([1, 2, None], pa.uint8()),
+        "f": pa.array([1.5, float("nan"), None]), "f32": pa.array([0.1, None, 2.5],
+                                                                 pa.float32()),
+        "b": pa.array([True, None, False]), "s": pa.array(["x", None, "zé"]),
+        "ls": pa.array(["a", "", None], pa.large_string()),
+        "ts": pa.array([dt.datetime(2020, 1, 2, 3, 4, 5, 6), None,
+                        dt.datetime(1960, 1, 1)], pa.timestamp("us")),
+        "tms": pa.array([dt.datetime(2020, 1, 2, 3, 4, 5, 6000), None,
+                         dt.datetime(1969, 12, 31, 23, 59)], pa.timestamp("ms")),
+        "tz": pa.array([dt.datetime(2020, 1, 2), None, dt.datetime(2021, 5, 1)],
+                       pa.timestamp("us", tz="UTC")),
+        "l": pa.array([[1], None, [2, 3]]), "d": pa.array([dt.date(2020, 1, 1), None,
+                                                             dt.date(1999, 1, 1)])})
+    t = pa.concat_tables([part, part.slice(1, 2), part.slice(0, 1)])  # chunks and offsets
+    cells = Cells(t)
+    for rows in ([0, 1, 2, 3, 4, 5], [5, 0, 3, 1, 3], []):
+        assert repr(cells.rows(rows)) == repr(t.take(pa.array(rows, pa.int64())).to_pylist())
+    assert cells.rows([4], ["s", "i"]) == [{"s": "zé", "i": -3}]
