@@ -28,7 +28,13 @@ TEXTS = [
 HEAVY = ("torch", "timm", "torchvision", "transformers")
 
 
-@pytest.fixture(scope="module", params=["mmsearch-lite-3", "mmsearch-lite"])
+def _shipped() -> list[str]:
+    from mmsearch.encoders.lite_files import HEADS_PATHS
+
+    return sorted(HEADS_PATHS)  # every shipped generation, new ones included
+
+
+@pytest.fixture(scope="module", params=_shipped())
 def pair(request):
     from mmsearch.encoders.lite import load_lite
     from mmsearch.encoders.lite_text import LiteLazy
