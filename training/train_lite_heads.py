@@ -22,6 +22,8 @@ import copy
 import csv
 import json
 import math
+import os
+import platform
 import random
 import sys
 import time
@@ -167,7 +169,7 @@ class Trainable(nn.Module):
 
 
 def image_keys(heads: lite.LiteHeads, tune_image: bool) -> list[str]:
-    keys = set(heads.image_cells) | set(heads.image_global)
+    keys = set(heads.image_cells) | {lite.feature_source(k) for k in heads.image_global}
     if tune_image:
         keys = (keys - {"fmap"}) | {"s6"}
     return sorted(keys)
@@ -345,6 +347,8 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[Trainable, dict]:
     opt = torch.optim.AdamW(groups, lr=args.lr)
     per_round = tr.n_images // args.batch_size
     total = args.epochs * 5 * per_round
+    if args.max_steps:
+        total = min(total, args.max_steps)
     warm = max(1, int(0.03 * total))
 
     def lr_factor(step: int) -> float:
@@ -356,6 +360,7 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[Trainable, dict]:
                  "train_images": tr.n_images, "epochs": []}
     best, best_state, step = -1.0, None, 0
     t0 = time.time()
+    step_seconds: list[float] = []
 
     def evaluate(epoch: int, losses: list[float]) -> None:
         nonlocal best, best_state
@@ -364,7 +369,9 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[Trainable, dict]:
             img = F.normalize(img + embed_images(model, va_flip, device), dim=-1)
         rec = recalls(img, embed_texts(model, va, device), va.owner)
         score = rec["t2i_r1"] + rec["t2i_r5"] + rec["t2i_r10"]
-        entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 4) if losses else None,
+        entry = {"epoch": epoch, "step": step,
+                 "loss": round(float(np.mean(losses)), 4) if losses else None,
+                 "s_per_step": round(float(np.mean(step_seconds)), 2) if step_seconds else None,
                  "temperature": round(float(1 / heads.logit_scale.detach().exp()), 4),
                  "seconds": round(time.time() - t0, 1), **{k: round(v, 2) for k, v in rec.items()}}
         log["epochs"].append(entry)
@@ -397,6 +404,9 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[Trainable, dict]:
                 batches = [perm[b * args.batch_size:(b + 1) * args.batch_size]
                            for b in range(per_round)]
             for idx in batches[:per_round]:
+                if step >= total:
+                    break
+                t_step = time.perf_counter()
                 feats = tr.image_batch(idx)
                 if args.crop and torch.rand(1, generator=gen).item() < args.crop_prob:
                     feats = crop_cells(feats, args.crop, gen)
@@ -414,11 +424,36 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[Trainable, dict]:
                 opt.step()
                 step += 1
                 losses.append(float(loss.detach()))
+                step_seconds.append(time.perf_counter() - t_step)
         evaluate(epoch + 1, losses)
+        if step >= total:
+            break
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()
     return model, log
+
+
+def head_metadata(path: Path) -> dict:
+    """The JSON metadata of a heads file (config, val, trained_on, ...)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k != "spec"}
+
+
+def machine(device: str) -> str:
+    """A short description of the machine that trains (written into the heads)."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f
+                         if ln.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"CPU {name}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -438,6 +473,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="start from these heads (tensors whose shapes fit)")
     p.add_argument("--max-train-images", type=int, default=None)
     p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--max-steps", type=int, default=0,
+                   help="stop after this many steps (0: all epochs); the schedule ends there")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--tower-lr", type=float, default=1e-4,
@@ -472,10 +509,13 @@ def main(argv: list[str] | None = None) -> None:
     heads = model.heads.cpu()
     heads.tower_state = {k: v.cpu() for k, v in model.tower_state().items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    trained_on = {"device": args.device, "threads": args.threads, "machine": machine(args.device),
+                  "train_images": log["train_images"], "seed": args.seed}
+    if args.epochs == 0 and args.init:  # only re-scored: the record of the heads' training
+        old = head_metadata(args.init).get("trained_on")
+        trained_on = {"machine": trained_on["machine"], **old} if old else trained_on
     heads.save(args.out, extra={"val": {k: v for k, v in log["best"].items() if k != "seconds"},
-                                "trained_on": {"device": args.device, "threads": args.threads,
-                                               "train_images": log["train_images"],
-                                               "seed": args.seed}})
+                                "trained_on": trained_on})
     log_path = args.log or args.out.with_suffix(".json")
     log_path.write_text(json.dumps(log, indent=1))
     print(f"best val {json.dumps(log['best'])}\nwrote {args.out} "

@@ -11,6 +11,7 @@ on Flickr8k (train split) map them into one shared space. The heads ship as
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from mmsearch.encoders.lite_files import (  # noqa: F401 - re-exported
     MAX_TOKENS,
     SPEC,
     SPEC2,
+    SPEC3,
     image_tower_weights,
     text_tower_dir,
 )
@@ -110,6 +112,45 @@ def image_features(tower: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
 #: "s6"/"s5" the 9x9 outputs of the last two stages (cells), "s4" the 17x17x120 stage-4
 #: output mean- and max-pooled (one global vector).
 IMAGE_FEATURE_WIDTHS = {"fmap": IMAGE_CHANNELS, "s6": 352, "s5": 208, "s4": 240}
+#: Global features derived from a cell feature `X` of IMAGE_FEATURE_WIDTHS by the image
+#: head itself (nothing more to compute in the tower): "X_max" the maximum over cells,
+#: "X_grid" the means of the four overlapping quadrants (a coarse 2x2 spatial pooling).
+DERIVED_POOLS = {"max": 1, "grid": 4}
+
+
+def feature_width(name: str) -> int:
+    """Width of an image feature by name (tower features and derived pools)."""
+    if name in IMAGE_FEATURE_WIDTHS:
+        return IMAGE_FEATURE_WIDTHS[name]
+    base, _, pool = name.rpartition("_")
+    if pool in DERIVED_POOLS and base in IMAGE_FEATURE_WIDTHS and base != "s4":
+        return DERIVED_POOLS[pool] * IMAGE_FEATURE_WIDTHS[base]
+    raise MmsearchError(f"unknown mmsearch-lite image feature {name!r}")
+
+
+def feature_source(name: str) -> str:
+    """The tower feature a (possibly derived) image feature is computed from."""
+    return name if name in IMAGE_FEATURE_WIDTHS else name.rpartition("_")[0]
+
+
+def global_feature(feats: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """One global (N, C) vector by name: a tower global, a cell feature's mean, or a
+    derived pool of a cell feature (see DERIVED_POOLS)."""
+    x = feats[feature_source(name)]
+    if x.ndim == 2:
+        return x
+    pool = name.rpartition("_")[2] if name not in IMAGE_FEATURE_WIDTHS else "mean"
+    if pool == "max":
+        return x.amax(dim=1)
+    if pool == "grid":
+        n, t, c = x.shape
+        side = math.isqrt(t)
+        grid = x.reshape(n, side, side, c)
+        half = (side + 1) // 2
+        lo, hi = slice(0, half), slice(side - half, side)
+        return torch.cat([grid[:, r, q].mean(dim=(1, 2)) for r in (lo, hi) for q in (lo, hi)],
+                         dim=-1)
+    return x.mean(dim=1)
 
 
 def stage_features(tower: nn.Module, pixels: torch.Tensor,
@@ -232,7 +273,8 @@ class LiteHeads(nn.Module):
 
     Config keys beyond the head sizes: ``image_cells`` (cell features fed to the image
     head, concatenated per cell; default ``["fmap"]``), ``image_global`` (global features
-    appended after pooling, cell features as their mean; default none), ``text_layers``
+    appended after pooling, cell features as their mean, or a derived pool such as
+    ``fmap_max``/``s6_grid``, see DERIVED_POOLS; default none), ``text_layers``
     (MiniLM layers whose token states are concatenated; default ``[6]``, the last).
     ``tower_state`` holds tower tensors retrained with the heads, named
     ``image.<tower key>`` / ``text.<tower key>``; the encoder loads them into its towers.
@@ -245,14 +287,14 @@ class LiteHeads(nn.Module):
         self.image_cells = [str(k) for k in config.get("image_cells", ["fmap"])]
         self.image_global = [str(k) for k in config.get("image_global", [])]
         self.text_layers = [int(n) for n in config.get("text_layers", [6])]
-        unknown = set(self.image_cells + self.image_global) - set(IMAGE_FEATURE_WIDTHS)
+        unknown = set(self.image_cells) - set(IMAGE_FEATURE_WIDTHS)
         if unknown:
             raise MmsearchError(f"unknown mmsearch-lite image features {sorted(unknown)}")
         self.image = ProjectionHead(sum(IMAGE_FEATURE_WIDTHS[k] for k in self.image_cells),
                                     dim, int(config["image_hidden"]),
                                     int(config["image_blocks"]), int(config["image_pool_heads"]),
                                     float(config.get("dropout", 0.0)),
-                                    extra=sum(IMAGE_FEATURE_WIDTHS[k] for k in self.image_global))
+                                    extra=sum(feature_width(k) for k in self.image_global))
         self.text = ProjectionHead(TEXT_WIDTH * len(self.text_layers), dim,
                                    int(config["text_hidden"]),
                                    int(config["text_blocks"]), int(config["text_pool_heads"]),
@@ -264,8 +306,7 @@ class LiteHeads(nn.Module):
     def embed_image(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """Image features by name (cells (N, L, C), globals (N, C)) -> (N, dim), unnormalised."""
         tokens = torch.cat([feats[k] for k in self.image_cells], dim=-1)
-        extra = (torch.cat([feats[k] if feats[k].ndim == 2 else feats[k].mean(dim=1)
-                            for k in self.image_global], dim=-1)
+        extra = (torch.cat([global_feature(feats, k) for k in self.image_global], dim=-1)
                  if self.image_global else None)
         return self.image(tokens, None, extra)
 
@@ -405,9 +446,10 @@ def load_lite(device: str | None = None, heads_path: str | None = None,
         device: "cpu", "cuda", ... (None: CUDA when available, else CPU).
         heads_path: a heads file from `training/train_lite_heads.py` (None: the shipped
             heads of `spec`); the encoder's spec is the one written in the file.
-        spec: which shipped generation: SPEC2 (``mmsearch-lite-2``, default) or SPEC.
+        spec: which shipped generation: SPEC3 (``mmsearch-lite-3``, default), SPEC2 or SPEC.
     """
     return LiteEncoder(device=device, heads_path=heads_path, spec=spec)
 
 
-__all__ = ["LATEST", "SPEC", "SPEC2", "LiteEncoder", "LiteHeads", "load_lite", "preprocess_image"]
+__all__ = ["LATEST", "SPEC", "SPEC2", "SPEC3", "LiteEncoder", "LiteHeads", "load_lite",
+           "preprocess_image"]

@@ -13,13 +13,17 @@ from typing import Any
 from mmsearch.errors import MmsearchError
 
 _MODELS = Path(__file__).resolve().parents[1] / "models"
-#: The first generation (issue 5 heads). Still shipped so that stores built with it keep
-#: their embedding space; new stores get SPEC2 (a different space: the two never mix).
+#: The first generation (issue 5 heads) and the second (issue 16). Still shipped so that
+#: stores built with them keep their embedding space; new stores get LATEST. Retrained heads
+#: always make a different space (even with the same towers and shapes), so each gets a new
+#: spec and the old ones never mix with it.
 SPEC = "mmsearch-lite"
 SPEC2 = "mmsearch-lite-2"
-LATEST = SPEC2
+SPEC3 = "mmsearch-lite-3"
+LATEST = SPEC3
 HEADS_PATHS = {SPEC: _MODELS / "mmsearch-lite.heads.safetensors",
-               SPEC2: _MODELS / "mmsearch-lite-2.heads.safetensors"}
+               SPEC2: _MODELS / "mmsearch-lite-2.heads.safetensors",
+               SPEC3: _MODELS / "mmsearch-lite-3.heads.safetensors"}
 HEADS_PATH = HEADS_PATHS[SPEC]
 IMAGE_SIZE = 260  # EfficientNet-Lite2's native resolution
 MAX_TOKENS = 64  # captions and queries are short; longer texts are truncated

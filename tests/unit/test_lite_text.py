@@ -28,7 +28,13 @@ TEXTS = [
 HEAVY = ("torch", "timm", "torchvision", "transformers")
 
 
-@pytest.fixture(scope="module", params=["mmsearch-lite-2", "mmsearch-lite"])
+def _shipped() -> list[str]:
+    from mmsearch.encoders.lite_files import HEADS_PATHS
+
+    return sorted(HEADS_PATHS)  # every shipped generation, new ones included
+
+
+@pytest.fixture(scope="module", params=_shipped())
 def pair(request):
     from mmsearch.encoders.lite import load_lite
     from mmsearch.encoders.lite_text import LiteLazy
@@ -114,7 +120,7 @@ def test_a_text_query_imports_nothing_heavy() -> None:
     """A fresh process: the registry's default offline model embeds a query without torch,
     timm, torchvision or transformers (the cold `mmsearch query` path)."""
     code = ("import sys, json; from mmsearch.encoders.registry import load_encoder; "
-            "enc = load_encoder('mmsearch-lite-2', None); "
+            "enc = load_encoder('mmsearch-lite-3', None); "
             "v = enc.encode_texts(['a dog on the beach']); "
             f"print(json.dumps({{'heavy': [m for m in {HEAVY!r} if m in sys.modules], "
             "'shape': list(v.shape)}))")
