@@ -243,7 +243,9 @@ def create_app(collection: Collection, api_key: str | None = None,
     def search(body: SearchBody) -> dict[str, Any]:
         """Search by text, vector, example image or sound (base64), with structured filters
         (injection-safe) and every other search option; optional facet counts."""
-        return run_search(body)
+        # the answer is plain JSON values already: serialised directly, not walked again by
+        # FastAPI's encoder (a fifth of a small search's own time)
+        return JSONResponse(run_search(body))  # type: ignore[return-value]
 
     @app.post("/search/batch", dependencies=auth, responses=READ_ERRORS)
     def search_batch(req: BatchSearchRequest) -> dict[str, Any]:
