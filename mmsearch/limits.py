@@ -47,10 +47,9 @@ class Limits:
         """Defaults, then `MMSEARCH_LIMIT_*` variables, then `overrides`."""
         if isinstance(overrides, Limits):
             return overrides
-        from mmsearch.settings import fields_from_settings, settings
+        from mmsearch.settings import fields_from_settings
 
-        return fields_from_settings(cls, "MMSEARCH_LIMIT_", settings().limits, overrides,
-                                    "limit(s)")
+        return fields_from_settings(cls, "MMSEARCH_LIMIT_", overrides, "limit(s)")
 
 
 def current() -> Limits:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -83,10 +83,6 @@ class Settings:
     shared: Path | None = None
     shared_hidden: bool = False
     ray_timeout: float = 30.0
-    #: raw MMSEARCH_ANN_<FIELD> values by lower-case field name (parsed by AnnParams)
-    ann: Mapping[str, str] = field(default_factory=dict)
-    #: raw MMSEARCH_LIMIT_<NAME> values by lower-case name (parsed by Limits)
-    limits: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -113,8 +109,7 @@ class Settings:
                                 float),
             shared=Path(shared) if shared and shared.strip().lower() not in _HIDDEN else None,
             shared_hidden=env.get("MMSEARCH_SHARED") is not None
-            and env["MMSEARCH_SHARED"].strip().lower() in _HIDDEN,
-            ann=_prefixed(env, "MMSEARCH_ANN_"), limits=_prefixed(env, "MMSEARCH_LIMIT_"))
+            and env["MMSEARCH_SHARED"].strip().lower() in _HIDDEN)
 
     def shared_models(self, name: str) -> Path | None:
         """A development model folder under the shared folder ($MMSEARCH_SHARED, else
@@ -131,16 +126,23 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-def fields_from_settings(cls: type[T], prefix: str, raw: Mapping[str, str],
-                         overrides: Mapping[str, Any] | None, what: str) -> T:
-    """An instance of the dataclass `cls`: its defaults, then the raw `<prefix><FIELD>`
-    settings (parsed by each field's default's type), then `overrides` (checked by name)."""
+def fields_from_settings(cls: type[T], prefix: str, overrides: Mapping[str, Any] | None,
+                         what: str, environ: Mapping[str, str] | None = None) -> T:
+    """An instance of the dataclass `cls`: its defaults, then the `<prefix><FIELD>`
+    variables (parsed by each field's default's type), then `overrides` (checked by name).
+
+    Reads only its own variables (one lookup per field): limits are resolved per request.
+    """
+    env = os.environ if environ is None else environ
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(overrides or {}) - names
     if unknown:
         raise UsageError(f"unknown {what}: {', '.join(sorted(unknown))}")
-    values = {f.name: _parse_field(prefix + f.name.upper(), raw[f.name], f.default)
-              for f in dataclasses.fields(cls) if f.name in raw}  # type: ignore[arg-type]
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        text = env.get(prefix + f.name.upper())
+        if text:
+            values[f.name] = _parse_field(prefix + f.name.upper(), text, f.default)
     values.update(overrides or {})
     return cls(**values)
 
@@ -157,11 +159,6 @@ def _parse_field(name: str, text: str, default: Any) -> Any:
         return type(default)(text)
     except ValueError:
         raise UsageError(f"{name}={text!r} is not valid") from None
-
-
-def _prefixed(env: Mapping[str, str], prefix: str) -> dict[str, str]:
-    return {k[len(prefix):].lower(): v for k, v in env.items()
-            if k.startswith(prefix) and v != ""}
 
 
 def _number(name: str, text: str | None, default: float, kind: type) -> float:

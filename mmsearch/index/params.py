@@ -75,10 +75,9 @@ class AnnParams:
         """Defaults, then `MMSEARCH_ANN_*` variables, then `overrides`."""
         if isinstance(overrides, AnnParams):
             return overrides
-        from mmsearch.settings import fields_from_settings, settings
+        from mmsearch.settings import fields_from_settings
 
-        params = fields_from_settings(cls, "MMSEARCH_ANN_", settings().ann, overrides,
-                                      "index parameter(s)")
+        params = fields_from_settings(cls, "MMSEARCH_ANN_", overrides, "index parameter(s)")
         if not 0 < params.target_recall <= 1:
             raise UsageError(f"target_recall must be in (0, 1], not {params.target_recall}")
         return params

@@ -82,14 +82,22 @@ def build_app(spec: ServeSpec, ray: str | None = None, collection: Any = None) -
     import mmsearch
 
     _few_malloc_arenas()
-    with contextlib.suppress(ImportError):
-        import torch
-
-        torch.set_num_threads(spec.threads)
+    _torch_threads(spec.threads)
     col = collection or mmsearch.open(Path(spec.store), model=spec.model, device=spec.device,
                                       shards=spec.shards, ray=ray)
     return create_app(col, api_key=spec.api_key, limits=spec.limits,
                       threads_per_request=spec.threads)
+
+
+def _torch_threads(n: int) -> None:
+    """torch's threads in this process, without importing it for that: a text query on a
+    lite store never loads torch. Loaded already: set now; else through OMP_NUM_THREADS,
+    which torch reads when it loads (checked: torch.get_num_threads() follows it)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(n)
 
 
 def _few_malloc_arenas(n: int = 2) -> None:

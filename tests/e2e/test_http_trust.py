@@ -3,6 +3,7 @@ OpenAPI schema; files served only while they are the files that were indexed."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import json
@@ -33,6 +34,25 @@ def served(tmp_path_factory, tiny_spec):
     col.index([root / "pics"])
     col.index_catalog(root / "cat.csv", image_col="image", text_cols=["title"])
     return root, col, TestClient(create_app(col, api_key="k"))
+
+
+@contextlib.contextmanager
+def _replaced(path, link_to: str | None = None):
+    """The file turned into a symlink to `link_to` (else: as many zero bytes, same mtime)
+    for the block, then restored with its bytes and times."""
+    saved, stat = path.read_bytes(), path.stat()
+    if link_to:
+        path.unlink()
+        path.symlink_to(link_to)
+    else:
+        path.write_bytes(bytes(len(saved)))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    try:
+        yield
+    finally:
+        path.unlink()
+        path.write_bytes(saved)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def _id_of(col, path) -> str:
@@ -108,35 +128,19 @@ def test_media_is_not_served_once_the_file_is_replaced_by_a_symlink(served):
     item = _id_of(col, path)
     assert client.get(f"/media/{item}", headers=KEY).status_code == 200
     assert client.get(f"/thumbnail/{item}", headers=KEY).status_code == 200
-    saved = path.read_bytes()
-    stat = path.stat()
-    path.unlink()
-    path.symlink_to("/etc/passwd")
-    try:
+    with _replaced(path, "/etc/passwd"):
         r = client.get(f"/media/{item}", headers=KEY)
         assert r.status_code == 409 and "root:" not in r.text
         assert client.get(f"/thumbnail/{item}", headers=KEY).status_code == 409
-    finally:
-        path.unlink()
-        path.write_bytes(saved)
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_thumbnail_of_a_file_replaced_by_dev_zero_is_refused(served):
     root, col, client = served
     path = root / "pics" / "p1.jpg"
     item = _id_of(col, path)
-    saved = path.read_bytes()
-    stat = path.stat()
-    path.unlink()
-    path.symlink_to("/dev/zero")
-    try:
+    with _replaced(path, "/dev/zero"):
         assert client.get(f"/thumbnail/{item}", headers=KEY).status_code == 404
         assert client.get(f"/media/{item}", headers=KEY).status_code == 404
-    finally:
-        path.unlink()
-        path.write_bytes(saved)
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert client.get(f"/thumbnail/{item}", headers=KEY).status_code == 200
 
 
@@ -144,31 +148,16 @@ def test_same_size_same_time_other_bytes_is_409(served):
     root, col, client = served
     path = root / "pics" / "p2.jpg"
     item = _id_of(col, path)
-    saved = path.read_bytes()
-    stat = path.stat()
-    path.write_bytes(bytes(len(saved)))
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    try:
+    with _replaced(path):
         assert client.get(f"/media/{item}", headers=KEY).status_code == 409
-    finally:
-        path.write_bytes(saved)
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_catalog_images_are_served_only_while_unchanged(served):
     root, _col, client = served
     assert client.get("/media/c0", headers=KEY).status_code == 200
     path = root / "pics" / "p0.jpg"
-    saved = path.read_bytes()
-    stat = path.stat()
-    path.unlink()
-    path.symlink_to("/etc/passwd")
-    try:
+    with _replaced(path, "/etc/passwd"):
         assert client.get("/media/c0", headers=KEY).status_code == 409
-    finally:
-        path.unlink()
-        path.write_bytes(saved)
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_openapi_declares_the_error_answers(served):

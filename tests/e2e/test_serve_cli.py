@@ -108,3 +108,19 @@ def _store_dim(store) -> int:
 
     with mmsearch.open(store) as col:
         return int(col.info()["dim"])
+
+
+def test_a_serving_process_sets_torch_threads_without_loading_torch(cli, photos, tmp_path,
+                                                                     tiny_spec):
+    """`--threads` reaches torch through OMP_NUM_THREADS when torch is not loaded yet, so
+    a worker answering text queries on a lite store never pays torch's import."""
+    store = tmp_path / "store"
+    assert cli("index", photos, "--store", store, "--model", tiny_spec, "-q").exit_code == 0
+    code = ("import os, sys; from mmsearch.serve.run import ServeSpec, build_app; "
+            f"build_app(ServeSpec({str(store)!r}, threads=1)); "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "import torch; print(os.environ['OMP_NUM_THREADS'], torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1"]  # torch alone takes every core

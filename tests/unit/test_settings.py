@@ -11,7 +11,8 @@ from mmsearch import config
 from mmsearch.errors import UsageError
 from mmsearch.index import AnnParams
 from mmsearch.ingest.video import VideoOptions
-from mmsearch.settings import VARIABLES, Settings, settings
+from mmsearch.limits import Limits
+from mmsearch.settings import VARIABLES, Settings, fields_from_settings, settings
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mmsearch"
 
@@ -52,4 +53,19 @@ def test_bad_values_are_named_and_shared_can_be_hidden(tmp_path):
     assert Settings.from_env({"MMSEARCH_SHARED": str(tmp_path)}).shared_models("yamnet") == \
         tmp_path / "models" / "yamnet"
     assert Settings.from_env({"MMSEARCH_SHARED": "none"}).shared_models("yamnet") is None
-    assert Settings.from_env({}).ann == {}
+
+
+
+def test_dataclass_settings_read_their_prefix_then_overrides():
+    env = {"MMSEARCH_ANN_NPROBE": "32", "MMSEARCH_ANN_GPU": "auto", "MMSEARCH_ANN_M": ""}
+    params = fields_from_settings(AnnParams, "MMSEARCH_ANN_", {"nlist": 64}, "index", env)
+    assert (params.nprobe, params.gpu, params.nlist) == (32, None, 64)
+    assert params.m == AnnParams().m  # an empty variable is unset
+    limits = fields_from_settings(Limits, "MMSEARCH_LIMIT_", None, "limit(s)",
+                                  {"MMSEARCH_LIMIT_MAX_TEXT_CHARS": "4e3"})
+    assert limits.max_text_chars == 4000
+    with pytest.raises(UsageError, match="MMSEARCH_LIMIT_MAX_IN_VALUES='many'"):
+        fields_from_settings(Limits, "MMSEARCH_LIMIT_", None, "limit(s)",
+                             {"MMSEARCH_LIMIT_MAX_IN_VALUES": "many"})
+    with pytest.raises(UsageError, match="unknown limit"):
+        fields_from_settings(Limits, "MMSEARCH_LIMIT_", {"max_nothing": 1}, "limit(s)", {})
