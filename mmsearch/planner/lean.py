@@ -13,6 +13,7 @@ compare both on the same queries.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -153,16 +154,12 @@ def _best_items(snap: Snapshot, queries: np.ndarray, want: int, allowed: np.ndar
     return out
 
 
-_TEMPLATE: list[SearchRequest] = []
-
-
+@functools.cache
 def _template() -> SearchRequest:
     """A request of default options, copied per query with the plain options set (checked
     as `SearchRequest` would check them by `from_options`; `model_construct` and
     validation cost tens of microseconds, a copy a few)."""
-    if not _TEMPLATE:
-        _TEMPLATE.append(SearchRequest.model_construct(negative=[], weights={}))
-    return _TEMPLATE[0]
+    return SearchRequest.model_construct(negative=[], weights={})
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
