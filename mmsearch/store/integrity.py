@@ -251,22 +251,16 @@ def _check_header(path: Path, size: int, rows: int | None, dim: int | None) -> s
     """What is wrong with a file's header and size, or None."""
     name = path.name
     with open(path, "rb") as f:
-        if name.endswith(".parquet"):
-            head = f.read(4)
-            if size < 12:
-                return "truncated"
-            f.seek(size - 4)
-            if head != b"PAR1" or f.read(4) != b"PAR1":
-                return "not a complete Parquet file (truncated or overwritten)"
-            return None
-        if name.endswith(".arrow"):
-            head = f.read(6)
-            if size < 12:
-                return "truncated"
-            f.seek(size - 6)
-            if head != b"ARROW1" or f.read(6) != b"ARROW1":
-                return "not a complete Arrow file (truncated or overwritten)"
-            return None
+        for suffix, magic, kind in ((".parquet", b"PAR1", "Parquet"),
+                                    (".arrow", b"ARROW1", "Arrow")):
+            if name.endswith(suffix):  # the format's magic bytes open and close the file
+                head = f.read(len(magic))
+                if size < 12:
+                    return "truncated"
+                f.seek(size - len(magic))
+                if head != magic or f.read(len(magic)) != magic:
+                    return f"not a complete {kind} file (truncated or overwritten)"
+                return None
         if name.endswith(".npy"):
             return _check_npy(f, size, rows, dim if rows is not None else None)
         if name.endswith(".faiss") and size < 16:
