@@ -124,14 +124,15 @@ class AnnIndex:
     """
 
     def __init__(self, index: faiss.Index, meta: dict[str, Any], keys: np.ndarray,
-                 file: str | None = None, gpu: bool = False) -> None:
+                 file: str | None = None, gpu: bool = False, keys_sorted: bool = False
+                 ) -> None:
         self.index = index
         self.ivf = faiss.extract_index_ivf(index)
         self._nlist = int(self.ivf.nlist)  # fixed at training (a SWIG read per search else)
         self.opq = (faiss.downcast_VectorTransform(faiss.downcast_index(index).chain.at(0))
                     if meta.get("opq") else None)
         self.meta = dict(meta)
-        self.keys = np.sort(np.asarray(keys, dtype=np.int64))
+        self.keys = keys if keys_sorted else np.sort(np.asarray(keys, dtype=np.int64))
         self.file = file
         self.dirty = 0  # rows added or removed since `file` was written
         self.lock = RWLock()  # CPU searches run concurrently; updates run alone
@@ -192,14 +193,22 @@ class AnnIndex:
         return cls(index, meta, np.zeros(0, np.int64), gpu=gpu)
 
     @classmethod
-    def read(cls, path: Path, meta: dict[str, Any], params: AnnParams) -> AnnIndex:
-        """Load a saved index (codes into RAM, no training)."""
+    def read(cls, path: Path, meta: dict[str, Any], params: AnnParams,
+             keys: np.ndarray | None = None) -> AnnIndex:
+        """Load a saved index (codes into RAM, no training).
+
+        `keys`: the sorted int64 keys the file is known to hold (the caller checked them
+        against the digest saved with it); else they are read from the inverted lists.
+        """
         try:
             index = faiss.read_index(str(path))
         except RuntimeError:
             if not path.exists():  # removed by a writer's commit meanwhile: caller retries
                 raise FileNotFoundError(path) from None
             raise
+        if keys is not None and len(keys) == index.ntotal:
+            return cls(index, meta, keys, file=meta.get("file"), gpu=use_gpu(params),
+                       keys_sorted=True)
         ivf = faiss.extract_index_ivf(index)
         inv = ivf.invlists
         ids = [faiss.rev_swig_ptr(inv.get_ids(i), inv.list_size(i)).copy()

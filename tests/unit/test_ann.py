@@ -209,6 +209,28 @@ def test_reopen_uses_the_saved_index_and_replays_later_changes(trained, monkeypa
     assert same >= 0.9 * sum(len(a) for a in after)
 
 
+def test_reopening_a_current_index_takes_the_live_keys_by_their_digest(trained,
+                                                                       monkeypatch):
+    path, data = trained
+    saved = ann_meta(path)
+    assert saved["keys_xxh3"].startswith("2000:")        # recorded when the file was saved
+    real = ivfpq.faiss.rev_swig_ptr
+    collected: list[int] = []
+    monkeypatch.setattr(ivfpq.faiss, "rev_swig_ptr",
+                        lambda *a: collected.append(1) or real(*a))
+    queries = clustered(5, 97)
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        snap = col.snapshot()
+        assert isinstance(snap.index, IVFPQIndex) and snap.index.ann.ntotal == 2000
+        assert not collected                              # keys not read from the lists
+        assert recall(col, data, queries) >= 0.9
+        col.delete(["v1"])                               # not saved: the digest is stale
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        snap = col.snapshot()
+        assert collected and snap.index.ann.ntotal == 1999   # read from the lists, replayed
+        assert 1 not in ids_of(col.search(vector=data[1], k=5))
+
+
 KILL_SCRIPT = """
 import sys, time
 import mmsearch
