@@ -173,7 +173,7 @@ class Cells:
             parts = located.get(id(self._bounds[col]))
             if parts is None:  # per chunk: (chunk, positions in `rows` or None: all, locals)
                 chunk = np.searchsorted(bounds, rows, side="right") - 1
-                used = np.unique(chunk).tolist()
+                used = np.flatnonzero(np.bincount(chunk)).tolist()  # (np.unique: numpy.ma)
                 parts = ([(used[0], None, rows - bounds[used[0]])] if len(used) == 1 else
                          [(c, at, rows[at] - bounds[c]) for c in used
                           for at in [np.flatnonzero(chunk == c)]])
