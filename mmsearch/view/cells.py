@@ -34,31 +34,47 @@ BulkReader = Callable[[np.ndarray], list[Any]]
 _US_MIN, _US_MAX = -62135596800 * 10**6, 253402300799 * 10**6
 
 
-def chunk_reader(arr: pa.Array) -> Reader:
-    """A reader for one chunk (see the module notes for the types read directly)."""
+def _view(arr: pa.Array) -> tuple[str, Any, Any] | None:
+    """A chunk's values as numpy views of its buffers, by kind: ("number", values, None),
+    ("bool", bits, None), ("string", offsets, data), ("time", ticks, microseconds per
+    tick); offsets applied except for bits. None for other types."""
     t = arr.type
     off = arr.offset
-    read: Reader | None = None
     if (pa.types.is_integer(t) or pa.types.is_floating(t)) and not pa.types.is_float16(t):
-        kind = ("float" if pa.types.is_floating(t) else
-                "int" if pa.types.is_signed_integer(t) else "uint")  # (to_pandas_dtype
-        read = np.frombuffer(arr.buffers()[1],                     # imports pandas)
-                             dtype=np.dtype(f"{kind}{t.bit_width}"))[off:].item
-    elif pa.types.is_boolean(t):
-        bits = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
-        read = lambda i: bool((bits.item((i + off) >> 3) >> ((i + off) & 7)) & 1)  # noqa: E731
-    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        kind = ("float" if pa.types.is_floating(t) else  # (to_pandas_dtype imports pandas)
+                "int" if pa.types.is_signed_integer(t) else "uint")
+        return "number", np.frombuffer(arr.buffers()[1], np.dtype(f"{kind}{t.bit_width}"))[
+            off:], None
+    if pa.types.is_boolean(t):
+        return "bool", np.frombuffer(arr.buffers()[1], dtype=np.uint8), None
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
         kind = np.int64 if pa.types.is_large_string(t) else np.int32
-        at = np.frombuffer(arr.buffers()[1], dtype=kind)[off:].item
         data = arr.buffers()[2]
-        raw = memoryview(data) if data is not None else memoryview(b"")
-        read = lambda i: str(raw[at(i):at(i + 1)], "utf-8")  # noqa: E731
-    elif pa.types.is_timestamp(t) and t.tz is None and t.unit in _UNIT_US:
-        ticks = np.frombuffer(arr.buffers()[1], dtype=np.int64)[off:].item
-        scale = _UNIT_US[t.unit]
-        read = lambda i: _EPOCH + dt.timedelta(microseconds=ticks(i) * scale)  # noqa: E731
-    if read is None:
+        return ("string", np.frombuffer(arr.buffers()[1], dtype=kind)[off:],
+                memoryview(data) if data is not None else memoryview(b""))
+    if pa.types.is_timestamp(t) and t.tz is None and t.unit in _UNIT_US:
+        return "time", np.frombuffer(arr.buffers()[1], dtype=np.int64)[off:], _UNIT_US[t.unit]
+    return None
+
+
+def chunk_reader(arr: pa.Array) -> Reader:
+    """A reader for one chunk (see the module notes for the types read directly)."""
+    view = _view(arr)
+    off = arr.offset
+    if view is None:
         return lambda i: arr[i].as_py()
+    kind, values, extra = view
+    read: Reader
+    if kind == "number":
+        read = values.item
+    elif kind == "bool":
+        read = lambda i: bool((values.item((i + off) >> 3) >> ((i + off) & 7)) & 1)  # noqa: E731
+    elif kind == "string":
+        at = values.item
+        read = lambda i: str(extra[at(i):at(i + 1)], "utf-8")  # noqa: E731
+    else:
+        ticks = values.item
+        read = lambda i: _EPOCH + dt.timedelta(microseconds=ticks(i) * extra)  # noqa: E731
     if arr.null_count == 0:
         return read
     valid = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
@@ -67,37 +83,28 @@ def chunk_reader(arr: pa.Array) -> Reader:
 
 def bulk_reader(arr: pa.Array) -> BulkReader:
     """A reader of many positions of one chunk at once (see `chunk_reader` for the types)."""
-    t = arr.type
+    view = _view(arr)
     off = arr.offset
-    read: BulkReader | None = None
-    if (pa.types.is_integer(t) or pa.types.is_floating(t)) and not pa.types.is_float16(t):
-        kind = ("float" if pa.types.is_floating(t) else
-                "int" if pa.types.is_signed_integer(t) else "uint")
-        values = np.frombuffer(arr.buffers()[1], dtype=np.dtype(f"{kind}{t.bit_width}"))[off:]
+    if view is None:
+        return lambda i: arr.take(pa.array(i, pa.int64())).to_pylist()
+    kind, values, extra = view
+    read: BulkReader
+    if kind == "number":
         read = lambda i: values[i].tolist()  # noqa: E731
-    elif pa.types.is_boolean(t):
-        bits = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
-        read = lambda i: ((bits[(i + off) >> 3] >> ((i + off) & 7)) & 1).astype(  # noqa: E731
+    elif kind == "bool":
+        read = lambda i: ((values[(i + off) >> 3] >> ((i + off) & 7)) & 1).astype(  # noqa: E731
             bool).tolist()
-    elif pa.types.is_string(t) or pa.types.is_large_string(t):
-        at = np.frombuffer(arr.buffers()[1], dtype=np.int64 if pa.types.is_large_string(t)
-                           else np.int32)[off:]
-        data = arr.buffers()[2]
-        raw = memoryview(data) if data is not None else memoryview(b"")
-        read = lambda i: [str(raw[a:b], "utf-8") for a, b in  # noqa: E731
-                          zip(at[i].tolist(), at[i + 1].tolist(), strict=True)]
-    elif pa.types.is_timestamp(t) and t.tz is None and t.unit in _UNIT_US:
-        ticks = np.frombuffer(arr.buffers()[1], dtype=np.int64)[off:]
+    elif kind == "string":
+        read = lambda i: [str(extra[a:b], "utf-8") for a, b in  # noqa: E731
+                          zip(values[i].tolist(), values[i + 1].tolist(), strict=True)]
+    else:
         one = chunk_reader(arr)
-        scale = _UNIT_US[t.unit]
 
         def read(i: np.ndarray) -> list[Any]:
-            us = ticks[i] * scale
+            us = values[i] * extra
             if len(us) and us.min() >= _US_MIN and us.max() <= _US_MAX:
                 return us.astype("datetime64[us]").tolist()
-            return [one(j) for j in i.tolist()]
-    if read is None:
-        return lambda i: arr.take(pa.array(i, pa.int64())).to_pylist()
+            return [one(j) for j in i.tolist()]  # (numpy's tolist: ints out of range)
     if arr.null_count == 0:
         return read
     valid = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
