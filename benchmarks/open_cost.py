@@ -5,8 +5,9 @@
 Each run is a new Python process that imports the library first (its import is not the
 store's open), then times `mmsearch.open(STORE)` + one `search(vector=q, k=10)` and reads
 the growth of its anonymous resident memory (file-backed maps such as the memory-mapped
-vectors excluded). Runs alternate between the default (each file's checksum verified on
-its first read in a process) and `MMSEARCH_VERIFY_MAX_MB=0` (sizes and headers only).
+vectors and metadata excluded). Runs alternate between the default (a file's checksum is
+verified when its stat differs from `STORE/.verified`, so only the first run after a
+change pays it) and `MMSEARCH_VERIFY_MAX_MB=0` (sizes and headers only).
 """
 
 from __future__ import annotations
