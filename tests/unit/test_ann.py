@@ -187,6 +187,35 @@ def test_filters_never_starve_and_match_brute_force(trained, exact_rows):
             assert len(got) == min(10, 2 * limit)
 
 
+def test_rare_filters_search_a_kept_copy_of_their_vectors(trained):
+    """A cached filter's rows (exact search) are scored from one gathered copy, kept for
+    the next queries within `filter_vectors_mb` (least recently used dropped); answers are
+    those of exact search over the memory-mapped rows, one query or several."""
+    path, data = trained
+    queries = clustered(9, 95)
+    budget = 0.02  # MB: 20,971 bytes; a quarter: 5,242 (rows of 128 bytes)
+    with mmsearch.open(path, index_params={**PARAMS, "filter_vectors_mb": budget}) as col:
+        snap = col.snapshot()
+        index = snap.index
+        assert isinstance(index, IVFPQIndex)
+        sets = [snap.filter_rows([("bucket", {"lt": lim})]) for lim in (20, 19, 18, 17, 16, 30)]
+        for rows in sets:  # 40, 38, 36, 34, 32 rows (5,120 ... 4,096 bytes), then 60 rows
+            for q in (queries[:1], queries):  # FAISS's loop, and a matrix product
+                got = index.search(q, 10, rows)
+                want = ivfpq.exact_search(index.vectors, q, 10, rows)
+                np.testing.assert_array_equal(got[1], want[1])
+                np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+        assert list(index._blocks) == [id(r) for r in sets[1:5]], "the oldest dropped; " \
+            "60 rows are over a quarter of the budget: not kept"
+        assert index._block_bytes == sum(len(r) for r in sets[1:5]) * DIM * 4 <= budget * 2**20
+        assert recall(col, data, queries, filters={"bucket": {"lt": 20}},
+                      keep=lambda i: i % 1000 < 20) == 1.0
+        fresh = np.array(sets[1])  # a row set that is not a cached filter's: not kept
+        assert index.search(queries[:1], 5, fresh)[1].tolist() == \
+            index.search(queries[:1], 5, sets[1])[1].tolist()
+        assert id(fresh) not in index._blocks
+
+
 def test_reopen_uses_the_saved_index_and_replays_later_changes(trained, monkeypatch):
     path, _ = trained
     queries = clustered(10, 96)
