@@ -278,8 +278,10 @@ class AnnIndex:
                 params.sel = selector
             ids = np.empty((len(xq), n), dtype=np.int64)
             dist = np.empty((len(xq), n), dtype=np.float32)
-            self.ivf.search_c(len(xq), faiss.swig_ptr(np.ascontiguousarray(xq)), n,
-                              faiss.swig_ptr(dist), faiss.swig_ptr(ids), params)
+            if not xq.flags.c_contiguous or xq.dtype != np.float32:
+                xq = np.ascontiguousarray(xq, dtype=np.float32)
+            self.ivf.search_c(len(xq), faiss.swig_ptr(xq), n, faiss.swig_ptr(dist),
+                              faiss.swig_ptr(ids), params)
             return ids
 
     def _gpu(self) -> Any:
