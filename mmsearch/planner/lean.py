@@ -14,6 +14,7 @@ compare both on the same queries.
 from __future__ import annotations
 
 import functools
+import gc
 import itertools
 import math
 from collections.abc import Mapping
@@ -118,16 +119,25 @@ def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
         allowed = Search(snap, req, env).allowed_rows()
         if allowed is not None and not len(allowed):
             return [[] for _ in range(len(plain.vectors))]
-    pages = _pages(snap, plain.vectors, req.k + req.offset, allowed, req.offset)
-    rows = [r for page_rows, _, _ in pages for r in page_rows]
-    cos = [c for _, page_cos, _ in pages for c in page_cos]
-    unread = [r for page_rows, _, ids in pages if ids is None for r in page_rows]
-    if unread:  # pages of the general way
-        read = iter(_read(snap, unread, ["id"])[0])
-        pages = [(r, c, ids if ids is not None else [next(read) for _ in r])
-                 for r, c, ids in pages]
-    results = iter(prep.results(snap, rows, [i for _, _, ids in pages for i in ids], cos))
-    out = [[next(results) for _ in page_rows] for page_rows, _, _ in pages]
+    pages = _pages(snap, plain.vectors, req.k + req.offset, allowed, req.offset, prep.names)
+    if any(cols is None for _, _, cols in pages):  # pages of the general way
+        unread = [r for rows, _, cols in pages if cols is None for r in rows]
+        read = dict(zip(prep.names, _read(snap, unread, prep.names), strict=True))
+        at = 0
+        for i, (rows, cos, cols) in enumerate(pages):
+            if cols is None:
+                pages[i] = (rows, cos, {n: v[at:at + len(rows)] for n, v in read.items()})
+                at += len(rows)
+    if len(pages) == 1:
+        results = prep.results(pages[0][2], pages[0][1])
+        out = [results]
+    else:
+        flat = prep.results({n: [v for _, _, cols in pages for v in cols[n]]  # type: ignore
+                             for n in prep.names}, [c for _, cos, _ in pages for c in cos])
+        at, out = 0, []
+        for rows, _, _ in pages:
+            out.append(flat[at:at + len(rows)])
+            at += len(rows)
     if prep.annotate:
         ctx = QueryContext(snap, req, [], allowed, env.encoder, {}, env.path, env.device)
         for hook in prep.annotate:
@@ -156,37 +166,47 @@ class _Prepared:
         self.core = [n if n in columns else None for n in ("path", "modality", "start_s",
                                                             "end_s")]
         self.meta = [n for n in columns if n not in CORE_COLUMNS]
+        #: the columns read per result row
+        self.names = ["id", *(n for n in self.core if n is not None), *self.meta]
         #: one row's metadata dict from its values of `meta`, by a dict display (a third
         #: of `dict(zip(...))`'s cost; generated as dataclasses generate their `__init__`)
         args = ", ".join(f"v{i}" for i in range(len(self.meta)))  # (code: repr()s of names)
         items = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(self.meta))
         self.metadata = eval(f"lambda {args}: {{{items}}}")
 
-    def results(self, snap: Snapshot, rows: list[int], ids: list[Any],
-                cos: list[float]) -> list[Result]:
-        """`Result`s of rows (their ids read already) as `search.to_result` builds them,
-        a column at a time: values read in bulk, the dataclass called positionally."""
-        names = [n for n in self.core if n is not None] + self.meta
-        values = dict(zip(names, _read(snap, rows, names), strict=True)) if rows else {}
-        nothing = [None] * len(rows)
+    def results(self, values: dict[str, list[Any]], cos: list[float]) -> list[Result]:
+        """`Result`s of rows from their values of `names`, as `search.to_result` builds
+        them, a column at a time (the dataclass called positionally)."""
+        nothing = [None] * len(cos)
         path, modality, start, end = (values[n] if n is not None else nothing
                                       for n in self.core)
-        metas = (list(map(self.metadata, *(values[n] for n in self.meta))) if self.meta
-                 else [{} for _ in rows])
         mean, std = self.stats.mean, self.stats.std
         z = [(c - mean) / std for c in cos]  # as `Stats.z`
-        return list(map(Result, map(str, ids), path, [m or "image" for m in modality], z,
-                        start, end, metas, cos))
+        # Many new objects (a batch's results and their metadata dicts, none in a cycle)
+        # set off the cyclic garbage collector every 700, which then walks all the objects
+        # alive: paused while they are made, it halves the cost of a batch's results.
+        pause = len(cos) > BULK_ROWS and gc.isenabled()
+        if pause:
+            gc.disable()
+        try:
+            metas = (list(map(self.metadata, *(values[n] for n in self.meta))) if self.meta
+                     else [{} for _ in cos])
+            return list(map(Result, map(str, values["id"]), path,
+                            [m or "image" for m in modality], z, start, end, metas, cos))
+        finally:
+            if pause:
+                gc.enable()
 
 
 def _pages(snap: Snapshot, queries: np.ndarray, want: int, allowed: np.ndarray | None,
-           offset: int) -> list[tuple[list[int], list[float], list[Any] | None]]:
-    """Per query, the rows, cosines and (when read) ids of its page: the `want` best items
-    from `offset`.
+           offset: int, names: list[str]
+           ) -> list[tuple[list[int], list[float], dict[str, list[Any]] | None]]:
+    """Per query, the rows, cosines and (when read) values of `names` (with "id") of its
+    page: the `want` best items from `offset`.
 
     The index's best rows are the page when they are distinct items without tied scores
-    (the usual case: checked on the index's answer, ids read once for all queries); the
-    other queries go the general way (`_best_items`)."""
+    (the usual case: checked on the index's answer, values read once for all queries);
+    the other queries go the general way (`_best_items`)."""
     eligible = len(snap) if allowed is None else len(allowed)
     # a filter restricts the index search to its rows, where the tuned depth (measured
     # unfiltered) holds less well: ask for the planner's pool then, as before
@@ -197,19 +217,21 @@ def _pages(snap: Snapshot, queries: np.ndarray, want: int, allowed: np.ndarray |
     if len(queries) == 1:  # lists: cheaper than array operations for one query
         heads, near = [found[0, :top].tolist()], scores[0, :edge].tolist()
         fine = [heads[0][-1] >= 0 and all(a != b for a, b in itertools.pairwise(near))]
-        ids = _read(snap, [max(r, 0) for r in heads[0]], ["id"])[0]
+        values = _read(snap, [max(r, 0) for r in heads[0]], names)
         cos = [near[:top]]
     else:
         heads, cos = found[:, :top].tolist(), scores[:, :top].tolist()
         near = scores[:, :edge]
         fine = ((found[:, top - 1] >= 0) & (near[:, 1:] != near[:, :-1]).all(axis=1)).tolist()
-        ids = _read(snap, np.maximum(found[:, :top], 0).reshape(-1), ["id"])[0]
-    pages: list[tuple[list[int], list[float], list[Any] | None]] = []
+        values = _read(snap, np.maximum(found[:, :top], 0).reshape(-1), names)
+    ids = values[names.index("id")]
+    pages: list[tuple[list[int], list[float], dict[str, list[Any]] | None]] = []
     again = []
     for qi, (head, c, ok) in enumerate(zip(heads, cos, fine, strict=True)):
-        page_ids = ids[qi * top:(qi + 1) * top]
-        if ok and len(set(page_ids)) == top:
-            pages.append((head[offset:], c[offset:], page_ids[offset:]))
+        lo, hi = qi * top, (qi + 1) * top
+        if ok and len(set(ids[lo:hi])) == top:
+            pages.append((head[offset:], c[offset:],
+                          {n: v[lo + offset:hi] for n, v in zip(names, values, strict=True)}))
         else:
             pages.append(([], [], None))
             again.append(qi)
