@@ -89,7 +89,7 @@ class KeyMap:
         self.table: np.ndarray | None = None
         if n and self.sorted_keys[0] >= 0 and self.max_key < self.DENSE_FACTOR * n + 1024:
             kind = np.int32 if n < 2**31 else np.int64
-            self.table = np.full(self.max_key + 1, -1, dtype=kind)
+            self.table = np.full(self.max_key + 2, -1, dtype=kind)  # + a last slot for -1
             self.table[self.row_keys] = np.arange(n, dtype=kind)
 
     @property
@@ -105,6 +105,8 @@ class KeyMap:
         if not len(self.sorted_keys):
             return np.full(keys.shape, -1, dtype=np.int64)
         if self.table is not None:
+            if keys.size and keys.min() >= -1 and keys.max() <= self.max_key:
+                return self.table[keys].astype(np.int64)  # key -1: the table's last slot, -1
             inside = (keys >= 0) & (keys <= self.max_key)
             rows = self.table[np.where(inside, keys, 0)].astype(np.int64)
             return np.where(inside, rows, -1)
@@ -341,6 +343,7 @@ class IVFPQIndex:
         self.dim = vectors.dim
         self.nprobe, self.rerank = tuning.settings(ann.meta, params, ann.nlist)
         self.filter_exact_rows = params.filter_exact_rows
+        self._prefaulted = False  # the vectors' pages mapped in after the first search
         self._lock = threading.Lock()
         self._selectors: OrderedDict[int, tuple[Any, np.ndarray, faiss.IDSelector]] = \
             OrderedDict()
@@ -361,6 +364,15 @@ class IVFPQIndex:
         Returns (scores, rows), each (n_queries, k); missing slots have row -1. When at
         least k rows are eligible, k come back.
         """
+        found = self._search(queries, k, rows)
+        if not self._prefaulted:  # after the first search, not before it
+            self._prefaulted = True
+            if self.params.prefault:
+                self.vectors.prefault()
+        return found
+
+    def _search(self, queries: np.ndarray, k: int,
+                rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         n = len(self)
         if rows is None:
@@ -402,20 +414,20 @@ class IVFPQIndex:
                     eligible: int, nprobe: int | None = None,
                     allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         nq = len(q)
+        nlist = self.ann.nlist
+        nprobe = min(nlist, max(1, nprobe or self.nprobe))
+        n_cand = min(eligible, max(k, 10) * self.rerank)  # a small k still gets a fair pool
+        if nq == 1 and selector is None and k:  # the common case, in as few steps as it takes
+            cand = self.keymap.rows_of(self.ann.search(q, n_cand, nprobe)[0])
+            cand = cand[cand >= 0]
+            if len(cand) >= k:
+                sims = self.vectors.dot(cand, q[0])
+                top = np.argsort(-sims, kind="stable")[:k]
+                return sims[top][None], cand[top][None]
         scores = np.full((nq, k), -np.inf, dtype=np.float32)
         found = np.full((nq, k), -1, dtype=np.int64)
         if k == 0:
             return scores, found
-        nlist = self.ann.nlist
-        nprobe = min(nlist, max(1, nprobe or self.nprobe))
-        n_cand = min(eligible, max(k, 10) * self.rerank)  # a small k still gets a fair pool
-        if nq == 1 and selector is None:  # the common case, in as few steps as it takes
-            cand = self.keymap.rows_of(self.ann.search(q, n_cand, nprobe)[0])
-            cand = cand[cand >= 0]
-            if len(cand) >= k:
-                sims = inner_products(self.vectors, q, cand[None])[0]
-                top = np.argsort(-sims, kind="stable")[:k]
-                return sims[top][None], cand[top][None]
         todo = np.arange(nq)
         for _ in range(12):
             keys = self.ann.search(q[todo], n_cand, nprobe, selector)
@@ -491,7 +503,7 @@ def inner_products(vectors: LiveVectors, q: np.ndarray, rows: np.ndarray) -> np.
     if nq == 1 and c <= GATHER_ROWS:  # one query, few rows: no OpenMP region to wake
         ok = rows[0] >= 0
         if ok.any():
-            sims[0, ok] = vectors.take(rows[0, ok]) @ q[0]
+            sims[0, ok] = vectors.dot(rows[0, ok], q[0])
         return sims
     single = len(vectors.parts) == 1
     seg = None if single else np.searchsorted(vectors.offsets, rows, side="right") - 1

@@ -51,6 +51,9 @@ class AnnParams:
         save_share: rewrite the index file once this share of rows changed since it was
             written (adds and deletes in between are replayed from the segments on open).
         gpu: use a CUDA GPU through faiss-gpu when there is one (None: when present).
+        prefault: from the first search on, map the memory-mapped vectors' pages in from a
+            background thread (`LiveVectors.prefault`), so re-scoring does not fault
+            them in one row at a time; skipped when they exceed half the free memory.
     """
 
     threshold: int = 50_000
@@ -69,6 +72,7 @@ class AnnParams:
     filter_exact_rows: int = 32_768
     save_share: float = 0.05
     gpu: bool | None = None
+    prefault: bool = True
 
     @classmethod
     def resolve(cls, overrides: AnnParams | Mapping[str, Any] | None = None) -> AnnParams:

@@ -353,6 +353,36 @@ def test_rescoring_reads_rows_in_place_across_segments_deletes_and_odd_parts():
         ivfpq.inner_products(single, q, np.full((7, 2), len(full)))
 
 
+@pytest.mark.parametrize("dim", [16, 12])  # rows of 64 B, and of 48 B (not page-aligned)
+def test_one_query_rescoring_over_memory_mapped_parts(tmp_path, dim):
+    """`LiveVectors.dot` (one query's re-scoring) equals numpy over several memory-mapped
+    parts (one gather through their address span), over parts with deleted rows (a gather
+    per part), and a prefault maps the parts in once per process."""
+    rng = np.random.default_rng(6)
+    arrays = [rng.standard_normal((n, dim)).astype(np.float32) for n in (5, 300, 7)]
+    for i, a in enumerate(arrays):
+        np.save(tmp_path / f"{i}.npy", a)
+    parts = [np.load(tmp_path / f"{i}.npy", mmap_mode="r") for i in range(3)]
+    q = rng.standard_normal(dim).astype(np.float32)
+    live = LiveVectors(parts, [None] * 3, dim)
+    full = np.concatenate(arrays)
+    rows = rng.integers(0, len(full), 60)
+    np.testing.assert_allclose(live.dot(rows, q), full[rows] @ q, rtol=1e-5, atol=1e-5)
+    assert live._span, "one gather over the parts' span"
+    keep = np.sort(rng.choice(300, 120, replace=False))
+    holes = LiveVectors(parts, [None, keep, None], dim)
+    kept = np.concatenate([arrays[0], arrays[1][keep], arrays[2]])
+    rows = rng.integers(0, len(kept), 60)
+    np.testing.assert_allclose(holes.dot(rows, q), kept[rows] @ q, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ivfpq.inner_products(holes, q[None], rows[None])[0],
+                               kept[rows] @ q, rtol=1e-5, atol=1e-5)
+    thread = live.prefault()
+    assert thread is not None
+    thread.join(10)
+    assert live.prefault() is None and holes.prefault() is None, "once per mapping"
+    assert LiveVectors.from_array(full).prefault() is None, "nothing mapped: nothing to do"
+
+
 @pytest.mark.parametrize("keys", [[0, 1, 2, 5, 9], [3, 9000, 7, 15], [4, 2, 8, 0]])
 def test_keymap_dense_table_and_binary_search_agree(keys):
     keys = np.array(keys, dtype=np.int64)
@@ -362,6 +392,8 @@ def test_keymap_dense_table_and_binary_search_agree(keys):
     expect = np.array([[next((r for r, key in enumerate(keys) if key == p), -1) for p in row]
                        for row in probe])
     np.testing.assert_array_equal(kmap.rows_of(probe), expect)
+    inside = np.array([-1, *keys[::-1]])  # all within the table: its one-lookup path
+    np.testing.assert_array_equal(kmap.rows_of(inside), [-1, *range(len(keys))[::-1]])
     kmap.table = None  # the binary search path gives the same answers
     np.testing.assert_array_equal(kmap.rows_of(probe), expect)
 
