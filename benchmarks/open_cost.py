@@ -47,7 +47,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("store")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--upgrade", action="store_true",
+                    help="first bring a store written by an earlier version to this one "
+                         "(one commit: Arrow copies of the segments, the index's key digest)")
     args = ap.parse_args(argv)
+    if args.upgrade:
+        from mmsearch.store.store import Store
+        from mmsearch.view.ann import upgrade
+
+        store = Store(args.store)
+        with store.writer():
+            upgrade(store)
     out: dict = {"store": args.store, "load_start": os.getloadavg(), "runs": []}
     for _ in range(args.runs):
         for verify in ("default", "0"):

@@ -9,7 +9,9 @@ Methods (same data, same fresh queries, k = 10):
   `upsert` (index trained by the store; its measured nprobe / re-score depth); batch:
   `col.search_batch(vectors=Q, k=10)`. Its first search is timed from `mmsearch.open`
   (library imported before) in the benchmark's process, with the store's default
-  checksum verification of files read for the first time.
+  checksum verification of files changed since they were last verified (`STORE/.verified`).
+  A reused store written by an earlier version lacks the Arrow copies of its metadata:
+  `benchmarks/open_cost.py STORE --upgrade --runs 1` adds them.
 - `mmsearch-index`: the snapshot's index object alone (`snap.index.search`).
 - `faiss`: raw FAISS of the structure mmsearch picked (`IVF{nlist},PQ{m}x4fs` inside
   `IndexRefineFlat`, the same nprobe and re-score depth).

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from mmsearch.arrow_numpy import column_numpy
 from mmsearch.index import tuning
 from mmsearch.index.flat import FlatIndex
 from mmsearch.index.ivfpq import AnnIndex, IVFPQIndex, KeyMap
@@ -94,6 +95,20 @@ def save(store: Store, ann: AnnIndex) -> None:
             "keys_xxh3": keys_digest(ann.keys)}
     store.commit([], extra={"ann": meta})
     ann.meta, ann.file, ann.dirty = meta, name, 0
+
+
+def upgrade(store: Store) -> None:
+    """Bring a store written by an earlier version to this one, changing no row or setting:
+    one commit writes the segments' Arrow copies and records the saved index's key digest
+    (when the file holds exactly the live keys). Call inside `store.writer()`."""
+    extra = {}
+    meta = store.manifest.get("ann")
+    if meta and "keys_xxh3" not in meta:
+        live = np.sort(column_numpy(store.live(columns=["key"])[0].column("key")))
+        held = _load(store, meta, AnnParams.resolve(None), None).keys
+        if np.array_equal(held, live):
+            extra["ann"] = {**meta, "keys_xxh3": keys_digest(held)}
+    store.commit([], extra=extra)
 
 
 def open_index(store: Store, table_keys: np.ndarray, vectors: LiveVectors, params: AnnParams,

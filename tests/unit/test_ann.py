@@ -260,6 +260,27 @@ def test_reopening_a_current_index_takes_the_live_keys_by_their_digest(trained,
         assert 1 not in ids_of(col.search(vector=data[1], k=5))
 
 
+def test_upgrade_adds_arrow_copies_and_the_key_digest_to_an_older_store(trained):
+    from mmsearch.view.ann import upgrade
+
+    path, data = trained
+    m = json.loads((path / "manifest.json").read_text())
+    digest = m["ann"].pop("keys_xxh3")
+    for rel in [f for f in m["files"] if f.endswith(".arrow")]:   # as an older version wrote
+        del m["files"][rel]
+        (path / rel).unlink()
+    (path / "manifest.json").write_text(json.dumps(m))
+    store = Store(path)
+    with store.writer():
+        upgrade(store)
+    after = json.loads((path / "manifest.json").read_text())
+    assert after["ann"]["keys_xxh3"] == digest and after["ann"]["file"] == m["ann"]["file"]
+    assert after["ann"]["tuning"] == m["ann"]["tuning"]
+    assert all(f"segments/{s['name']}.arrow" in after["files"] for s in after["segments"])
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        assert recall(col, data, clustered(5, 98)) >= 0.9
+
+
 KILL_SCRIPT = """
 import sys, time
 import mmsearch
