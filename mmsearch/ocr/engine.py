@@ -186,7 +186,9 @@ class OcrEngine:
 
     def read(self, image: Image.Image | np.ndarray) -> list[OcrLine]:
         """The text lines of a picture (RGB PIL image or HxWx3 RGB array), top to bottom."""
-        rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+        if isinstance(image, Image.Image):
+            image = image if image.mode == "RGB" else image.convert("RGB")
+        rgb = np.asarray(image)
         if rgb.ndim != 3 or min(rgb.shape[:2]) < 8:
             return []
         region = self.text_region(rgb, order="rgb")
