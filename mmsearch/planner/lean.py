@@ -140,8 +140,9 @@ def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
             at += len(rows)
     if prep.annotate:
         ctx = QueryContext(snap, req, [], allowed, env.encoder, {}, env.path, env.device)
-        for hook in prep.annotate:
-            out = [[hook(r, ctx) for r in results] for results in out]
+        for channel in prep.annotate:
+            if channel.annotates(ctx):
+                out = [[channel.annotate(r, ctx) for r in results] for results in out]
     return out
 
 
@@ -161,7 +162,7 @@ class _Prepared:
     reads (`search.to_result`: not the hidden ones, nor `channel`) and the channels'
     result hooks."""
 
-    def __init__(self, stats: Stats, columns: list[str], annotate: list[Any]) -> None:
+    def __init__(self, stats: Stats, columns: list[str], annotate: list[Channel]) -> None:
         self.stats, self.annotate = stats, annotate
         self.core = [n if n in columns else None for n in ("path", "modality", "start_s",
                                                             "end_s")]
@@ -304,8 +305,7 @@ def _prepared(snap: Snapshot, env: Any) -> _Prepared | None:
             # the columns `to_result` reads: not the hidden ones, nor `channel`
             columns = [n for n in snap.table.column_names
                        if n not in HIDDEN_COLUMNS and n != "channel"]
-            annotate = [c.annotate for c in channels()
-                        if type(c).annotate is not Channel.annotate]
+            annotate = [c for c in channels() if type(c).annotate is not Channel.annotate]
             prep = _Prepared(stats, columns, annotate)
         memo = snap.memo["lean"] = (prep,)
     return memo[0]
