@@ -119,29 +119,24 @@ def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
         allowed = Search(snap, req, env).allowed_rows()
         if allowed is not None and not len(allowed):
             return [[] for _ in range(len(plain.vectors))]
-    pages = _pages(snap, plain.vectors, req.k + req.offset, allowed, req.offset, prep.names)
-    if any(cols is None for _, _, cols in pages):  # pages of the general way
-        unread = [r for rows, _, cols in pages if cols is None for r in rows]
-        read = dict(zip(prep.names, _read(snap, unread, prep.names), strict=True))
-        at = 0
-        for i, (rows, cos, cols) in enumerate(pages):
-            if cols is None:
-                pages[i] = (rows, cos, {n: v[at:at + len(rows)] for n, v in read.items()})
-                at += len(rows)
-    if len(pages) == 1:
-        results = prep.results(pages[0][2], pages[0][1])
-        out = [results]
-    else:
-        flat = prep.results({n: [v for _, _, cols in pages for v in cols[n]]  # type: ignore
-                             for n in prep.names}, [c for _, cos, _ in pages for c in cos])
-        at, out = 0, []
-        for rows, _, _ in pages:
-            out.append(flat[at:at + len(rows)])
-            at += len(rows)
+    pages, whole = _pages(snap, plain.vectors, req.k + req.offset, allowed, req.offset,
+                          prep.names)
+    if whole is None:
+        pages = [(rows, cos, cols if cols is not None else  # pages of the general way
+                  dict(zip(prep.names, _read(snap, rows, prep.names), strict=True)))
+                 for rows, cos, cols in pages]
+        whole = pages[0][2] if len(pages) == 1 else {
+            n: [v for _, _, cols in pages for v in cols[n]] for n in prep.names}  # type: ignore
+    flat = prep.results(whole, [c for _, cos, _ in pages for c in cos])  # type: ignore
+    at, out = 0, []
+    for rows, _, _ in pages:
+        out.append(flat[at:at + len(rows)])
+        at += len(rows)
     if prep.annotate:
         ctx = QueryContext(snap, req, [], allowed, env.encoder, {}, env.path, env.device)
-        for hook in prep.annotate:
-            out = [[hook(r, ctx) for r in results] for results in out]
+        for channel in prep.annotate:
+            if channel.annotates(ctx):
+                out = [[channel.annotate(r, ctx) for r in results] for results in out]
     return out
 
 
@@ -161,7 +156,7 @@ class _Prepared:
     reads (`search.to_result`: not the hidden ones, nor `channel`) and the channels'
     result hooks."""
 
-    def __init__(self, stats: Stats, columns: list[str], annotate: list[Any]) -> None:
+    def __init__(self, stats: Stats, columns: list[str], annotate: list[Channel]) -> None:
         self.stats, self.annotate = stats, annotate
         self.core = [n if n in columns else None for n in ("path", "modality", "start_s",
                                                             "end_s")]
@@ -200,9 +195,12 @@ class _Prepared:
 
 def _pages(snap: Snapshot, queries: np.ndarray, want: int, allowed: np.ndarray | None,
            offset: int, names: list[str]
-           ) -> list[tuple[list[int], list[float], dict[str, list[Any]] | None]]:
+           ) -> tuple[list[tuple[list[int], list[float], dict[str, list[Any]] | None]],
+                      dict[str, list[Any]] | None]:
     """Per query, the rows, cosines and (when read) values of `names` (with "id") of its
-    page: the `want` best items from `offset`.
+    page: the `want` best items from `offset`; and the values of all pages' rows in one
+    dict instead when several pages are all the index's first rows (the pages' own values
+    are then not sliced out).
 
     The index's best rows are the page when they are distinct items without tied scores
     (the usual case: checked on the index's answer, values read once for all queries);
@@ -225,11 +223,16 @@ def _pages(snap: Snapshot, queries: np.ndarray, want: int, allowed: np.ndarray |
         fine = ((found[:, top - 1] >= 0) & (near[:, 1:] != near[:, :-1]).all(axis=1)).tolist()
         values = _read(snap, np.maximum(found[:, :top], 0).reshape(-1), names)
     ids = values[names.index("id")]
+    distinct = [ok and len(set(ids[qi * top:(qi + 1) * top])) == top
+                for qi, ok in enumerate(fine)]
+    if len(queries) > 1 and offset == 0 and all(distinct):
+        return [(head, c, None) for head, c in zip(heads, cos, strict=True)], \
+            dict(zip(names, values, strict=True))
     pages: list[tuple[list[int], list[float], dict[str, list[Any]] | None]] = []
     again = []
-    for qi, (head, c, ok) in enumerate(zip(heads, cos, fine, strict=True)):
+    for qi, (head, c, ok) in enumerate(zip(heads, cos, distinct, strict=True)):
         lo, hi = qi * top, (qi + 1) * top
-        if ok and len(set(ids[lo:hi])) == top:
+        if ok:
             pages.append((head[offset:], c[offset:],
                           {n: v[lo + offset:hi] for n, v in zip(names, values, strict=True)}))
         else:
@@ -240,7 +243,7 @@ def _pages(snap: Snapshot, queries: np.ndarray, want: int, allowed: np.ndarray |
                             strict=True):
             pages[qi] = ([row for row, _ in hits[offset:]], [c for _, c in hits[offset:]],
                          None)
-    return pages
+    return pages, None
 
 
 def _best_items(snap: Snapshot, queries: np.ndarray, want: int, allowed: np.ndarray | None
@@ -304,8 +307,7 @@ def _prepared(snap: Snapshot, env: Any) -> _Prepared | None:
             # the columns `to_result` reads: not the hidden ones, nor `channel`
             columns = [n for n in snap.table.column_names
                        if n not in HIDDEN_COLUMNS and n != "channel"]
-            annotate = [c.annotate for c in channels()
-                        if type(c).annotate is not Channel.annotate]
+            annotate = [c for c in channels() if type(c).annotate is not Channel.annotate]
             prep = _Prepared(stats, columns, annotate)
         memo = snap.memo["lean"] = (prep,)
     return memo[0]

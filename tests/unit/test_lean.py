@@ -146,3 +146,23 @@ def test_cells_read_what_to_pylist_gives():
         assert repr(cells.columns(np.array(rows), t.column_names)) == \
             repr([[r[n] for r in expect] for n in t.column_names])
     assert cells.rows([4], ["s", "i"]) == [{"s": "zé", "i": -3}]
+
+
+def test_channels_annotate_only_where_they_may_change_results(tmp_path, col, monkeypatch):
+    """The OCR channel shapes results only when the store has OCR lines (or with explain):
+    its `ocr_lines` never reach a result, and without them it is not called at all."""
+    from mmsearch.channels.ocr import OcrChannel
+
+    calls = []
+    real = OcrChannel.annotate
+    monkeypatch.setattr(OcrChannel, "annotate", lambda *a: calls.append(1) or real(*a))
+    q = np.ones(DIM, np.float32)
+    assert len(col.search(vector=q, k=5)) == 5 and calls == [], "no OCR lines: not called"
+    c = mmsearch.open(tmp_path / "lines")
+    v = np.random.default_rng(4).standard_normal((3, DIM)).astype(np.float32)
+    c.upsert(pa.table({"id": ["a", "b", "c"], "ocr_lines": ['[{"text": "x"}]', None, None],
+                       "vector": pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)),
+                                                                   DIM)}))
+    got = c.search(vector=v[0], k=3)
+    assert len(calls) == 3 and all("ocr_lines" not in r.metadata for r in got)
+    same(got, planner(c, monkeypatch, vector=v[0], k=3))
