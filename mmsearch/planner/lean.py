@@ -18,7 +18,6 @@ import gc
 import itertools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,12 +38,28 @@ from mmsearch.view.snapshot import HIDDEN_COLUMNS, Snapshot
 PLAIN_OPTIONS = frozenset({"vector", "k", "offset", "filters"})
 
 
-@dataclass(frozen=True)
 class Plain:
-    """A plain vector search: unit query vectors (one row each) and the page."""
+    """A plain vector search: unit query vectors (one row each), the page, the filters, and
+    its `SearchRequest` (made on first use: a copy costs more than the rest of the check)."""
 
-    vectors: np.ndarray
-    request: SearchRequest  # its options (unvalidated copy for the filters and channels)
+    __slots__ = ("_request", "_vector", "filters", "k", "modality", "offset", "vectors")
+
+    def __init__(self, vectors: np.ndarray, k: int, offset: int,
+                 filters: dict[str, Any] | None, request: SearchRequest | None = None,
+                 vector: np.ndarray | None = None) -> None:
+        self.vectors, self.k, self.offset, self.filters = vectors, k, offset, filters
+        self.modality = None if request is None else request.modality
+        self._request, self._vector = request, vector
+
+    @property
+    def request(self) -> SearchRequest:
+        """The request's options (an unvalidated copy of the defaults, checked as
+        `SearchRequest` checks them by `from_options`)."""
+        if self._request is None:
+            self._request = _template().model_copy(update={
+                "vector": self._vector, "k": self.k, "offset": self.offset,
+                "filters": self.filters})
+        return self._request
 
 
 def from_options(options: Mapping[str, Any]) -> Plain | None:
@@ -69,8 +84,7 @@ def from_options(options: Mapping[str, Any]) -> Plain | None:
             return None
         ss = float(v @ v)
     unit = (v / max(math.sqrt(ss), 1e-12)).astype(np.float32, copy=False)
-    return Plain(unit[None, :], _template().model_copy(
-        update={"vector": v, "k": k, "offset": offset, "filters": filters}))
+    return Plain(unit[None, :], k, offset, filters, vector=v)
 
 
 def from_request(req: SearchRequest) -> Plain | None:
@@ -80,7 +94,7 @@ def from_request(req: SearchRequest) -> Plain | None:
             or req.rerank or req.min_score is not None or req.explain or req.weights
             or req.fusion != "sum"):
         return None
-    return Plain(_unit(req.vector[None, :]), req)
+    return Plain(_unit(req.vector[None, :]), req.k, req.offset, req.filters, req)
 
 
 def batch(vectors: np.ndarray, options: Mapping[str, Any]) -> Plain | None:
@@ -93,7 +107,8 @@ def batch(vectors: np.ndarray, options: Mapping[str, Any]) -> Plain | None:
         if not (np.isfinite(ss) & (ss > 0)).all():
             return None
         one = from_options({**options, "vector": m[0]})
-        return None if one is None else Plain(_unit(m), one.request)
+        return None if one is None else Plain(_unit(m), one.k, one.offset, one.filters,
+                                              vector=m[0])
     try:
         rows = [_vector(v) for v in vectors]
     except ValueError:
@@ -101,7 +116,8 @@ def batch(vectors: np.ndarray, options: Mapping[str, Any]) -> Plain | None:
     if len({len(r) for r in rows}) != 1:
         return None
     one = from_options({**options, "vector": rows[0]})
-    return None if one is None else Plain(_unit(np.stack(rows)), one.request)
+    return None if one is None else Plain(_unit(np.stack(rows)), one.k, one.offset,
+                                          one.filters, vector=rows[0])
 
 
 def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
@@ -111,15 +127,14 @@ def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
     prep = _prepared(snap, env)
     if prep is None or plain.vectors.shape[1] != snap.vectors.dim:
         return None
-    req = plain.request
     allowed = None
-    if req.filters or req.modality or req.where:
+    if plain.filters or plain.modality:
         from mmsearch.planner.search import Search
 
-        allowed = Search(snap, req, env).allowed_rows()
+        allowed = Search(snap, plain.request, env).allowed_rows()
         if allowed is not None and not len(allowed):
             return [[] for _ in range(len(plain.vectors))]
-    pages, whole = _pages(snap, plain.vectors, req.k + req.offset, allowed, req.offset,
+    pages, whole = _pages(snap, plain.vectors, plain.k + plain.offset, allowed, plain.offset,
                           prep.names)
     if whole is None:
         pages = [(rows, cos, cols if cols is not None else  # pages of the general way
@@ -132,11 +147,13 @@ def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
     for rows, _, _ in pages:
         out.append(flat[at:at + len(rows)])
         at += len(rows)
-    if prep.annotate:
-        ctx = QueryContext(snap, req, [], allowed, env.encoder, {}, env.path, env.device)
-        for channel in prep.annotate:
-            if channel.annotates(ctx):
-                out = [[channel.annotate(r, ctx) for r in results] for results in out]
+    if prep.annotate and prep.hooks != []:
+        ctx = QueryContext(snap, plain.request, [], allowed, env.encoder, {}, env.path,
+                           env.device)
+        if prep.hooks is None:  # (plain requests: no texts, no explain; built-in channels)
+            prep.hooks = [c for c in prep.annotate if c.annotates(ctx)]
+        for channel in prep.hooks:
+            out = [[channel.annotate(r, ctx) for r in results] for results in out]
     return out
 
 
@@ -158,6 +175,10 @@ class _Prepared:
 
     def __init__(self, stats: Stats, columns: list[str], annotate: list[Channel]) -> None:
         self.stats, self.annotate = stats, annotate
+        #: the channels whose `annotate` may change a plain search's results here (asked
+        #: once: their answer depends on the snapshot and on texts and explain, which plain
+        #: searches do not have); None until the first search asks
+        self.hooks: list[Channel] | None = None
         self.core = [n if n in columns else None for n in ("path", "modality", "start_s",
                                                             "end_s")]
         self.meta = [n for n in columns if n not in CORE_COLUMNS]
