@@ -60,9 +60,9 @@ def engine_config() -> dict:
     """The OCR engine's models and sizes (mmsearch.ocr.engine's settings)."""
     from mmsearch.ocr import engine
 
-    names = ("CHECK_MODEL", "CHECK_SIDE", "CHECK_PIXELS", "DET_MODEL", "DET_MIN_SIDE",
-             "DET_MAX_SIDE", "REC_MODEL", "REC_FAST_MODEL", "REC_SMALL_WIDTH", "REC_BATCH",
-             "THREADS")
+    names = ("CHECK_MODEL", "CHECK_SIDE", "CHECK_PIXELS", "CHECK_MEAN", "DET_MODEL",
+             "DET_MIN_SIDE", "DET_MAX_SIDE", "REC_MODEL", "REC_FAST_MODEL", "REC_SMALL_WIDTH",
+             "REC_MIN_WIDTH", "REC_BATCH", "THREADS")
     return {n.lower(): getattr(engine, n) for n in names}
 
 

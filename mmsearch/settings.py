@@ -58,7 +58,7 @@ VARIABLES = (
     Variable("MMSEARCH_LIMIT_<NAME>", "see mmsearch.limits.Limits",
              "per-request limits, e.g. MMSEARCH_LIMIT_MAX_TEXT_CHARS=4000"),
     Variable("MMSEARCH_VERIFY_MAX_MB", "1024", "data files up to this size are checksummed "
-             "when a store opens"),
+             "when a store opens and they changed since last verified"),
     Variable("MMSEARCH_RAY_DRILL_WRITER_EXIT_ONCE", "unset", "test drill: a file path; the "
              "first shard writer actor to commit creates it and exits"),
     Variable("MMSEARCH_ANN_<FIELD>", "see mmsearch.index.AnnParams",

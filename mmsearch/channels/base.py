@@ -65,6 +65,11 @@ class Channel:
         """A result as this channel shapes it (e.g. the OCR line that matched)."""
         return result
 
+    def annotates(self, ctx: QueryContext) -> bool:
+        """Whether `annotate` may change this query's results (when not, it is not called:
+        a batch has thousands); by default whenever the channel has an `annotate`."""
+        return type(self).annotate is not Channel.annotate
+
     def counts(self, path: Path, manifest: dict[str, Any]) -> dict[str, int]:
         """Vectors this channel keeps outside the main space, for `info()`."""
         return {}

@@ -32,5 +32,10 @@ class OcrChannel(Channel):
     def annotate(self, result: Result, ctx: QueryContext) -> Result:
         return ocr_search.annotate(result, ctx.texts)
 
+    def annotates(self, ctx: QueryContext) -> bool:
+        # annotate drops `ocr_lines` from a result's metadata and matches its lines against
+        # the query's words; with explain it shows the OCR bonus
+        return "ocr_lines" in ctx.snap.table.column_names or bool(ctx.request.explain)
+
 
 register_channel(OcrChannel())

@@ -48,6 +48,10 @@ ADD_CHUNK = 65536
 GATHER_ROWS = 256
 #: Filter bitmaps (with their FAISS selectors) kept per snapshot view.
 SELECTORS_KEPT = 8
+#: Fewer queries than this are scored against a block of vectors by FAISS's SIMD loop, one
+#: query at a time: BLAS's threaded matrix-vector product took 10-40 ms for 10,000 x 512
+#: on the shared 2-core machine, the one-thread loop 1.3 ms.
+SIMD_QUERIES = 8
 #: Exact search over a row subset reads rows in place up to this many (query, row) pairs.
 IN_PLACE_PAIRS = 1 << 22
 
@@ -89,7 +93,7 @@ class KeyMap:
         self.table: np.ndarray | None = None
         if n and self.sorted_keys[0] >= 0 and self.max_key < self.DENSE_FACTOR * n + 1024:
             kind = np.int32 if n < 2**31 else np.int64
-            self.table = np.full(self.max_key + 1, -1, dtype=kind)
+            self.table = np.full(self.max_key + 2, -1, dtype=kind)  # + a last slot for -1
             self.table[self.row_keys] = np.arange(n, dtype=kind)
 
     @property
@@ -105,6 +109,8 @@ class KeyMap:
         if not len(self.sorted_keys):
             return np.full(keys.shape, -1, dtype=np.int64)
         if self.table is not None:
+            if keys.size and keys.min() >= -1 and keys.max() <= self.max_key:
+                return self.table[keys].astype(np.int64)  # key -1: the table's last slot, -1
             inside = (keys >= 0) & (keys <= self.max_key)
             rows = self.table[np.where(inside, keys, 0)].astype(np.int64)
             return np.where(inside, rows, -1)
@@ -122,14 +128,15 @@ class AnnIndex:
     """
 
     def __init__(self, index: faiss.Index, meta: dict[str, Any], keys: np.ndarray,
-                 file: str | None = None, gpu: bool = False) -> None:
+                 file: str | None = None, gpu: bool = False, keys_sorted: bool = False
+                 ) -> None:
         self.index = index
         self.ivf = faiss.extract_index_ivf(index)
         self._nlist = int(self.ivf.nlist)  # fixed at training (a SWIG read per search else)
         self.opq = (faiss.downcast_VectorTransform(faiss.downcast_index(index).chain.at(0))
                     if meta.get("opq") else None)
         self.meta = dict(meta)
-        self.keys = np.sort(np.asarray(keys, dtype=np.int64))
+        self.keys = keys if keys_sorted else np.sort(np.asarray(keys, dtype=np.int64))
         self.file = file
         self.dirty = 0  # rows added or removed since `file` was written
         self.lock = RWLock()  # CPU searches run concurrently; updates run alone
@@ -190,14 +197,22 @@ class AnnIndex:
         return cls(index, meta, np.zeros(0, np.int64), gpu=gpu)
 
     @classmethod
-    def read(cls, path: Path, meta: dict[str, Any], params: AnnParams) -> AnnIndex:
-        """Load a saved index (codes into RAM, no training)."""
+    def read(cls, path: Path, meta: dict[str, Any], params: AnnParams,
+             keys: np.ndarray | None = None) -> AnnIndex:
+        """Load a saved index (codes into RAM, no training).
+
+        `keys`: the sorted int64 keys the file is known to hold (the caller checked them
+        against the digest saved with it); else they are read from the inverted lists.
+        """
         try:
             index = faiss.read_index(str(path))
         except RuntimeError:
             if not path.exists():  # removed by a writer's commit meanwhile: caller retries
                 raise FileNotFoundError(path) from None
             raise
+        if keys is not None and len(keys) == index.ntotal:
+            return cls(index, meta, keys, file=meta.get("file"), gpu=use_gpu(params),
+                       keys_sorted=True)
         ivf = faiss.extract_index_ivf(index)
         inv = ivf.invlists
         ids = [faiss.rev_swig_ptr(inv.get_ids(i), inv.list_size(i)).copy()
@@ -263,8 +278,10 @@ class AnnIndex:
                 params.sel = selector
             ids = np.empty((len(xq), n), dtype=np.int64)
             dist = np.empty((len(xq), n), dtype=np.float32)
-            self.ivf.search_c(len(xq), faiss.swig_ptr(np.ascontiguousarray(xq)), n,
-                              faiss.swig_ptr(dist), faiss.swig_ptr(ids), params)
+            if not xq.flags.c_contiguous or xq.dtype != np.float32:
+                xq = np.ascontiguousarray(xq, dtype=np.float32)
+            self.ivf.search_c(len(xq), faiss.swig_ptr(xq), n, faiss.swig_ptr(dist),
+                              faiss.swig_ptr(ids), params)
             return ids
 
     def _gpu(self) -> Any:
@@ -332,9 +349,12 @@ class IVFPQIndex:
         self.dim = vectors.dim
         self.nprobe, self.rerank = tuning.settings(ann.meta, params, ann.nlist)
         self.filter_exact_rows = params.filter_exact_rows
+        self._prefaulted = False  # the vectors' pages mapped in after the first search
         self._lock = threading.Lock()
         self._selectors: OrderedDict[int, tuple[Any, np.ndarray, faiss.IDSelector]] = \
             OrderedDict()
+        self._blocks: OrderedDict[int, tuple[Any, np.ndarray]] = OrderedDict()
+        self._block_bytes = 0
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -352,6 +372,15 @@ class IVFPQIndex:
         Returns (scores, rows), each (n_queries, k); missing slots have row -1. When at
         least k rows are eligible, k come back.
         """
+        found = self._search(queries, k, rows)
+        if not self._prefaulted:  # after the first search, not before it
+            self._prefaulted = True
+            if self.params.prefault:
+                self.vectors.prefault()
+        return found
+
+    def _search(self, queries: np.ndarray, k: int,
+                rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         n = len(self)
         if rows is None:
@@ -393,20 +422,20 @@ class IVFPQIndex:
                     eligible: int, nprobe: int | None = None,
                     allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         nq = len(q)
+        nlist = self.ann.nlist
+        nprobe = min(nlist, max(1, nprobe or self.nprobe))
+        n_cand = min(eligible, max(k, 10) * self.rerank)  # a small k still gets a fair pool
+        if nq == 1 and selector is None and k:  # the common case, in as few steps as it takes
+            cand = self.keymap.rows_of(self.ann.search(q, n_cand, nprobe)[0])
+            cand = cand[cand >= 0]
+            if len(cand) >= k:
+                sims = self.vectors.dot(cand, q[0])
+                top = np.argsort(-sims, kind="stable")[:k]
+                return sims[top][None], cand[top][None]
         scores = np.full((nq, k), -np.inf, dtype=np.float32)
         found = np.full((nq, k), -1, dtype=np.int64)
         if k == 0:
             return scores, found
-        nlist = self.ann.nlist
-        nprobe = min(nlist, max(1, nprobe or self.nprobe))
-        n_cand = min(eligible, max(k, 10) * self.rerank)  # a small k still gets a fair pool
-        if nq == 1 and selector is None:  # the common case, in as few steps as it takes
-            cand = self.keymap.rows_of(self.ann.search(q, n_cand, nprobe)[0])
-            cand = cand[cand >= 0]
-            if len(cand) >= k:
-                sims = inner_products(self.vectors, q, cand[None])[0]
-                top = np.argsort(-sims, kind="stable")[:k]
-                return sims[top][None], cand[top][None]
         todo = np.arange(nq)
         for _ in range(12):
             keys = self.ann.search(q[todo], n_cand, nprobe, selector)
@@ -428,8 +457,46 @@ class IVFPQIndex:
 
     def exact(self, q: np.ndarray, k: int,
               rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Brute force over `rows` (all when None); see `exact_search`."""
-        return exact_search(self.vectors, q, k, rows)
+        """Brute force over `rows` (all when None): from the gathered copy of a cached
+        filter's rows (`_gathered`), else see `exact_search`."""
+        block = None if rows is None else self._gathered(rows)
+        if block is None:
+            return exact_search(self.vectors, q, k, rows)
+        if len(q) < SIMD_QUERIES:  # FAISS's SIMD loop, one thread (see SIMD_QUERIES)
+            sims = np.empty((len(q), len(block)), dtype=np.float32)
+            for qi in range(len(q)):
+                faiss.fvec_inner_products_ny(faiss.swig_ptr(sims[qi]), faiss.swig_ptr(q[qi]),
+                                             faiss.swig_ptr(block), self.dim, len(block))
+        else:
+            sims = q @ block.T
+        return _pad(*_top_k(sims, np.broadcast_to(rows, sims.shape), k), k)
+
+    def _gathered(self, rows: np.ndarray) -> np.ndarray | None:
+        """The vectors of a cached filter's rows (a frozen array: the snapshot's filter
+        cache hands out the same one for the same filter), copied out of the segments once
+        and kept while they fit in `filter_vectors_mb` (least recently used dropped): a
+        rare filter's exact search then reads one contiguous block instead of rows
+        scattered over the memory-mapped segments. None for other row sets."""
+        budget = int(self.params.filter_vectors_mb * 2**20)
+        size = len(rows) * self.dim * 4
+        if rows.flags.writeable or not len(rows) or size > budget // 4:
+            return None
+        with self._lock:
+            hit = self._blocks.get(id(rows))
+            if hit is not None and hit[0]() is rows:
+                self._blocks.move_to_end(id(rows))
+                return hit[1]
+        block = self.vectors.take(rows)
+        block.flags.writeable = False
+        with self._lock:
+            old = self._blocks.pop(id(rows), None)
+            self._block_bytes -= 0 if old is None else old[1].nbytes
+            self._blocks[id(rows)] = (weakref.ref(rows), block)
+            self._block_bytes += block.nbytes
+            while self._block_bytes > budget:
+                _, (_, dropped) = self._blocks.popitem(last=False)
+                self._block_bytes -= dropped.nbytes
+        return block
 
 
 def exact_search(vectors: LiveVectors, q: np.ndarray, k: int,
@@ -482,7 +549,7 @@ def inner_products(vectors: LiveVectors, q: np.ndarray, rows: np.ndarray) -> np.
     if nq == 1 and c <= GATHER_ROWS:  # one query, few rows: no OpenMP region to wake
         ok = rows[0] >= 0
         if ok.any():
-            sims[0, ok] = vectors.take(rows[0, ok]) @ q[0]
+            sims[0, ok] = vectors.dot(rows[0, ok], q[0])
         return sims
     single = len(vectors.parts) == 1
     seg = None if single else np.searchsorted(vectors.offsets, rows, side="right") - 1

@@ -48,9 +48,15 @@ class AnnParams:
             restricted index search is faster at every size, but its recall@10 depends on
             how many rows match (0.56-0.91 up to 20k rows, 0.95-0.99 from ~30k), so exact
             search is kept up to 32,768 rows (~5-30 ms per query on 2 cores).
+        filter_vectors_mb: the vectors of recently used filters searched exactly (at most
+            `filter_exact_rows` rows each) are kept copied out of the segments, up to this
+            many MB per snapshot (0: never; a filter larger than a quarter of it: not kept).
         save_share: rewrite the index file once this share of rows changed since it was
             written (adds and deletes in between are replayed from the segments on open).
         gpu: use a CUDA GPU through faiss-gpu when there is one (None: when present).
+        prefault: from the first search on, map the memory-mapped vectors' pages in from a
+            background thread (`LiveVectors.prefault`), so re-scoring does not fault
+            them in one row at a time; skipped when they exceed half the free memory.
     """
 
     threshold: int = 50_000
@@ -67,8 +73,10 @@ class AnnParams:
     train_per_list: int = 64
     niter: int = 10
     filter_exact_rows: int = 32_768
+    filter_vectors_mb: float = 256.0
     save_share: float = 0.05
     gpu: bool | None = None
+    prefault: bool = True
 
     @classmethod
     def resolve(cls, overrides: AnnParams | Mapping[str, Any] | None = None) -> AnnParams:

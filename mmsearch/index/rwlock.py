@@ -19,20 +19,24 @@ class RWLock:
         self._readers = 0
         self._writing = False
         self._waiting_writers = 0
+        self._reading = _Reading(self)
 
-    @contextmanager
-    def read(self) -> Iterator[None]:
+    def read(self) -> _Reading:
+        """A shared section: `with lock.read(): ...` (a plain context manager object: a
+        search takes it a few times, where a generator-based one costs microseconds)."""
+        return self._reading
+
+    def _acquire_read(self) -> None:
         with self._cond:
             while self._writing or self._waiting_writers:
                 self._cond.wait()
             self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers and self._waiting_writers:  # only writers wait on it
-                    self._cond.notify_all()
+
+    def _release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers and self._waiting_writers:  # only writers wait on it
+                self._cond.notify_all()
 
     @contextmanager
     def write(self) -> Iterator[None]:
@@ -48,3 +52,18 @@ class RWLock:
             with self._cond:
                 self._writing = False
                 self._cond.notify_all()
+
+
+class _Reading:
+    """`RWLock.read()`'s context manager (stateless: one per lock, shared by threads)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: RWLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock._acquire_read()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock._release_read()

@@ -14,9 +14,10 @@ compare both on the same queries.
 from __future__ import annotations
 
 import functools
+import gc
+import itertools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,20 +29,37 @@ from mmsearch.channels.base import BUILTIN, Channel
 from mmsearch.planner.calibration import Calibration, Stats
 from mmsearch.planner.plan import POOL
 from mmsearch.planner.query import Part, Query
-from mmsearch.request import MAX_FILTERS, MAX_K, MAX_OFFSET, SearchRequest, _vector
+from mmsearch.request import MAX_FILTERS, MAX_K, MAX_OFFSET, MAX_VECTOR_DIM, SearchRequest, _vector
 from mmsearch.results import Result
+from mmsearch.store.schema import CORE_COLUMNS
 from mmsearch.view.snapshot import HIDDEN_COLUMNS, Snapshot
 
 #: Keyword options a plain search may have.
 PLAIN_OPTIONS = frozenset({"vector", "k", "offset", "filters"})
 
 
-@dataclass(frozen=True)
 class Plain:
-    """A plain vector search: unit query vectors (one row each) and the page."""
+    """A plain vector search: unit query vectors (one row each), the page, the filters, and
+    its `SearchRequest` (made on first use: a copy costs more than the rest of the check)."""
 
-    vectors: np.ndarray
-    request: SearchRequest  # its options (unvalidated copy for the filters and channels)
+    __slots__ = ("_request", "_vector", "filters", "k", "modality", "offset", "vectors")
+
+    def __init__(self, vectors: np.ndarray, k: int, offset: int,
+                 filters: dict[str, Any] | None, request: SearchRequest | None = None,
+                 vector: np.ndarray | None = None) -> None:
+        self.vectors, self.k, self.offset, self.filters = vectors, k, offset, filters
+        self.modality = None if request is None else request.modality
+        self._request, self._vector = request, vector
+
+    @property
+    def request(self) -> SearchRequest:
+        """The request's options (an unvalidated copy of the defaults, checked as
+        `SearchRequest` checks them by `from_options`)."""
+        if self._request is None:
+            self._request = _template().model_copy(update={
+                "vector": self._vector, "k": self.k, "offset": self.offset,
+                "filters": self.filters})
+        return self._request
 
 
 def from_options(options: Mapping[str, Any]) -> Plain | None:
@@ -56,13 +74,17 @@ def from_options(options: Mapping[str, Any]) -> Plain | None:
         return None
     if filters is not None and (type(filters) is not dict or len(filters) > MAX_FILTERS):
         return None
-    try:
-        v = _vector(options["vector"])
-    except ValueError:
-        return None
-    unit = (v / max(math.sqrt(float(v @ v)), 1e-12)).astype(np.float32, copy=False)
-    return Plain(unit[None, :], _template().model_copy(
-        update={"vector": v, "k": k, "offset": offset, "filters": filters}))
+    v = options["vector"]
+    ss = float(v @ v) if type(v) is np.ndarray and v.dtype == np.float32 and v.ndim == 1 \
+        and 0 < v.size <= MAX_VECTOR_DIM else math.nan
+    if not 0.0 < ss < math.inf:  # any other input, or a doubtful one: checked in full
+        try:
+            v = _vector(v)
+        except ValueError:
+            return None
+        ss = float(v @ v)
+    unit = (v / max(math.sqrt(ss), 1e-12)).astype(np.float32, copy=False)
+    return Plain(unit[None, :], k, offset, filters, vector=v)
 
 
 def from_request(req: SearchRequest) -> Plain | None:
@@ -72,11 +94,21 @@ def from_request(req: SearchRequest) -> Plain | None:
             or req.rerank or req.min_score is not None or req.explain or req.weights
             or req.fusion != "sum"):
         return None
-    return Plain(_unit(req.vector[None, :]), req)
+    return Plain(_unit(req.vector[None, :]), req.k, req.offset, req.filters, req)
 
 
 def batch(vectors: np.ndarray, options: Mapping[str, Any]) -> Plain | None:
     """A plain search of many query vectors sharing `options`, or None."""
+    if isinstance(vectors, np.ndarray) and vectors.ndim == 2 and vectors.dtype.kind == "f" \
+            and 0 < vectors.shape[1] <= MAX_VECTOR_DIM:  # checked at once (as `_vector`)
+        m = np.asarray(vectors, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            ss = np.einsum("ij,ij->i", m, m)
+        if not (np.isfinite(ss) & (ss > 0)).all():
+            return None
+        one = from_options({**options, "vector": m[0]})
+        return None if one is None else Plain(_unit(m), one.k, one.offset, one.filters,
+                                              vector=m[0])
     try:
         rows = [_vector(v) for v in vectors]
     except ValueError:
@@ -84,69 +116,178 @@ def batch(vectors: np.ndarray, options: Mapping[str, Any]) -> Plain | None:
     if len({len(r) for r in rows}) != 1:
         return None
     one = from_options({**options, "vector": rows[0]})
-    return None if one is None else Plain(_unit(np.stack(rows)), one.request)
+    return None if one is None else Plain(_unit(np.stack(rows)), one.k, one.offset,
+                                          one.filters, vector=rows[0])
 
 
 def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
     """One result page per query vector, as the planner gives it; None when the snapshot
     or the channels need the planner (rows in several channels, a channel that is not
     built in), or the dimension does not fit (the planner says so)."""
-    stats = _simple(snap, env)
-    if stats is None or plain.vectors.shape[1] != snap.vectors.dim:
+    prep = _prepared(snap, env)
+    if prep is None or plain.vectors.shape[1] != snap.vectors.dim:
         return None
-    req = plain.request
-    from mmsearch.planner.search import Search, to_result
+    allowed = None
+    if plain.filters or plain.modality:
+        from mmsearch.planner.search import Search
 
-    allowed = Search(snap, req, env).allowed_rows()
-    nq = len(plain.vectors)
-    if allowed is not None and not len(allowed):
-        return [[] for _ in range(nq)]
-    picked = _best_items(snap, plain.vectors, req.k + req.offset, allowed)
-    picked = [hits[req.offset:req.offset + req.k] for hits in picked]
-    unread = [row for hits in picked for row, _, rec in hits if rec is None]
-    records = iter(snap.cells.rows(unread, _columns(snap)) if unread else [])
-    ctx = QueryContext(snap, req, [], allowed, env.encoder, {}, env.path, env.device)
-    annotate = [c.annotate for c in channels()
-                if type(c).annotate is not Channel.annotate]
-    out = []
-    for hits in picked:
-        cos = np.array([c for _, c, _ in hits], dtype=np.float32)
-        z = stats.z(cos).tolist()
-        results = [to_result(zi, rec if rec is not None else next(records), None, c)
-                   for zi, (_, c, rec) in zip(z, hits, strict=True)]
-        for hook in annotate:
-            results = [hook(r, ctx) for r in results]
-        out.append(results)
+        allowed = Search(snap, plain.request, env).allowed_rows()
+        if allowed is not None and not len(allowed):
+            return [[] for _ in range(len(plain.vectors))]
+    pages, whole = _pages(snap, plain.vectors, plain.k + plain.offset, allowed, plain.offset,
+                          prep.names)
+    if whole is None:
+        pages = [(rows, cos, cols if cols is not None else  # pages of the general way
+                  dict(zip(prep.names, _read(snap, rows, prep.names), strict=True)))
+                 for rows, cos, cols in pages]
+        whole = pages[0][2] if len(pages) == 1 else {
+            n: [v for _, _, cols in pages for v in cols[n]] for n in prep.names}  # type: ignore
+    flat = prep.results(whole, [c for _, cos, _ in pages for c in cos])  # type: ignore
+    at, out = 0, []
+    for rows, _, _ in pages:
+        out.append(flat[at:at + len(rows)])
+        at += len(rows)
+    if prep.annotate and prep.hooks != []:
+        ctx = QueryContext(snap, plain.request, [], allowed, env.encoder, {}, env.path,
+                           env.device)
+        if prep.hooks is None:  # (plain requests: no texts, no explain; built-in channels)
+            prep.hooks = [c for c in prep.annotate if c.annotates(ctx)]
+        for channel in prep.hooks:
+            out = [[channel.annotate(r, ctx) for r in results] for results in out]
     return out
 
 
-def _best_items(snap: Snapshot, queries: np.ndarray, want: int, allowed: np.ndarray | None
-                ) -> list[list[tuple[int, float, dict[str, Any] | None]]]:
-    """Per query, the `want` best items as (best row, cosine, its record when read), ties
-    by id: the index's best rows, one per item (an item's rows, e.g. video moments, count
-    by their best); asked for more when items repeat, as the planner's candidate search
-    does. Without a filter, the rows asked for are the page: their records are read once,
-    ids included."""
+#: Above this many rows (a batch's pages), cells are read a column and chunk at a time.
+BULK_ROWS = 64
+
+
+def _read(snap: Snapshot, rows: list[int] | np.ndarray, names: list[str]) -> list[list[Any]]:
+    """Each named column's values at the row positions (cell by cell for a few rows)."""
+    if len(rows) > BULK_ROWS:
+        return snap.cells.columns(np.asarray(rows, dtype=np.int64), names)
+    return snap.cells.values(rows, names)
+
+
+class _Prepared:
+    """What `search` derives once per snapshot: the calibration, the columns a `Result`
+    reads (`search.to_result`: not the hidden ones, nor `channel`) and the channels'
+    result hooks."""
+
+    def __init__(self, stats: Stats, columns: list[str], annotate: list[Channel]) -> None:
+        self.stats, self.annotate = stats, annotate
+        #: the channels whose `annotate` may change a plain search's results here (asked
+        #: once: their answer depends on the snapshot and on texts and explain, which plain
+        #: searches do not have); None until the first search asks
+        self.hooks: list[Channel] | None = None
+        self.core = [n if n in columns else None for n in ("path", "modality", "start_s",
+                                                            "end_s")]
+        self.meta = [n for n in columns if n not in CORE_COLUMNS]
+        #: the columns read per result row
+        self.names = ["id", *(n for n in self.core if n is not None), *self.meta]
+        #: one row's metadata dict from its values of `meta`, by a dict display (a third
+        #: of `dict(zip(...))`'s cost; generated as dataclasses generate their `__init__`)
+        args = ", ".join(f"v{i}" for i in range(len(self.meta)))  # (code: repr()s of names)
+        items = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(self.meta))
+        self.metadata = eval(f"lambda {args}: {{{items}}}")
+
+    def results(self, values: dict[str, list[Any]], cos: list[float]) -> list[Result]:
+        """`Result`s of rows from their values of `names`, as `search.to_result` builds
+        them, a column at a time (the dataclass called positionally)."""
+        nothing = [None] * len(cos)
+        path, modality, start, end = (values[n] if n is not None else nothing
+                                      for n in self.core)
+        mean, std = self.stats.mean, self.stats.std
+        z = [(c - mean) / std for c in cos]  # as `Stats.z`
+        # Many new objects (a batch's results and their metadata dicts, none in a cycle)
+        # set off the cyclic garbage collector every 700, which then walks all the objects
+        # alive: paused while they are made, it halves the cost of a batch's results.
+        pause = len(cos) > BULK_ROWS and gc.isenabled()
+        if pause:
+            gc.disable()
+        try:
+            metas = (list(map(self.metadata, *(values[n] for n in self.meta))) if self.meta
+                     else [{} for _ in cos])
+            return list(map(Result, map(str, values["id"]), path,
+                            [m or "image" for m in modality], z, start, end, metas, cos))
+        finally:
+            if pause:
+                gc.enable()
+
+
+def _pages(snap: Snapshot, queries: np.ndarray, want: int, allowed: np.ndarray | None,
+           offset: int, names: list[str]
+           ) -> tuple[list[tuple[list[int], list[float], dict[str, list[Any]] | None]],
+                      dict[str, list[Any]] | None]:
+    """Per query, the rows, cosines and (when read) values of `names` (with "id") of its
+    page: the `want` best items from `offset`; and the values of all pages' rows in one
+    dict instead when several pages are all the index's first rows (the pages' own values
+    are then not sliced out).
+
+    The index's best rows are the page when they are distinct items without tied scores
+    (the usual case: checked on the index's answer, values read once for all queries);
+    the other queries go the general way (`_best_items`)."""
     eligible = len(snap) if allowed is None else len(allowed)
     # a filter restricts the index search to its rows, where the tuned depth (measured
     # unfiltered) holds less well: ask for the planner's pool then, as before
     fetch = min(eligible, want if allowed is None else max(want, POOL))
-    out: list[list[tuple[int, float, dict[str, Any] | None]]] = [[] for _ in queries]
+    scores, found = snap.index.search(queries, fetch, allowed)
+    top = min(want, eligible)
+    edge = min(top + 1, fetch)  # ties are ordered by id (the general way), also at the end
+    if len(queries) == 1:  # lists: cheaper than array operations for one query
+        heads, near = [found[0, :top].tolist()], scores[0, :edge].tolist()
+        fine = [heads[0][-1] >= 0 and all(a != b for a, b in itertools.pairwise(near))]
+        values = _read(snap, [max(r, 0) for r in heads[0]], names)
+        cos = [near[:top]]
+    else:
+        heads, cos = found[:, :top].tolist(), scores[:, :top].tolist()
+        near = scores[:, :edge]
+        fine = ((found[:, top - 1] >= 0) & (near[:, 1:] != near[:, :-1]).all(axis=1)).tolist()
+        values = _read(snap, np.maximum(found[:, :top], 0).reshape(-1), names)
+    ids = values[names.index("id")]
+    distinct = [ok and len(set(ids[qi * top:(qi + 1) * top])) == top
+                for qi, ok in enumerate(fine)]
+    if len(queries) > 1 and offset == 0 and all(distinct):
+        return [(head, c, None) for head, c in zip(heads, cos, strict=True)], \
+            dict(zip(names, values, strict=True))
+    pages: list[tuple[list[int], list[float], dict[str, list[Any]] | None]] = []
+    again = []
+    for qi, (head, c, ok) in enumerate(zip(heads, cos, distinct, strict=True)):
+        lo, hi = qi * top, (qi + 1) * top
+        if ok:
+            pages.append((head[offset:], c[offset:],
+                          {n: v[lo + offset:hi] for n, v in zip(names, values, strict=True)}))
+        else:
+            pages.append(([], [], None))
+            again.append(qi)
+    if again:
+        for qi, hits in zip(again, _best_items(snap, queries[again], want, allowed),
+                            strict=True):
+            pages[qi] = ([row for row, _ in hits[offset:]], [c for _, c in hits[offset:]],
+                         None)
+    return pages, None
+
+
+def _best_items(snap: Snapshot, queries: np.ndarray, want: int, allowed: np.ndarray | None
+                ) -> list[list[tuple[int, float]]]:
+    """Per query, the `want` best items as (best row, cosine), ties by id: the index's
+    best rows, one per item (an item's rows, e.g. video moments, count by their best);
+    asked for more when items repeat, as the planner's candidate search does."""
+    eligible = len(snap) if allowed is None else len(allowed)
+    fetch = min(eligible, want if allowed is None else max(want, POOL))
+    out: list[list[tuple[int, float]]] = [[] for _ in queries]
     todo = np.arange(len(queries))
     while len(todo):
         scores, rows = snap.index.search(queries[todo], fetch, allowed)
         found = [(r[r >= 0].tolist(), s[r >= 0].tolist()) for s, r in zip(scores, rows,
                                                                           strict=True)]
         unique = sorted({row for r, _ in found for row in r})
-        whole = fetch == want
-        cells = snap.cells.rows(unique, _columns(snap) if whole else ["id"])
-        read = dict(zip(unique, cells, strict=True))
+        read = dict(zip(unique, _read(snap, unique, ["id"])[0], strict=True))
         again = []
         for qi, (r, s) in zip(todo.tolist(), found, strict=True):
-            hits = sorted(zip(r, s, strict=True), key=lambda rs: (-rs[1], str(read[rs[0]]["id"])))
+            hits = sorted(zip(r, s, strict=True), key=lambda rs: (-rs[1], str(read[rs[0]])))
             seen: set[Any] = set()
-            best = [(row, cos, read[row] if whole else None) for row, cos in hits
-                    if read[row]["id"] not in seen and not seen.add(read[row]["id"])]
+            best = [(row, cos) for row, cos in hits
+                    if read[row] not in seen and not seen.add(read[row])]
             out[qi] = best[:want]
             if len(best) < want and len(r) == fetch < eligible:
                 again.append(qi)
@@ -169,22 +310,14 @@ def _unit(v: np.ndarray) -> np.ndarray:
                                                1e-12), dtype=np.float32)
 
 
-def _columns(snap: Snapshot) -> list[str]:
-    """The columns a `Result` reads (`to_result`: not the hidden ones, nor `channel`)."""
-    names = snap.memo.get("lean_columns")
-    if names is None:
-        names = snap.memo["lean_columns"] = [
-            n for n in snap.table.column_names if n not in HIDDEN_COLUMNS and n != "channel"]
-    return names
-
-
-def _simple(snap: Snapshot, env: Any) -> Stats | None:
-    """The (image, visual) calibration when every row of the snapshot is in the "visual"
-    channel and the channels are the built-in ones, else None (decided once per snapshot,
-    on the column arrays: no per-row Python, as a first search after opening pays it)."""
+def _prepared(snap: Snapshot, env: Any) -> _Prepared | None:
+    """The (image, visual) calibration, the result columns and hooks when every row of the
+    snapshot is in the "visual" channel and the channels are the built-in ones, else None
+    (decided once per snapshot, on the column arrays: no per-row Python, as a first search
+    after opening pays it)."""
     memo = snap.memo.get("lean")
     if memo is None:
-        stats = None
+        prep = None
         builtin = all(type(c).__module__ in BUILTIN for c in channels())
         if len(snap) and builtin and visual_only(snap.table):
             stored = Calibration.from_json(env.manifest().get("calibration"))
@@ -192,7 +325,12 @@ def _simple(snap: Snapshot, env: Any) -> Stats | None:
             if stats is None:  # not measured at write time: the collection measures it
                 probe = Query([Part("image", np.ones(1, np.float32), 1.0, "vector")])
                 stats = env.calibration(snap, probe).get("image", "visual")[0]
-        memo = snap.memo["lean"] = (stats,)
+            # the columns `to_result` reads: not the hidden ones, nor `channel`
+            columns = [n for n in snap.table.column_names
+                       if n not in HIDDEN_COLUMNS and n != "channel"]
+            annotate = [c for c in channels() if type(c).annotate is not Channel.annotate]
+            prep = _Prepared(stats, columns, annotate)
+        memo = snap.memo["lean"] = (prep,)
     return memo[0]
 
 

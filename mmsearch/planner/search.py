@@ -82,7 +82,8 @@ class Search:
         results = [to_result(h.score, rec, h.explain if req.explain else None, h.similarity)
                    for h, rec in zip(hits, records, strict=True)]
         for channel in channels():
-            results = [channel.annotate(r, ctx) for r in results]
+            if channel.annotates(ctx):
+                results = [channel.annotate(r, ctx) for r in results]
         return results
 
     def allowed_rows(self) -> np.ndarray | None:

@@ -191,9 +191,18 @@ def _repair_store(folder: Path, prefix: str, report: DoctorReport) -> None:
     bad = {f for f, _ in problems}
     manifest = dict(manifest)
     keep = []
+    entries = dict(manifest.get("files") or {})
     for s in manifest.get("segments", []):
         files = {f"segments/{s['name']}.parquet", f"segments/{s['name']}.npy"}
+        arrow = f"segments/{s['name']}.arrow"
+        if arrow in bad and not files & bad:  # only the Arrow copy: read from Parquet again
+            _quarantine(folder, {arrow})
+            entries.pop(arrow, None)
+            report.repairs.append(f"dropped the Arrow copy {prefix}{arrow} (its Parquet "
+                                  "file is intact; the next write makes a new copy)")
         if files & bad:
+            if arrow in entries:
+                files.add(arrow)
             ids = _ids_of(folder / f"segments/{s['name']}.parquet")
             report.lost_rows += s["rows"]
             report.lost_ids += ids
@@ -203,6 +212,7 @@ def _repair_store(folder: Path, prefix: str, report: DoctorReport) -> None:
         else:
             keep.append(s)
     manifest["segments"] = keep
+    manifest["files"] = entries
     ann = (manifest.get("ann") or {}).get("file")
     if ann and ann in bad:
         _quarantine(folder, {ann})
@@ -318,6 +328,7 @@ def _write(folder: Path, manifest: dict[str, Any]) -> None:
     manifest.pop("calibration", None)
     integrity.check_manifest(manifest)
     write_json_atomic(folder / MANIFEST, manifest)
+    integrity.write_record(folder, manifest)
 
 
 def _ids_of(parquet: Path) -> list[str]:

@@ -3,15 +3,27 @@
 The manifest records, for every file it names, its size and a checksum (`files`:
 name -> {"size", "hash"}; the hash is "xxh3_64:<hex>" when the `xxhash` package is
 installed, else "blake2b:<hex>"). Opening a store checks every file's size and header;
-each file's checksum is verified in full the first time a process reads it (files are
-immutable, so once is enough) when it is at most `MMSEARCH_VERIFY_MAX_MB` (default 1024).
-`mmsearch doctor` verifies every checksum.
+each file's checksum is verified in full the first time it is read after it changed on
+disk, when it is at most `MMSEARCH_VERIFY_MAX_MB` (default 1024). `mmsearch doctor`
+verifies every checksum.
+
+Files are immutable, so a verification holds until the file changes. Like git's index,
+`STORE/.verified` records, for each file verified (by the writer right after writing it,
+or by the first reader to check it), its inode, size, mtime and ctime and the checksum it
+matched. A file whose stat still equals its record is trusted without being read again,
+in any process; any write through the file system changes its ctime (which user programs
+cannot set back), so a changed file is verified again before use. The record is advisory:
+when it is missing, unreadable or cannot be written (a read-only store), files are
+verified as before, once per process. Damage below the file system (bit rot) leaves the
+stat alone: `mmsearch doctor` reads everything.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
+import json
 import os
 import re
 import threading
@@ -28,8 +40,16 @@ except ImportError:  # pragma: no cover - xxhash is a core dependency
 
 _BLOCK = 1 << 20
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
-_verified: set[tuple[str, int, int, int]] = set()
+RECORD = ".verified"
+#: a file's (inode, size, mtime_ns, ctime_ns)
+Stamp = tuple[int, int, int, int]
+#: absolute path -> (stamp, checksum) of the files this process verified or wrote
+_verified: dict[str, tuple[Stamp, str]] = {}
 _verified_lock = threading.Lock()
+
+
+def _stamp(st: os.stat_result) -> Stamp:
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def verify_max_bytes() -> int:
@@ -60,8 +80,46 @@ def file_entry(path: Path) -> dict[str, Any]:
     st = path.stat()
     entry = {"size": st.st_size, "hash": file_hash(path)}
     with _verified_lock:
-        _verified.add((str(path), st.st_ino, st.st_size, st.st_mtime_ns))
+        _verified[str(path)] = (_stamp(st), entry["hash"])
     return entry
+
+
+def read_record(root: Path) -> dict[str, tuple[Stamp, str]]:
+    """`STORE/.verified`: file -> (stamp, checksum) when last verified ({} if unreadable)."""
+    try:
+        raw = json.loads((root / RECORD).read_text())
+        return {rel: (tuple(int(x) for x in v[:4]), str(v[4]))  # type: ignore[misc]
+                for rel, v in raw["files"].items()}
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return {}
+
+
+def write_record(root: Path, manifest: Mapping[str, Any]) -> None:
+    """Record the files of `manifest` this process verified (or wrote) and that are
+    unchanged since; best effort (a read-only store keeps verifying once per process)."""
+    entries = manifest.get("files") or {}
+    old = read_record(root)
+    files = {}
+    for rel in referenced(manifest):
+        path = root / rel
+        want = (entries.get(rel) or {}).get("hash")
+        try:
+            stamp = _stamp(path.stat())
+        except OSError:
+            continue
+        for seen in (_verified.get(str(path)), old.get(rel)):  # this process's, or earlier
+            if seen is not None and seen == (stamp, want):
+                files[rel] = [*stamp, want]
+                break
+    if files == {rel: [*v[0], v[1]] for rel, v in old.items()}:
+        return
+    tmp = root / f".{RECORD}.tmp-{os.getpid()}-{threading.get_ident()}"
+    try:
+        tmp.write_text(json.dumps({"files": files}))
+        os.replace(tmp, root / RECORD)  # no fsync: a record lost in a crash costs a re-read
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def safe_name(name: Any) -> bool:
@@ -110,11 +168,18 @@ def manifest_problem(m: Any) -> str | None:
     return None
 
 
-def referenced(manifest: Mapping[str, Any]) -> list[str]:
-    """Paths (relative to the store) of every file a manifest names."""
+def referenced(manifest: Mapping[str, Any], files: Mapping[str, Any] | None = None
+               ) -> list[str]:
+    """Paths (relative to the store) of every file a manifest names.
+
+    A segment's `.arrow` copy counts when the manifest's `files` (or `files`) lists it.
+    """
     out = []
+    files = manifest.get("files") or {} if files is None else files
     for s in manifest.get("segments", []):
         out += [f"segments/{s['name']}.parquet", f"segments/{s['name']}.npy"]
+        if f"segments/{s['name']}.arrow" in files:
+            out.append(f"segments/{s['name']}.arrow")
     if manifest.get("deleted"):
         out.append(manifest["deleted"])
     ann = manifest.get("ann") or {}
@@ -135,6 +200,8 @@ def check_files(root: Path, manifest: Mapping[str, Any], *, full: bool | None = 
     rows = {f"segments/{s['name']}.npy": s["rows"] for s in manifest.get("segments", [])}
     dim = manifest.get("dim")
     limit = verify_max_bytes()
+    record = read_record(root) if full is None else {}
+    newly = False
     for rel in referenced(manifest):
         path = root / rel
         try:
@@ -158,8 +225,10 @@ def check_files(root: Path, manifest: Mapping[str, Any], *, full: bool | None = 
             continue
         if entry is None or "hash" not in entry or full is False:
             continue
-        stamp = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
-        if full is None and (st.st_size > limit or stamp in _verified):
+        stamp = _stamp(st)
+        if full is None and (st.st_size > limit
+                             or _verified.get(str(path)) == (stamp, entry["hash"])
+                             or record.get(rel) == (stamp, entry["hash"])):
             continue
         algorithm = str(entry["hash"]).split(":", 1)[0]
         try:
@@ -171,7 +240,10 @@ def check_files(root: Path, manifest: Mapping[str, Any], *, full: bool | None = 
             problems.append((rel, "checksum mismatch (its bytes changed since written)"))
             continue
         with _verified_lock:
-            _verified.add(stamp)
+            _verified[str(path)] = (stamp, digest)
+        newly = True
+    if newly:
+        write_record(root, manifest)
     return problems
 
 
@@ -179,14 +251,16 @@ def _check_header(path: Path, size: int, rows: int | None, dim: int | None) -> s
     """What is wrong with a file's header and size, or None."""
     name = path.name
     with open(path, "rb") as f:
-        if name.endswith(".parquet"):
-            head = f.read(4)
-            if size < 12:
-                return "truncated"
-            f.seek(size - 4)
-            if head != b"PAR1" or f.read(4) != b"PAR1":
-                return "not a complete Parquet file (truncated or overwritten)"
-            return None
+        for suffix, magic, kind in ((".parquet", b"PAR1", "Parquet"),
+                                    (".arrow", b"ARROW1", "Arrow")):
+            if name.endswith(suffix):  # the format's magic bytes open and close the file
+                head = f.read(len(magic))
+                if size < 12:
+                    return "truncated"
+                f.seek(size - len(magic))
+                if head != magic or f.read(len(magic)) != magic:
+                    return f"not a complete {kind} file (truncated or overwritten)"
+                return None
         if name.endswith(".npy"):
             return _check_npy(f, size, rows, dim if rows is not None else None)
         if name.endswith(".faiss") and size < 16:

@@ -4,6 +4,7 @@ Layout (see indexes/README.md)::
 
     STORE/manifest.json            # the only mutable file; os.replace makes commits atomic
     STORE/segments/<name>.parquet  # metadata rows of one commit (one row per vector)
+    STORE/segments/<name>.arrow    # the same rows as an Arrow IPC file, memory-mapped on read
     STORE/segments/<name>.npy      # float32 vectors of the same rows, same order
     STORE/deleted-<gen>.npy        # int64 keys deleted so far (tombstones), sorted
     STORE/ann-<gen>-<id>.faiss     # trained IVF-PQ index named by manifest["ann"] (large stores)
@@ -15,6 +16,12 @@ swaps in a new manifest that names them with their sizes and checksums. A crash 
 swap leaves unreferenced files that the next writer removes; a crash after it leaves a
 complete commit. Readers only ever follow the manifest. Without a readable manifest
 nothing is written or deleted: `mmsearch doctor --repair` rebuilds it from the segments.
+
+Readers memory-map each segment's `.arrow` copy (written with the segment, uncompressed),
+so opening a store reads no metadata into RAM: the pages a query touches come from the
+page cache, and a column no query reads costs nothing. The Parquet file stays the
+segment's record (`doctor` rebuilds from it). Segments of stores written before the copy
+existed are read from Parquet, until the next commit writes their copies.
 """
 
 from __future__ import annotations
@@ -135,13 +142,20 @@ class Store:
     def read_segment(self, seg: Segment, mmap: bool = True,
                      columns: list[str] | None = None) -> tuple[pa.Table, np.ndarray]:
         seg_dir = self.root / "segments"
-        path = seg_dir / f"{seg.name}.parquet"
-        if columns is not None:  # segments from upserts may lack some: read those present
-            present = set(pq.read_schema(path).names)
-            columns = [c for c in columns if c in present]
-        with self._reading(f"segments/{seg.name}.parquet"):
-            # one file: ParquetFile reads it without pyarrow.dataset (which imports pandas)
-            table = pq.ParquetFile(path).read(columns=columns)
+        arrow = f"segments/{seg.name}.arrow"
+        if mmap and arrow in (self.manifest.get("files") or {}):
+            with self._reading(arrow):
+                table = pa.ipc.open_file(pa.memory_map(str(self.root / arrow))).read_all()
+            if columns is not None:  # segments from upserts may lack some
+                table = table.select([c for c in columns if c in table.column_names])
+        else:
+            path = seg_dir / f"{seg.name}.parquet"
+            with self._reading(f"segments/{seg.name}.parquet"):
+                if columns is not None:  # segments from upserts may lack some
+                    present = set(pq.read_schema(path).names)
+                    columns = [c for c in columns if c in present]
+                # one file: ParquetFile reads it without pyarrow.dataset (imports pandas)
+                table = pq.ParquetFile(path).read(columns=columns)
         with self._reading(f"segments/{seg.name}.npy"):
             vectors = np.load(seg_dir / f"{seg.name}.npy", mmap_mode="r" if mmap else None,
                               allow_pickle=False)
@@ -233,6 +247,9 @@ class Store:
             name = f"{int(time.time())}-{uuid.uuid4().hex[:12]}"
             files.update(_write_segment(seg_dir, name, batch, manifest.get("dim"), stamp))
             segments.append({"name": name, "rows": len(batch.table)})
+        for seg in segments:  # segments of older stores get their Arrow copy
+            if f"segments/{seg['name']}.arrow" not in files:
+                files.update(self._write_arrow_copy(seg["name"]))
         deleted = self.deleted_keys()
         if delete is not None and len(delete):
             deleted = np.union1d(deleted, np.asarray(delete, dtype=np.int64))
@@ -256,6 +273,7 @@ class Store:
                                 + "; ".join(f"{f}: {w}" for f, w in problems[:3]))
         write_json_atomic(self.root / MANIFEST, manifest)
         self.manifest = manifest
+        integrity.write_record(self.root, manifest)  # what was just written needs no re-read
         if len(segments) > MAX_SEGMENTS or (total and len(deleted) > MAX_DELETED_SHARE * total):
             self.compact()
         self._collect_garbage()
@@ -312,9 +330,18 @@ class Store:
     def _checksums(self, manifest: dict[str, Any], files: dict[str, Any]) -> dict[str, Any]:
         """Entries of every file the manifest names (computed for files that lack one)."""
         out = {}
-        for rel in integrity.referenced(manifest):
+        for rel in integrity.referenced(manifest, files):
             out[rel] = files.get(rel) or integrity.file_entry(self.root / rel)
         return out
+
+    def _write_arrow_copy(self, name: str) -> dict[str, Any]:
+        """Write the `.arrow` copy of a segment that has only its Parquet file."""
+        rel = f"segments/{name}.parquet"
+        with self._reading(rel):
+            table = pq.ParquetFile(self.root / rel).read()
+        path = self.root / "segments" / f"{name}.arrow"
+        write_atomic(path, lambda f: _write_ipc(f, table))
+        return {f"segments/{name}.arrow": integrity.file_entry(path)}
 
     def _read_manifest(self) -> dict[str, Any]:
         import json
@@ -348,7 +375,8 @@ class Store:
 
     def _collect_garbage(self) -> None:
         """Delete files no manifest names (left by crashed or superseded commits)."""
-        keep = {f"{s.name}{ext}" for s in self.segments for ext in (".parquet", ".npy")}
+        keep = {rel.split("/", 1)[1] for rel in integrity.referenced(self.manifest)
+                if rel.startswith("segments/")}
         seg_dir = self.root / "segments"
         if seg_dir.is_dir():
             for f in seg_dir.iterdir():
@@ -420,6 +448,7 @@ def _write_segment(seg_dir: Path, name: str, batch: Batch, dim: int | None,
 
     write_atomic(seg_dir / f"{name}.npy", write_npy)
     write_atomic(seg_dir / f"{name}.parquet", write_parquet)
+    write_atomic(seg_dir / f"{name}.arrow", lambda f: _write_ipc(f, batch.table))
     fsync_dir(seg_dir)
     parquet, npy = seg_dir / f"{name}.parquet", seg_dir / f"{name}.npy"
     try:  # read back what was written: a commit never names a file it cannot read
@@ -428,5 +457,21 @@ def _write_segment(seg_dir: Path, name: str, batch: Batch, dim: int | None,
         raise MmsearchError(f"segment {name} unreadable right after writing: {e}") from None
     if rows != len(table):
         raise MmsearchError(f"segment {name}: {rows} rows read back, {len(table)} written")
+    arrow = seg_dir / f"{name}.arrow"
+    try:
+        with pa.memory_map(str(arrow)) as source:
+            arrow_rows = pa.ipc.open_file(source).read_all().num_rows
+    except (OSError, pa.ArrowException) as e:
+        raise MmsearchError(f"segment {name} unreadable right after writing: {e}") from None
+    if arrow_rows != len(table):
+        raise MmsearchError(f"segment {name}: {arrow_rows} rows read back, {len(table)} "
+                            "written")
     return {f"segments/{name}.parquet": integrity.file_entry(parquet),
-            f"segments/{name}.npy": integrity.file_entry(npy)}
+            f"segments/{name}.npy": integrity.file_entry(npy),
+            f"segments/{name}.arrow": integrity.file_entry(arrow)}
+
+
+def _write_ipc(f: io.BufferedWriter, table: pa.Table) -> None:
+    """A table as an uncompressed Arrow IPC file (memory-mappable, zero-copy on read)."""
+    with pa.ipc.new_file(f, table.schema) as writer:
+        writer.write_table(table)

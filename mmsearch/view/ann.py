@@ -19,7 +19,9 @@ training included, leaves the previous manifest and its index file intact.
 
 Reader side (`open_index`): load the file named by the manifest (no training), then replay
 the rows added or deleted since it was written. Until a writer has trained one, a large
-store is searched exactly.
+store is searched exactly. The manifest records a digest of the keys the file holds
+(`keys_xxh3`, written when it is saved): when the live keys match it, the reader takes
+them as the index's keys instead of collecting and sorting them from the inverted lists.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from mmsearch.arrow_numpy import column_numpy
 from mmsearch.index import tuning
 from mmsearch.index.flat import FlatIndex
 from mmsearch.index.ivfpq import AnnIndex, IVFPQIndex, KeyMap
@@ -58,7 +61,7 @@ def maintain(store: Store, params: AnnParams, cached: AnnIndex | None = None, *,
     keymap = KeyMap(table.column("key").to_numpy())
     ann = None
     if meta and not force and _still_fits(meta, n, vectors.dim, params):
-        ann = _load(store, meta, params, cached)
+        ann = _load(store, meta, params, cached, keymap.sorted_keys)
     if ann is None:
         log.info("training IVF-PQ on %d rows", n)
         ann = AnnIndex.train(vectors, params)
@@ -71,8 +74,14 @@ def maintain(store: Store, params: AnnParams, cached: AnnIndex | None = None, *,
                  ann.meta["tuning"]["rerank"], ann.meta["tuning"]["seconds"])
     if ann.file is None or ann.dirty > params.save_share * n:
         save(store, ann)
-    elif remeasured:  # the file is current: only the manifest learns the new measurement
-        meta = {**store.manifest["ann"], "tuning": ann.meta["tuning"]}
+    elif remeasured or (ann.dirty == 0 and "keys_xxh3" not in store.manifest["ann"]):
+        # the file is current: only the manifest learns the new measurement (or the digest
+        # of the keys, for an index saved before digests)
+        meta = dict(store.manifest["ann"])
+        if remeasured:
+            meta["tuning"] = ann.meta["tuning"]
+        if ann.dirty == 0:
+            meta["keys_xxh3"] = keys_digest(ann.keys)
         store.commit([], extra={"ann": meta})
         ann.meta = meta
     return ann
@@ -82,9 +91,24 @@ def save(store: Store, ann: AnnIndex) -> None:
     """Write the index to a new file, then commit a manifest naming it."""
     name = f"ann-{store.generation + 1}-{uuid.uuid4().hex[:12]}.faiss"
     ann.write(store.root / name)
-    meta = {**ann.meta, "file": name, "ntotal": ann.ntotal, "saved_at": time.time()}
+    meta = {**ann.meta, "file": name, "ntotal": ann.ntotal, "saved_at": time.time(),
+            "keys_xxh3": keys_digest(ann.keys)}
     store.commit([], extra={"ann": meta})
     ann.meta, ann.file, ann.dirty = meta, name, 0
+
+
+def upgrade(store: Store) -> None:
+    """Bring a store written by an earlier version to this one, changing no row or setting:
+    one commit writes the segments' Arrow copies and records the saved index's key digest
+    (when the file holds exactly the live keys). Call inside `store.writer()`."""
+    extra = {}
+    meta = store.manifest.get("ann")
+    if meta and "keys_xxh3" not in meta:
+        live = np.sort(column_numpy(store.live(columns=["key"])[0].column("key")))
+        held = _load(store, meta, AnnParams.resolve(None), None).keys
+        if np.array_equal(held, live):
+            extra["ann"] = {**meta, "keys_xxh3": keys_digest(held)}
+    store.commit([], extra=extra)
 
 
 def open_index(store: Store, table_keys: np.ndarray, vectors: LiveVectors, params: AnnParams,
@@ -93,8 +117,8 @@ def open_index(store: Store, table_keys: np.ndarray, vectors: LiveVectors, param
     meta = store.manifest.get("ann")
     if not meta or not len(table_keys) or int(meta.get("dim", -1)) != vectors.dim:
         return None
-    ann = _load(store, meta, params, cached)
     keymap = KeyMap(table_keys)
+    ann = _load(store, meta, params, cached, keymap.sorted_keys)
     ann.sync(keymap, vectors)
     return IVFPQIndex(ann, keymap, vectors, params)
 
@@ -103,12 +127,23 @@ def flat_index(vectors: LiveVectors) -> FlatIndex:
     return FlatIndex(vectors.to_array())
 
 
+def keys_digest(sorted_keys: np.ndarray) -> str:
+    """A digest of an index's sorted int64 keys (recorded with its file)."""
+    import xxhash
+
+    keys = np.ascontiguousarray(sorted_keys, dtype=np.int64)
+    return f"{len(keys)}:{xxhash.xxh3_64(memoryview(keys).cast('B')).hexdigest()}"
+
+
 def _load(store: Store, meta: dict[str, Any], params: AnnParams,
-          cached: AnnIndex | None) -> AnnIndex:
+          cached: AnnIndex | None, live_keys: np.ndarray | None = None) -> AnnIndex:
     if cached is not None and cached.file == meta["file"]:
         return cached
+    known = None  # the live keys, when they are the ones the file was saved with
+    if live_keys is not None and meta.get("keys_xxh3") == keys_digest(live_keys):
+        known = live_keys
     try:
-        return AnnIndex.read(store.root / meta["file"], meta, params)
+        return AnnIndex.read(store.root / meta["file"], meta, params, known)
     except (RuntimeError, ValueError, MemoryError) as e:
         raise integrity.damaged(store.root, [(meta["file"], f"unreadable index "
                                               f"({str(e).splitlines()[0][:100]})")]) from None

@@ -30,7 +30,7 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_spec):
-    from test_video import make_video
+    from videos import make_video
 
     root = tmp_path_factory.mktemp("serve")
     lines = ["id,image,title,price,colour"]
@@ -108,7 +108,7 @@ def test_image_upload_finds_the_product(client, served):
 
 def test_video_result_opens_at_its_moment(client, served):
     root = served[0]
-    from test_video import scene_image
+    from videos import scene_image
 
     buf = io.BytesIO()
     Image.fromarray(scene_image(11)).save(buf, "PNG")

@@ -187,6 +187,35 @@ def test_filters_never_starve_and_match_brute_force(trained, exact_rows):
             assert len(got) == min(10, 2 * limit)
 
 
+def test_rare_filters_search_a_kept_copy_of_their_vectors(trained):
+    """A cached filter's rows (exact search) are scored from one gathered copy, kept for
+    the next queries within `filter_vectors_mb` (least recently used dropped); answers are
+    those of exact search over the memory-mapped rows, one query or several."""
+    path, data = trained
+    queries = clustered(9, 95)
+    budget = 0.02  # MB: 20,971 bytes; a quarter: 5,242 (rows of 128 bytes)
+    with mmsearch.open(path, index_params={**PARAMS, "filter_vectors_mb": budget}) as col:
+        snap = col.snapshot()
+        index = snap.index
+        assert isinstance(index, IVFPQIndex)
+        sets = [snap.filter_rows([("bucket", {"lt": lim})]) for lim in (20, 19, 18, 17, 16, 30)]
+        for rows in sets:  # 40, 38, 36, 34, 32 rows (5,120 ... 4,096 bytes), then 60 rows
+            for q in (queries[:1], queries):  # FAISS's loop, and a matrix product
+                got = index.search(q, 10, rows)
+                want = ivfpq.exact_search(index.vectors, q, 10, rows)
+                np.testing.assert_array_equal(got[1], want[1])
+                np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+        assert list(index._blocks) == [id(r) for r in sets[1:5]], "the oldest dropped; " \
+            "60 rows are over a quarter of the budget: not kept"
+        assert index._block_bytes == sum(len(r) for r in sets[1:5]) * DIM * 4 <= budget * 2**20
+        assert recall(col, data, queries, filters={"bucket": {"lt": 20}},
+                      keep=lambda i: i % 1000 < 20) == 1.0
+        fresh = np.array(sets[1])  # a row set that is not a cached filter's: not kept
+        assert index.search(queries[:1], 5, fresh)[1].tolist() == \
+            index.search(queries[:1], 5, sets[1])[1].tolist()
+        assert id(fresh) not in index._blocks
+
+
 def test_reopen_uses_the_saved_index_and_replays_later_changes(trained, monkeypatch):
     path, _ = trained
     queries = clustered(10, 96)
@@ -207,6 +236,49 @@ def test_reopen_uses_the_saved_index_and_replays_later_changes(trained, monkeypa
         assert 0 not in {i for r in after for i in r}
     same = sum(len(set(a) & set(b)) for a, b in zip(before, after, strict=True))
     assert same >= 0.9 * sum(len(a) for a in after)
+
+
+def test_reopening_a_current_index_takes_the_live_keys_by_their_digest(trained,
+                                                                       monkeypatch):
+    path, data = trained
+    saved = ann_meta(path)
+    assert saved["keys_xxh3"].startswith("2000:")        # recorded when the file was saved
+    real = ivfpq.faiss.rev_swig_ptr
+    collected: list[int] = []
+    monkeypatch.setattr(ivfpq.faiss, "rev_swig_ptr",
+                        lambda *a: collected.append(1) or real(*a))
+    queries = clustered(5, 97)
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        snap = col.snapshot()
+        assert isinstance(snap.index, IVFPQIndex) and snap.index.ann.ntotal == 2000
+        assert not collected                              # keys not read from the lists
+        assert recall(col, data, queries) >= 0.9
+        col.delete(["v1"])                               # not saved: the digest is stale
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        snap = col.snapshot()
+        assert collected and snap.index.ann.ntotal == 1999   # read from the lists, replayed
+        assert 1 not in ids_of(col.search(vector=data[1], k=5))
+
+
+def test_upgrade_adds_arrow_copies_and_the_key_digest_to_an_older_store(trained):
+    from mmsearch.view.ann import upgrade
+
+    path, data = trained
+    m = json.loads((path / "manifest.json").read_text())
+    digest = m["ann"].pop("keys_xxh3")
+    for rel in [f for f in m["files"] if f.endswith(".arrow")]:   # as an older version wrote
+        del m["files"][rel]
+        (path / rel).unlink()
+    (path / "manifest.json").write_text(json.dumps(m))
+    store = Store(path)
+    with store.writer():
+        upgrade(store)
+    after = json.loads((path / "manifest.json").read_text())
+    assert after["ann"]["keys_xxh3"] == digest and after["ann"]["file"] == m["ann"]["file"]
+    assert after["ann"]["tuning"] == m["ann"]["tuning"]
+    assert all(f"segments/{s['name']}.arrow" in after["files"] for s in after["segments"])
+    with mmsearch.open(path, index_params=PARAMS) as col:
+        assert recall(col, data, clustered(5, 98)) >= 0.9
 
 
 KILL_SCRIPT = """
@@ -331,6 +403,36 @@ def test_rescoring_reads_rows_in_place_across_segments_deletes_and_odd_parts():
         ivfpq.inner_products(single, q, np.full((7, 2), len(full)))
 
 
+@pytest.mark.parametrize("dim", [16, 12])  # rows of 64 B, and of 48 B (not page-aligned)
+def test_one_query_rescoring_over_memory_mapped_parts(tmp_path, dim):
+    """`LiveVectors.dot` (one query's re-scoring) equals numpy over several memory-mapped
+    parts (one gather through their address span), over parts with deleted rows (a gather
+    per part), and a prefault maps the parts in once per process."""
+    rng = np.random.default_rng(6)
+    arrays = [rng.standard_normal((n, dim)).astype(np.float32) for n in (5, 300, 7)]
+    for i, a in enumerate(arrays):
+        np.save(tmp_path / f"{i}.npy", a)
+    parts = [np.load(tmp_path / f"{i}.npy", mmap_mode="r") for i in range(3)]
+    q = rng.standard_normal(dim).astype(np.float32)
+    live = LiveVectors(parts, [None] * 3, dim)
+    full = np.concatenate(arrays)
+    rows = rng.integers(0, len(full), 60)
+    np.testing.assert_allclose(live.dot(rows, q), full[rows] @ q, rtol=1e-5, atol=1e-5)
+    assert live._span, "one gather over the parts' span"
+    keep = np.sort(rng.choice(300, 120, replace=False))
+    holes = LiveVectors(parts, [None, keep, None], dim)
+    kept = np.concatenate([arrays[0], arrays[1][keep], arrays[2]])
+    rows = rng.integers(0, len(kept), 60)
+    np.testing.assert_allclose(holes.dot(rows, q), kept[rows] @ q, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ivfpq.inner_products(holes, q[None], rows[None])[0],
+                               kept[rows] @ q, rtol=1e-5, atol=1e-5)
+    thread = live.prefault()
+    assert thread is not None
+    thread.join(10)
+    assert live.prefault() is None and holes.prefault() is None, "once per mapping"
+    assert LiveVectors.from_array(full).prefault() is None, "nothing mapped: nothing to do"
+
+
 @pytest.mark.parametrize("keys", [[0, 1, 2, 5, 9], [3, 9000, 7, 15], [4, 2, 8, 0]])
 def test_keymap_dense_table_and_binary_search_agree(keys):
     keys = np.array(keys, dtype=np.int64)
@@ -340,6 +442,8 @@ def test_keymap_dense_table_and_binary_search_agree(keys):
     expect = np.array([[next((r for r, key in enumerate(keys) if key == p), -1) for p in row]
                        for row in probe])
     np.testing.assert_array_equal(kmap.rows_of(probe), expect)
+    inside = np.array([-1, *keys[::-1]])  # all within the table: its one-lookup path
+    np.testing.assert_array_equal(kmap.rows_of(inside), [-1, *range(len(keys))[::-1]])
     kmap.table = None  # the binary search path gives the same answers
     np.testing.assert_array_equal(kmap.rows_of(probe), expect)
 

@@ -1,6 +1,7 @@
 """The benchmark scripts that guard goals run here at small sizes, so they cannot rot:
-benchmarks/peers.py (mmsearch vs raw FAISS vs exact; LanceDB is the `bench` extra) and the
-CPU part of benchmarks/gpu_suite.py (every stage, on the CPU, with tiny models)."""
+benchmarks/peers.py (mmsearch vs raw FAISS vs exact; LanceDB is the `bench` extra), the
+CPU part of benchmarks/gpu_suite.py (every stage, on the CPU, with tiny models) and
+benchmarks/open_cost.py (first search after opening, in fresh processes)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from helpers import REPO
 
 sys.path.insert(0, str(REPO))
-from benchmarks import gpu_suite, peers
+from benchmarks import gpu_suite, open_cost, peers
 
 
 def test_peers_runs_and_measures_every_method(tmp_path):
@@ -70,3 +71,17 @@ def test_gpu_suite_script_is_valid_bash():
     script = REPO / "benchmarks" / "gpu_suite.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     assert "gpu_suite.py --device cuda" in script.read_text()
+
+
+def test_open_cost_measures_fresh_processes(tmp_path):
+    import numpy as np
+
+    import mmsearch
+
+    vecs = np.random.default_rng(0).standard_normal((50, 16)).astype(np.float32)
+    with mmsearch.open(tmp_path / "s") as col:
+        col.upsert([{"id": f"v{i}", "vector": v.tolist()} for i, v in enumerate(vecs)])
+    out = open_cost.main([str(tmp_path / "s"), "--runs", "1"])
+    assert [r["verify"] for r in out["runs"]] == ["default", "0"]
+    assert all(r["rows"] == 50 and r["first_search_s"] > 0 and "rss_file_bytes" in r
+               for r in out["runs"])

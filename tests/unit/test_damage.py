@@ -11,7 +11,7 @@ import pytest
 
 import mmsearch
 from mmsearch.errors import StoreDamagedError
-from mmsearch.store import doctor
+from mmsearch.store import doctor, integrity
 from mmsearch.store.store import Store
 
 
@@ -162,7 +162,8 @@ def test_a_commit_validates_before_the_swap(tmp_path, monkeypatch):
 def test_manifest_records_a_checksum_per_file(tmp_path):
     col = _make(tmp_path)
     m = json.loads((col.path / "manifest.json").read_text())
-    names = {f"segments/{s['name']}.{ext}" for s in m["segments"] for ext in ("parquet", "npy")}
+    names = {f"segments/{s['name']}.{ext}" for s in m["segments"]
+             for ext in ("parquet", "npy", "arrow")}
     names.add(m["deleted"])
     assert set(m["files"]) == names
     assert all(e["hash"].split(":")[0] in ("xxh3_64", "blake2b") for e in m["files"].values())
@@ -202,3 +203,76 @@ def test_the_doctor_checks_and_repairs_each_shard(tmp_path):
     fixed = doctor.repair(col.path)
     assert fixed.healthy and fixed.lost_rows == len(fixed.lost_ids) > 0
     assert len(mmsearch.open(col.path)) == 10 - fixed.lost_rows
+
+
+def _new_process(monkeypatch) -> list[str]:
+    """Forget what this process verified (as a new process would); returns the list of
+    files whose checksum gets computed from now on."""
+    monkeypatch.setattr(integrity, "_verified", {})
+    hashed: list[str] = []
+    real = integrity.file_hash
+
+    def counting(path, algorithm=None):
+        hashed.append(path.name)
+        return real(path, algorithm)
+
+    monkeypatch.setattr(integrity, "file_hash", counting)
+    return hashed
+
+
+def test_a_new_process_trusts_files_unchanged_since_verified(tmp_path, monkeypatch):
+    col = _make(tmp_path)
+    record = json.loads((col.path / integrity.RECORD).read_text())["files"]
+    assert set(record) == set(json.loads((col.path / "manifest.json").read_text())["files"])
+    hashed = _new_process(monkeypatch)
+    assert mmsearch.open(col.path).search(vector=_vec(999), k=1)[0].id == "a1"
+    assert hashed == []                          # the writer's record is trusted
+    (col.path / integrity.RECORD).write_text("{garbage")
+    assert len(mmsearch.open(col.path)) == 29    # an unreadable record: verify again
+    assert len(hashed) == len(record)
+    assert json.loads((col.path / integrity.RECORD).read_text())["files"] == record
+
+
+@pytest.mark.parametrize("ext", ["npy", "parquet", "arrow"])
+def test_bytes_changed_through_the_file_system_are_verified_again(tmp_path, monkeypatch,
+                                                                   cli, ext):
+    col = _make(tmp_path)
+    name = _segments(col)[1]
+    path = col.path / "segments" / f"{name}.{ext}"
+    st = path.stat()
+    _flip(path, offset=len(path.read_bytes()) - 20 if ext == "npy" else None)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))   # same size and mtime
+    _new_process(monkeypatch)
+    with pytest.raises(StoreDamagedError, match=f"{name}.{ext}: checksum mismatch"):
+        mmsearch.open(col.path).search(vector=_vec(1))
+    r = cli("info", "--store", col.path)
+    assert r.exit_code == 1 and f"{name}.{ext}" in r.stderr and "Traceback" not in r.output
+
+
+def test_a_damaged_arrow_copy_is_repaired_from_parquet(tmp_path, cli):
+    col = _make(tmp_path)
+    name = _segments(col)[1]
+    _flip(col.path / "segments" / f"{name}.arrow")
+    r = cli("doctor", "--repair", "--store", col.path)
+    assert r.exit_code == 0 and "Arrow copy" in r.stdout and "lost" not in r.stdout
+    fixed = mmsearch.open(col.path)
+    assert len(fixed) == 29 and fixed.search(vector=_vec(999), k=1)[0].id == "a1"
+    assert doctor.check(col.path).healthy
+    fixed.upsert([{"id": "z", "vector": _vec(1)}])          # the next write copies it again
+    assert (col.path / "segments" / f"{name}.arrow").exists()
+    assert doctor.check(col.path).healthy and len(mmsearch.open(col.path)) == 30
+
+
+def test_a_store_without_arrow_copies_reads_parquet_until_the_next_write(tmp_path):
+    col = _make(tmp_path)
+    m = json.loads((col.path / "manifest.json").read_text())
+    for rel in [f for f in m["files"] if f.endswith(".arrow")]:   # as an older mmsearch wrote
+        del m["files"][rel]
+        (col.path / rel).unlink()
+    (col.path / "manifest.json").write_text(json.dumps(m))
+    old = mmsearch.open(col.path)
+    assert len(old) == 29 and old.search(vector=_vec(999), k=1)[0].n == 100
+    old.upsert([{"id": "z", "vector": _vec(1)}])
+    m = json.loads((col.path / "manifest.json").read_text())
+    assert all(f"segments/{s['name']}.arrow" in m["files"] for s in m["segments"])
+    assert doctor.check(col.path).healthy and len(mmsearch.open(col.path)) == 30

@@ -88,12 +88,17 @@ def test_batch_is_one_index_call_and_equals_single_searches(col, monkeypatch):
     real = type(index).search
     monkeypatch.setattr(type(index), "search",
                         lambda self, qs, *a: calls.append(len(qs)) or real(self, qs, *a))
-    for options in ({"k": 4}, {"k": 6, "offset": 1, "filters": {"bucket": {"lt": 5}}}):
+    for options in ({"k": 4}, {"k": 6, "offset": 1, "filters": {"bucket": {"lt": 5}}},
+                    {"k": 30}):  # 7 x 30 results: the values read a column at a time
         calls.clear()
         batch = col.search_batch(vectors=q, **options)
         assert calls == [7]
         for got, v in zip(batch, q, strict=True):
             same(got, planner(col, monkeypatch, vector=v, **options))
+    bad = q.copy()
+    bad[3, 2] = np.nan  # checked at once; a doubtful batch goes the full way, which says why
+    with pytest.raises(mmsearch.UsageError, match="finite"):
+        col.search_batch(vectors=bad, k=3)
 
 
 def test_other_queries_and_stores_take_the_planner(tmp_path, col, monkeypatch, tiny_spec):
@@ -134,6 +139,30 @@ def test_cells_read_what_to_pylist_gives():
                                                              dt.date(1999, 1, 1)])})
     t = pa.concat_tables([part, part.slice(1, 2), part.slice(0, 1)])  # chunks and offsets
     cells = Cells(t)
-    for rows in ([0, 1, 2, 3, 4, 5], [5, 0, 3, 1, 3], []):
-        assert repr(cells.rows(rows)) == repr(t.take(pa.array(rows, pa.int64())).to_pylist())
+    for rows in ([0, 1, 2, 3, 4, 5], [5, 0, 3, 1, 3], [], [4, 5]):
+        expect = t.take(pa.array(rows, pa.int64())).to_pylist()
+        assert repr(cells.rows(rows)) == repr(expect)
+        # many rows at once: a column and chunk at a time, the same values
+        assert repr(cells.columns(np.array(rows), t.column_names)) == \
+            repr([[r[n] for r in expect] for n in t.column_names])
     assert cells.rows([4], ["s", "i"]) == [{"s": "zé", "i": -3}]
+
+
+def test_channels_annotate_only_where_they_may_change_results(tmp_path, col, monkeypatch):
+    """The OCR channel shapes results only when the store has OCR lines (or with explain):
+    its `ocr_lines` never reach a result, and without them it is not called at all."""
+    from mmsearch.channels.ocr import OcrChannel
+
+    calls = []
+    real = OcrChannel.annotate
+    monkeypatch.setattr(OcrChannel, "annotate", lambda *a: calls.append(1) or real(*a))
+    q = np.ones(DIM, np.float32)
+    assert len(col.search(vector=q, k=5)) == 5 and calls == [], "no OCR lines: not called"
+    c = mmsearch.open(tmp_path / "lines")
+    v = np.random.default_rng(4).standard_normal((3, DIM)).astype(np.float32)
+    c.upsert(pa.table({"id": ["a", "b", "c"], "ocr_lines": ['[{"text": "x"}]', None, None],
+                       "vector": pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)),
+                                                                   DIM)}))
+    got = c.search(vector=v[0], k=3)
+    assert len(calls) == 3 and all("ocr_lines" not in r.metadata for r in got)
+    same(got, planner(c, monkeypatch, vector=v[0], k=3))

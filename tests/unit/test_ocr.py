@@ -90,6 +90,36 @@ def test_precheck_skips_pictures_without_text():
     assert engine.read(flat) == []
 
 
+def test_precheck_wants_a_text_like_blob_not_scattered_or_faint_pixels():
+    from mmsearch.ocr.engine import CHECK_MEAN, CHECK_PIXELS, _text_blob
+
+    prob = np.zeros((96, 128), np.float32)
+    prob[::8, ::8] = 0.9  # many strong pixels, none of them joined into a blob
+    assert (prob > 0.2).sum() >= CHECK_PIXELS and not _text_blob(prob, 0.2)
+    prob[40:44, 10:60] = CHECK_MEAN - 0.05  # a blob, but faint (texture)
+    assert not _text_blob(prob, 0.2)
+    prob[40:44, 10:60] = 0.95  # a line of text
+    assert _text_blob(prob, 0.2)
+    small = np.zeros_like(prob)
+    small[5:7, 5:7] = 0.95  # too small to be a word at the pre-check's scale
+    assert not _text_blob(small, 0.2)
+
+
+@needs_ocr
+def test_precheck_gives_the_same_region_for_rgb_and_bgr_input(tmp_path):
+    from mmsearch.ocr.engine import get_engine
+
+    rgb = np.asarray(Image.open(sign(tmp_path / "s.jpg", "Quarterly Revenue")).convert("RGB"))
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    engine = get_engine()
+    assert engine.text_region(rgb, order="rgb") == engine.text_region(bgr) is not None
+    from_rgb, _ = engine._probability(engine._check, rgb, 384, upscale=False, order="rgb")
+    from_bgr, _ = engine._probability(engine._check, bgr, 384, upscale=False)
+    assert np.array_equal(from_rgb, from_bgr)
+    swapped, _ = engine._probability(engine._check, rgb, 384, upscale=False)  # wrong order
+    assert not np.array_equal(from_rgb, swapped)
+
+
 @needs_ocr
 def test_index_and_search_with_ocr(tmp_path, tiny_spec):
     data = tmp_path / "data"

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_video import make_video
 from tiny_blip import make_tiny_blip
+from videos import make_video
 
 import mmsearch
 from mmsearch.errors import MmsearchError, UsageError

@@ -47,12 +47,12 @@ def test_crash_before_manifest_swap_leaves_previous_state(tmp_path, monkeypatch)
         s.commit([_batch(s, 4)], np.array([0]))
     monkeypatch.undo()
     assert json.loads((tmp_path / "manifest.json").read_text()) == before
-    assert len(list((tmp_path / "segments").iterdir())) == 4   # orphans left by the crash
+    assert len(list((tmp_path / "segments").iterdir())) == 6   # orphans left by the crash
     fresh = Store(tmp_path)
     assert len(fresh.read_live()[0]) == 4
     with fresh.writer():                                        # the next writer cleans up
         pass
-    assert len(list((tmp_path / "segments").iterdir())) == 2
+    assert len(list((tmp_path / "segments").iterdir())) == 3   # .parquet, .npy, .arrow
 
 
 def test_compaction_merges_segments_and_drops_tombstones(tmp_path, monkeypatch):
@@ -66,7 +66,7 @@ def test_compaction_merges_segments_and_drops_tombstones(tmp_path, monkeypatch):
         assert len(s.segments) == 1 and s.manifest["deleted"] is None
     table, _ = Store(tmp_path).read_live()
     assert table.column("key").to_pylist() == [5, 6, 7]
-    assert len(list((tmp_path / "segments").iterdir())) == 2
+    assert len(list((tmp_path / "segments").iterdir())) == 3   # .parquet, .npy, .arrow
 
 
 def test_second_writer_is_refused(tmp_path):
