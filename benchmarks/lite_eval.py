@@ -1,7 +1,7 @@
 """Retrieval quality and CPU/GPU throughput of the offline mmsearch-lite models, before/after.
 
 Evaluates text->image and image->text recall@1/5/10 of each model (default: the
-generations `mmsearch-lite`, `mmsearch-lite-2` and the current `mmsearch-lite-3`) on
+generations `mmsearch-lite` to `mmsearch-lite-3` and the current `mmsearch-lite-4`) on
   - val:  flickr8k_train224, split == val (887 images x 5 captions; model selection set)
   - test: flickr8k (500 images x 5 captions; never used for training or selection)
 with one gallery entry per image, through the encoders (image files -> preprocess ->
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared/data folder")
-    p.add_argument("--models", default="mmsearch-lite,mmsearch-lite-2,mmsearch-lite-3",
+    p.add_argument("--models",
+                   default="mmsearch-lite,mmsearch-lite-2,mmsearch-lite-3,mmsearch-lite-4",
                    help="comma list of shipped specs and/or heads files")
     p.add_argument("--sets", default="val,test", help="comma list of val, test")
     p.add_argument("--device", default="cpu")

@@ -427,7 +427,7 @@ def models(ctx: typer.Context,
         dim = f"{m.dim:>5}-d" if m.dim else "       "
         print(f"  {m.spec:<52} {dim}  {m.source}")
     print(f"  default: {config.DEFAULT_MODEL} (downloaded on first use; offline falls back "
-          "to mmsearch-lite-3)")
+          "to mmsearch-lite-4)")
     print("sound channels")
     for m in sounds:
         print(f"  {m.channel:<7} {m.name:<8} {m.path or '-'}  ({m.source})")

@@ -85,9 +85,7 @@ class LiveVectors:
         rows = np.asarray(rows, dtype=np.int64)
         if len(self.parts) == 1 and self.keeps[0] is None:
             return self.parts[0][rows] @ q
-        span = self._span
-        if span is None:
-            span = self._span = _Span.over(self)
+        span = self.span()
         if span:
             at = span.shift[np.searchsorted(self.offsets, rows, side="right") - 1] + rows * self.dim
             return span.rows[at] @ q
@@ -101,6 +99,13 @@ class LiveVectors:
                 local = ordered[lo:hi] - self.offsets[s]
                 out[order[lo:hi]] = part[local if keep is None else keep[local]] @ q
         return out
+
+    def span(self) -> _Span:
+        """One view over all parts' rows (made once; falsy where it cannot be made)."""
+        span = self._span
+        if span is None:
+            span = self._span = _Span.over(self)
+        return span
 
     def prefault(self) -> threading.Thread | None:
         """Map the memory-mapped parts' pages in, in a background thread (Linux).

@@ -28,6 +28,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,6 +136,7 @@ class Trainable(nn.Module):
         self.heads = heads
         self.text_layer = text_layer  # copy of MiniLM layer 6 (index 5): layer-5 states in
         self.image_head = image_head  # copy of the tower's conv_head + bn2: s6 cells in
+        self.text_part = 128  # captions per length-sorted part of a batch (text_layer only)
 
     def image(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.image_head is not None:
@@ -146,12 +148,24 @@ class Trainable(nn.Module):
         return self.heads.embed_image(feats)
 
     def text(self, layers: dict[int, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        if self.text_layer is not None:
-            bias = torch.zeros(mask.shape, device=mask.device).masked_fill(
-                ~mask, torch.finfo(torch.float32).min)
-            out = self.text_layer(layers[5], attention_mask=bias[:, None, None, :])
-            layers = {**layers, 6: out[0] if isinstance(out, tuple) else out}
-        return self.heads.embed_text(layers, mask)
+        if self.text_layer is None:
+            return self.heads.embed_text(layers, mask)
+        # the retrained layer costs most of a step: run it on length-sorted parts of the
+        # batch, each cut to its own longest caption (the same result as one padded pass,
+        # since padding is masked; captions are 14 tokens on average, batches ~40 wide)
+        lengths = mask.sum(dim=1)
+        order = lengths.argsort()
+        parts = []
+        for part in order.split(self.text_part):
+            width = int(lengths[part].max())
+            m = mask[part, :width]
+            bias = torch.zeros(m.shape, device=m.device).masked_fill(
+                ~m, torch.finfo(torch.float32).min)
+            sub = {k: v[part, :width] for k, v in layers.items()}
+            tuned = self.text_layer(sub[5], attention_mask=bias[:, None, None, :])
+            sub[6] = tuned[0] if isinstance(tuned, tuple) else tuned
+            parts.append(self.heads.embed_text(sub, m))
+        return torch.cat(parts)[order.argsort()]
 
     def tower_state(self) -> dict[str, torch.Tensor]:
         """Retrained tower tensors under the encoder's names (see lite.apply_tower_state)."""
@@ -292,8 +306,14 @@ def grown_state(init: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
     return out
 
 
-def train(folder: Path, args: argparse.Namespace) -> tuple[Trainable, dict]:
-    """Train; return the best-on-val model (heads + retrained tower parts) and a log."""
+def train(folder: Path, args: argparse.Namespace, on_best: Any = None
+          ) -> tuple[Trainable, dict]:
+    """Train; return the best-on-val model (heads + retrained tower parts) and a log.
+
+    `on_best(model, log)`, when given, is called at each new best val score after epoch 0
+    (a long run then keeps its best so far on disk). `args.max_minutes` ends training after
+    the epoch in which that much time has passed.
+    """
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -308,18 +328,26 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[Trainable, dict]:
               "text_layers": [int(n) for n in args.text_layers.split(",")],
               "flip_average": args.flip_average, "spec": args.spec}
     heads = lite.LiteHeads(config)
+    init_tower: dict[str, torch.Tensor] = {}
     if args.init:
-        heads.load_state_dict(grown_state(lite.LiteHeads.load(args.init).state_dict(),
-                                          heads.state_dict()))
+        start = lite.LiteHeads.load(args.init)
+        heads.load_state_dict(grown_state(start.state_dict(), heads.state_dict()))
+        init_tower = start.tower_state
     text_layer = image_head = None
     if args.tune_text:
         _, bert = lite.build_text_tower()
+        lite.apply_tower_state(bert, init_tower, "text")  # a retrained layer goes on training
         text_layer = copy.deepcopy(bert.encoder.layer[5])
         del bert
+    elif any(k.startswith("text.") for k in init_tower):
+        raise SystemExit(f"{args.init} has a retrained text layer: add --tune-text")
     if args.tune_image:
         tower = lite.build_image_tower()
+        lite.apply_tower_state(tower, init_tower, "image")
         image_head = copy.deepcopy(nn.Sequential(tower.conv_head, tower.bn2))
         del tower
+    elif any(k.startswith("image.") for k in init_tower):
+        raise SystemExit(f"{args.init} has a retrained image conv: add --tune-image")
     model = Trainable(heads, text_layer, image_head).to(device)
     for p in model.parameters():
         p.requires_grad_(True)
@@ -380,6 +408,8 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[Trainable, dict]:
             best = score
             best_state = copy.deepcopy(model.state_dict())
             log["best"] = entry
+            if on_best is not None and epoch > 0:
+                on_best(model, log)
 
     if args.init:  # epoch 0: the starting heads (kept if training does not beat them)
         evaluate(0, [])
@@ -427,6 +457,10 @@ def train(folder: Path, args: argparse.Namespace) -> tuple[Trainable, dict]:
                 step_seconds.append(time.perf_counter() - t_step)
         evaluate(epoch + 1, losses)
         if step >= total:
+            break
+        if args.max_minutes and time.time() - t0 > 60 * args.max_minutes:
+            log["stopped"] = f"--max-minutes {args.max_minutes} after epoch {epoch + 1}"
+            print(log["stopped"], flush=True)
             break
     assert best_state is not None
     model.load_state_dict(best_state)
@@ -476,6 +510,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-steps", type=int, default=0,
                    help="stop after this many steps (0: all epochs); the schedule ends there")
     p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--max-minutes", type=float, default=0,
+                   help="end training after the epoch in which this much time has passed "
+                        "(0: no limit); the best val epoch so far is on disk after each gain")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--tower-lr", type=float, default=1e-4,
                    help="learning rate of retrained tower parts")
@@ -505,9 +542,16 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     folder = args.cache_dir / CACHE_VERSION
-    model, log = train(folder, args)
-    heads = model.heads.cpu()
-    heads.tower_state = {k: v.cpu() for k, v in model.tower_state().items()}
+    model, log = train(folder, args, on_best=lambda m, lg: write(m, lg, args))
+    write(model, log, args)
+    print(f"best val {json.dumps(log['best'])}\nwrote {args.out} "
+          f"({args.out.stat().st_size / 1e6:.2f} MB)", flush=True)
+
+
+def write(model: Trainable, log: dict, args: argparse.Namespace) -> None:
+    """Write the model's heads (+ retrained tower tensors) to args.out and the log beside."""
+    heads = copy.deepcopy(model.heads).cpu()
+    heads.tower_state = {k: v.detach().cpu() for k, v in model.tower_state().items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     trained_on = {"device": args.device, "threads": args.threads, "machine": machine(args.device),
                   "train_images": log["train_images"], "seed": args.seed}
@@ -518,8 +562,6 @@ def main(argv: list[str] | None = None) -> None:
                                 "trained_on": trained_on})
     log_path = args.log or args.out.with_suffix(".json")
     log_path.write_text(json.dumps(log, indent=1))
-    print(f"best val {json.dumps(log['best'])}\nwrote {args.out} "
-          f"({args.out.stat().st_size / 1e6:.2f} MB)", flush=True)
 
 
 if __name__ == "__main__":

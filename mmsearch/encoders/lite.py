@@ -32,6 +32,7 @@ from mmsearch.encoders.lite_files import (  # noqa: F401 - re-exported
     SPEC,
     SPEC2,
     SPEC3,
+    SPEC4,
     image_tower_weights,
     text_tower_dir,
 )
@@ -446,10 +447,11 @@ def load_lite(device: str | None = None, heads_path: str | None = None,
         device: "cpu", "cuda", ... (None: CUDA when available, else CPU).
         heads_path: a heads file from `training/train_lite_heads.py` (None: the shipped
             heads of `spec`); the encoder's spec is the one written in the file.
-        spec: which shipped generation: SPEC3 (``mmsearch-lite-3``, default), SPEC2 or SPEC.
+        spec: which shipped generation: SPEC4 (``mmsearch-lite-4``, default), SPEC3, SPEC2
+            or SPEC.
     """
     return LiteEncoder(device=device, heads_path=heads_path, spec=spec)
 
 
-__all__ = ["LATEST", "SPEC", "SPEC2", "SPEC3", "LiteEncoder", "LiteHeads", "load_lite",
+__all__ = ["LATEST", "SPEC", "SPEC2", "SPEC3", "SPEC4", "LiteEncoder", "LiteHeads", "load_lite",
            "preprocess_image"]

@@ -20,10 +20,12 @@ _MODELS = Path(__file__).resolve().parents[1] / "models"
 SPEC = "mmsearch-lite"
 SPEC2 = "mmsearch-lite-2"
 SPEC3 = "mmsearch-lite-3"
-LATEST = SPEC3
+SPEC4 = "mmsearch-lite-4"  # retrains MiniLM's last layer: its text tower differs too
+LATEST = SPEC4
 HEADS_PATHS = {SPEC: _MODELS / "mmsearch-lite.heads.safetensors",
                SPEC2: _MODELS / "mmsearch-lite-2.heads.safetensors",
-               SPEC3: _MODELS / "mmsearch-lite-3.heads.safetensors"}
+               SPEC3: _MODELS / "mmsearch-lite-3.heads.safetensors",
+               SPEC4: _MODELS / "mmsearch-lite-4.heads.safetensors"}
 HEADS_PATH = HEADS_PATHS[SPEC]
 IMAGE_SIZE = 260  # EfficientNet-Lite2's native resolution
 MAX_TOKENS = 64  # captions and queries are short; longer texts are truncated

@@ -283,7 +283,7 @@ class LiteLazy(Encoder):
     Args:
         device: "cpu", "cuda", ... for the torch encoder (None: CUDA when available).
         heads_path: a heads file (None: the shipped heads of `spec`).
-        spec: which shipped generation (``mmsearch-lite-3``, ``mmsearch-lite-2``, ...).
+        spec: which shipped generation (``mmsearch-lite-4``, ``mmsearch-lite-3``, ...).
     """
 
     image_size = IMAGE_SIZE

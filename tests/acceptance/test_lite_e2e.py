@@ -2,14 +2,15 @@
 them by their human captions through the public API.
 
 Subset: the first 200 images of ../shared/data/flickr8k (sorted by image id; indexing all
-500 takes ~35-60 s on 2 quiet CPU cores, 200 keeps this test near 25 s; mmsearch-lite-3,
-like mmsearch-lite-2, makes two tower passes per photo, so about twice that). Queries:
-caption 0 of every image (200 queries, written by people, never seen in training). Chance
-of a top-10 hit is 10/200 = 5 % (top-1: 0.5 %); mmsearch-lite-3 measured R@10 91.0 % and
-R@1 49.0 % on exactly this set (mmsearch-lite-2: 91.0 % / 48.5 %; the first generation:
-90.5 % / 46.0 %). The test asks for R@10 >= 81 % and R@1 >= 39 %: ten points under what
-was measured (10 points = 20 queries), far above chance, loose enough for small numeric
-differences between machines, yet a broken preprocessing, head or index falls far below.
+500 takes ~35-60 s on 2 quiet CPU cores, 200 keeps this test near 25 s; mmsearch-lite-2 and
+later make two tower passes per photo, so about twice that). Queries: caption 0 of every
+image (200 queries, written by people, never seen in training). Chance of a top-10 hit is
+10/200 = 5 % (top-1: 0.5 %); mmsearch-lite-4 measured R@10 89.0 % and R@1 48.0 % on exactly
+this set (mmsearch-lite-3: 91.0 % / 49.0 %; mmsearch-lite-2: 91.0 % / 48.5 %; the first
+generation: 90.5 % / 46.0 %; on 200 queries one point is two queries, so these are level).
+The test asks for R@10 >= 79 % and R@1 >= 38 %: ten points under what was measured (10
+points = 20 queries), far above chance, loose enough for small numeric differences between
+machines, yet a broken preprocessing, head, retrained text layer or index falls far below.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import mmsearch
 
 FLICKR = SHARED_DATA / "flickr8k"
 N_IMAGES = 200
-MIN_R10 = 81.0
-MIN_R1 = 39.0
+MIN_R10 = 79.0
+MIN_R1 = 38.0
 
 pytestmark = pytest.mark.skipif(not (FLICKR / "captions.csv").is_file(),
                                 reason=f"Flickr8k evaluation data not found at {FLICKR}")
@@ -48,13 +49,13 @@ def test_captions_find_their_photo_in_the_top_10(tmp_path, cli, monkeypatch) -> 
     for name in captions:
         shutil.copy(FLICKR / "images" / name, photos / name)
     store = tmp_path / "store"
-    result = cli("index", photos, "--store", store, "--model", "mmsearch-lite-3")
+    result = cli("index", photos, "--store", store, "--model", "mmsearch-lite-4")
     assert result.exit_code == 0, result.output
     assert f"{N_IMAGES} added" in result.output
 
     hits_at = {1: 0, 10: 0}
     with mmsearch.open(store) as col:
-        assert col.model == "mmsearch-lite-3"
+        assert col.model == "mmsearch-lite-4"
         for name, caption in captions.items():
             found = [Path(r.path).name for r in col.search(text=caption, k=10)]
             assert len(found) == 10

@@ -419,6 +419,14 @@ def test_one_query_rescoring_over_memory_mapped_parts(tmp_path, dim):
     rows = rng.integers(0, len(full), 60)
     np.testing.assert_allclose(live.dot(rows, q), full[rows] @ q, rtol=1e-5, atol=1e-5)
     assert live._span, "one gather over the parts' span"
+    qs = rng.standard_normal((5, dim)).astype(np.float32)
+    many = rng.integers(-1, len(full), (5, 70))  # several queries: FAISS, part by part
+    got = ivfpq.inner_products(live, qs, many)
+    ref = np.einsum("qcd,qd->qc", full[np.maximum(many, 0)], qs)
+    np.testing.assert_allclose(got[many >= 0], ref[many >= 0], rtol=1e-5, atol=1e-5)
+    assert np.isneginf(got[many < 0]).all()
+    with pytest.raises(IndexError):  # never a read past the end of the last part
+        ivfpq.inner_products(live, qs, np.full((5, 2), len(full)))
     keep = np.sort(rng.choice(300, 120, replace=False))
     holes = LiveVectors(parts, [None, keep, None], dim)
     kept = np.concatenate([arrays[0], arrays[1][keep], arrays[2]])

@@ -25,7 +25,7 @@ def _image(seed: int) -> Image.Image:
 
 
 def test_spec_dims_and_unit_norm(enc) -> None:
-    assert enc.spec == "mmsearch-lite-3"
+    assert enc.spec == "mmsearch-lite-4"
     assert enc.device == "cpu"
     pixels = torch.stack([enc.preprocess(_image(0)), enc.preprocess(_image(1))])
     assert pixels.shape == (2, 3, 260, 260)
@@ -107,12 +107,14 @@ def test_both_generations_are_registered_with_their_own_spec() -> None:
     from mmsearch.encoders.lite import HEADS_PATHS, LiteHeads
     from mmsearch.encoders.registry import OFFLINE_MODEL, same_model
 
-    assert OFFLINE_MODEL == "mmsearch-lite-3"
-    assert set(HEADS_PATHS) == {"mmsearch-lite", "mmsearch-lite-2", "mmsearch-lite-3"}
+    assert OFFLINE_MODEL == "mmsearch-lite-4"
+    assert set(HEADS_PATHS) == {"mmsearch-lite", "mmsearch-lite-2", "mmsearch-lite-3",
+                               "mmsearch-lite-4"}
     for spec, path in HEADS_PATHS.items():  # each shipped file says which space it makes
         assert LiteHeads.load(path).spec == spec
     assert not same_model("mmsearch-lite", "mmsearch-lite-2")
     assert not same_model("mmsearch-lite-2", "mmsearch-lite-3")
+    assert not same_model("mmsearch-lite-3", "mmsearch-lite-4")
 
 
 def test_derived_pools_are_computed_from_the_cells() -> None:

@@ -120,7 +120,7 @@ def test_a_text_query_imports_nothing_heavy() -> None:
     """A fresh process: the registry's default offline model embeds a query without torch,
     timm, torchvision or transformers (the cold `mmsearch query` path)."""
     code = ("import sys, json; from mmsearch.encoders.registry import load_encoder; "
-            "enc = load_encoder('mmsearch-lite-3', None); "
+            "enc = load_encoder('mmsearch-lite-4', None); "
             "v = enc.encode_texts(['a dog on the beach']); "
             f"print(json.dumps({{'heavy': [m for m in {HEAVY!r} if m in sys.modules], "
             "'shape': list(v.shape)}))")
