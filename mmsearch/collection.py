@@ -40,7 +40,7 @@ from mmsearch.records import RecordBatch, as_table, to_record_batch
 from mmsearch.request import SearchRequest
 from mmsearch.rerank.base import Reranker
 from mmsearch.rerank.registry import load_default_reranker, load_reranker
-from mmsearch.results import Result
+from mmsearch.results import Result, batch_table
 from mmsearch.store.columns import SchemaLike, as_schema
 from mmsearch.store.rows import keys_of_ids, replace_rows
 from mmsearch.store.store import Store
@@ -440,13 +440,19 @@ class Collection:
 
     def search_batch(self, texts: Sequence[str | None] | None = None,
                      vectors: Sequence[Sequence[float]] | np.ndarray | None = None,
-                     **options: Any) -> list[list[Result]]:
+                     *, as_table: bool = False, **options: Any
+                     ) -> list[list[Result]] | pa.Table:
         """One result list per query, the same as `search` called once per query.
 
         Args:
             texts: query texts (None entries: no text for that query).
             vectors: query embeddings, a 2-D array or a list (same length as `texts` when
                 both are given: query i uses both).
+            as_table: the same results as one Arrow table instead (`results.batch_table`:
+                `query`, the query's position, then a result's fields and metadata, a row
+                per result in order); for plain vector batches it is taken column by
+                column from the store, without making `Result` objects, which on a large
+                batch cost more than the index search.
             **options: any other `search` argument (k, filters, where, modality, ...),
                 shared by every query.
 
@@ -458,9 +464,12 @@ class Collection:
         if texts is None and vectors is not None and len(vectors) \
                 and "text" not in options and "vector" not in options:
             plain = lean.batch(vectors, options)  # one index call on the query matrix
-            found = None if plain is None else lean.search(self.snapshot(), plain, self._env)
+            answer = lean.search_table if as_table else lean.search
+            found = None if plain is None else answer(self.snapshot(), plain, self._env)
             if found is not None:
                 return found
+        if as_table:
+            return batch_table(self.search_batch(texts, vectors, **options))
         n_text = None if texts is None else len(texts)
         n_vec = None if vectors is None else len(vectors)
         if n_text is not None and n_vec is not None and n_text != n_vec:

@@ -78,6 +78,17 @@ def results_to_arrow(results: list[Result]) -> pa.Table:
     return table
 
 
+def batch_table(pages: list[list[Result]]) -> pa.Table:
+    """A batch's result lists as one Arrow table: `query` (the query's position), then
+    `results_to_arrow`'s columns with `similarity` after `score`."""
+    flat = [r for hits in pages for r in hits]
+    table = results_to_arrow(flat)
+    table = table.add_column(0, "query", pa.array(
+        [qi for qi, hits in enumerate(pages) for _ in hits], pa.int32()))
+    return table.add_column(table.column_names.index("score") + 1, "similarity", pa.array(
+        [r.similarity for r in flat], pa.float64()))
+
+
 def results_to_pandas(results: list[Result]) -> Any:
     """Results as a pandas DataFrame (needs pandas), columns as in `results_to_arrow`."""
     return results_to_arrow(results).to_pandas()

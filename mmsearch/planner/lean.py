@@ -127,13 +127,9 @@ def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
     prep = _prepared(snap, env)
     if prep is None or plain.vectors.shape[1] != snap.vectors.dim:
         return None
-    allowed = None
-    if plain.filters or plain.modality:
-        from mmsearch.planner.search import Search
-
-        allowed = Search(snap, plain.request, env).allowed_rows()
-        if allowed is not None and not len(allowed):
-            return [[] for _ in range(len(plain.vectors))]
+    allowed = _allowed(snap, plain, env)
+    if allowed is not None and not len(allowed):
+        return [[] for _ in range(len(plain.vectors))]
     pages, whole = _pages(snap, plain.vectors, plain.k + plain.offset, allowed, plain.offset,
                           prep.names)
     if whole is None:
@@ -147,14 +143,66 @@ def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
     for rows, _, _ in pages:
         out.append(flat[at:at + len(rows)])
         at += len(rows)
-    if prep.annotate and prep.hooks != []:
+    if prep.annotate and _hooks(snap, plain, prep, env):
         ctx = QueryContext(snap, plain.request, [], allowed, env.encoder, {}, env.path,
                            env.device)
-        if prep.hooks is None:  # (plain requests: no texts, no explain; built-in channels)
-            prep.hooks = [c for c in prep.annotate if c.annotates(ctx)]
-        for channel in prep.hooks:
+        for channel in _hooks(snap, plain, prep, env):
             out = [[channel.annotate(r, ctx) for r in results] for results in out]
     return out
+
+
+def search_table(snap: Snapshot, plain: Plain, env: Any) -> pa.Table | None:
+    """The pages of `search` as one Arrow table (`results.batch_table`'s columns), its
+    columns taken from the store's columns by Arrow (no `Result`s, no Python values but
+    the ids, read to check that each page's items are distinct); None where `search` is
+    None or a channel's result hook may change the results."""
+    prep = _prepared(snap, env)
+    if prep is None or plain.vectors.shape[1] != snap.vectors.dim \
+            or (prep.annotate and _hooks(snap, plain, prep, env)):
+        return None
+    allowed = _allowed(snap, plain, env)
+    pages: list[tuple[list[int], list[float], Any]] = []
+    if allowed is None or len(allowed):
+        pages, _ = _pages(snap, plain.vectors, plain.k + plain.offset, allowed, plain.offset,
+                          ["id"])
+    sizes = np.array([len(rows) for rows, _, _ in pages] or [0] * len(plain.vectors),
+                     dtype=np.int64)
+    rows = np.fromiter(itertools.chain.from_iterable(r for r, _, _ in pages), np.int64,
+                       int(sizes.sum()))
+    cos = np.fromiter(itertools.chain.from_iterable(c for _, c, _ in pages), np.float64,
+                      len(rows))
+    table = snap.table
+    take = {n: table.column(n).take(rows) for n in prep.names}
+    path, modality, start, end = (take[n] if n is not None else pa.nulls(len(rows), t)
+                                  for n, t in zip(prep.core, (pa.string(), pa.string(),
+                                                              pa.float64(), pa.float64()),
+                                                  strict=True))
+    columns = {
+        "query": np.repeat(np.arange(len(plain.vectors), dtype=np.int32), sizes),
+        "id": take["id"], "path": path, "modality": pc.fill_null(modality, "image"),
+        "score": (cos - prep.stats.mean) / prep.stats.std, "similarity": cos,
+        "start_s": start, "end_s": end, **{n: take[n] for n in prep.meta}}
+    return pa.table(columns)
+
+
+def _allowed(snap: Snapshot, plain: Plain, env: Any) -> np.ndarray | None:
+    """The rows a plain search's filters and modality allow (None: all)."""
+    if not (plain.filters or plain.modality):
+        return None
+    from mmsearch.planner.search import Search
+
+    return Search(snap, plain.request, env).allowed_rows()
+
+
+def _hooks(snap: Snapshot, plain: Plain, prep: _Prepared, env: Any) -> list[Channel]:
+    """The channels whose result hook may change this snapshot's plain results (asked
+    once per snapshot: plain searches have no texts and no explain, and the built-in
+    channels' answer does not depend on the filters)."""
+    if prep.hooks is None:
+        ctx = QueryContext(snap, plain.request, [], None, env.encoder, {}, env.path,
+                           env.device)
+        prep.hooks = [c for c in prep.annotate if c.annotates(ctx)]
+    return prep.hooks
 
 
 #: Above this many rows (a batch's pages), cells are read a column and chunk at a time.

@@ -34,8 +34,9 @@ def test_peers_runs_and_measures_every_method(tmp_path):
     assert builds["mmsearch"]["index"]["type"] == "ivfpq"
     assert builds["faiss"]["spec"].startswith(f"IVF{builds['mmsearch']['index']['nlist']},")
     batch = {b["method"]: b for b in result["batch"]}
-    assert set(batch) == {"mmsearch", "mmsearch-index", "flat", "faiss"}
+    assert set(batch) == {"mmsearch", "mmsearch-table", "mmsearch-index", "flat", "faiss"}
     assert batch["mmsearch"]["recall_at_10"] >= 0.9  # col.search_batch
+    assert batch["mmsearch-table"]["recall_at_10"] == batch["mmsearch"]["recall_at_10"]
 
 
 def test_gpu_suite_cpu_part(tmp_path, tiny_spec):
