@@ -1,7 +1,7 @@
 """Cold-start times of the command line: a fresh process per run, as a user types it.
 
-Commands: `query "TEXT"` on a store built with the default offline model
-(mmsearch-lite-2), `--help`, `models`, and a no-op re-index of the photos the store
+Commands: `query "TEXT"` on a store built with the default offline model (`--model`
+names another), `--help`, `models`, and a no-op re-index of the photos the store
 already holds (500 unchanged photos: the Flickr8k test photos in ../shared/data, or
 synthetic ones). Each command runs `--runs` times per code tree, trees interleaved run by
 run, after one untimed run that warms the file cache. Reported: median wall seconds (the
@@ -10,7 +10,7 @@ shared), with the 1-minute load average just before each command's runs. `--max-
 waits (up to `--wait` seconds per command) for the load to fall below it first; the load
 is recorded either way.
 
-    # once: a store of the 500 Flickr8k photos with mmsearch-lite-2
+    # once: a store of the 500 Flickr8k photos with the default offline model
     PYTHONPATH=. python benchmarks/cold_start.py --prepare --store /tmp/cs/store
     # this tree against another checkout (e.g. `git archive main | tar -x -C /tmp/base`)
     python benchmarks/cold_start.py --store /tmp/cs/store \
@@ -30,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import SHARED_DATA, make_photo
+
+from mmsearch.encoders.lite_files import LATEST
 
 FLICKR = SHARED_DATA / "flickr8k" / "images"
 GOALS = {"--help": 0.5, "models": 1.0, "query": 2.0, "re-index": 2.0}
@@ -83,7 +85,7 @@ def main() -> None:
                     help="the photos the store holds (default: ../shared's Flickr8k photos)")
     ap.add_argument("--store", type=Path, required=True)
     ap.add_argument("--prepare", action="store_true")
-    ap.add_argument("--model", default="mmsearch-lite-2")
+    ap.add_argument("--model", default=LATEST, help="the store's model (default %(default)s)")
     ap.add_argument("-n", type=int, default=500, help="synthetic photos without ../shared")
     ap.add_argument("--tree", action="append", default=[], help="NAME=PATH of a checkout")
     ap.add_argument("--runs", type=int, default=5)
