@@ -36,6 +36,7 @@ from mmsearch.fileio import write_atomic
 from mmsearch.index import tuning
 from mmsearch.index.params import AnnParams
 from mmsearch.index.rwlock import RWLock
+from mmsearch.sorted_keys import in_sorted, sorted_union
 from mmsearch.vectors import LiveVectors
 
 log = logging.getLogger(__name__)
@@ -236,15 +237,15 @@ class AnnIndex:
         if np.array_equal(self.keys, live):  # opening a store its index file is current for
             return 0, 0
         with self.lock.write():
-            gone = self.keys[~np.isin(self.keys, live)] if len(self.keys) else self.keys
-            new = live[~np.isin(live, self.keys)] if len(self.keys) else live
+            gone = self.keys[~in_sorted(self.keys, live)] if len(self.keys) else self.keys
+            new = live[~in_sorted(live, self.keys)] if len(self.keys) else live
             if len(gone):
                 self.index.remove_ids(np.ascontiguousarray(gone))
             for lo in range(0, len(new), ADD_CHUNK):
                 chunk = new[lo:lo + ADD_CHUNK]
                 self.index.add_with_ids(vectors.take(keymap.rows_of(chunk)), chunk)
             if len(gone) or len(new):
-                self.keys = np.union1d(np.setdiff1d(self.keys, gone, assume_unique=True), new)
+                self.keys = sorted_union(self.keys[~in_sorted(self.keys, gone)], new)
                 self.dirty += len(gone) + len(new)
                 self._gpu_index = None
             return len(new), len(gone)

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from mmsearch.arrow_numpy import column_numpy, numpy_column
 from mmsearch.errors import MmsearchError
 from mmsearch.fileio import fsync_dir, write_atomic, write_json_atomic, write_lock
+from mmsearch.sorted_keys import in_sorted
 from mmsearch.store import columns, integrity
 from mmsearch.vectors import LiveVectors
 
@@ -120,7 +121,9 @@ class Store:
         if not name:
             return np.zeros(0, dtype=np.int64)
         with self._reading(name):
-            return np.load(self.root / name, allow_pickle=False)
+            keys = np.load(self.root / name, allow_pickle=False)
+        # written sorted (`np.union1d`); readers search it by bisection
+        return keys if bool((keys[1:] >= keys[:-1]).all()) else np.sort(keys)
 
     def verify(self, full: bool | None = None) -> None:
         """Raise StoreDamagedError naming any missing or damaged file (see `integrity`)."""
@@ -178,7 +181,7 @@ class Store:
             table = _as_store_types(table, schema)
             keep = None
             if len(deleted):
-                live = ~np.isin(column_numpy(table.column("key")), deleted)
+                live = ~in_sorted(column_numpy(table.column("key")), deleted)
                 if not live.all():
                     keep = np.flatnonzero(live)
                     table = table.take(numpy_column(keep.astype(np.int64)))
