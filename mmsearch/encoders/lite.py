@@ -33,6 +33,7 @@ from mmsearch.encoders.lite_files import (  # noqa: F401 - re-exported
     SPEC2,
     SPEC3,
     SPEC4,
+    dequantized,
     image_tower_weights,
     text_tower_dir,
 )
@@ -336,7 +337,8 @@ class LiteHeads(nn.Module):
             raise MmsearchError(f"mmsearch-lite heads not found: {path}")
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+            state = dequantized({k: f.get_tensor(k).float()
+                                 for k in f.keys()})  # noqa: SIM118 - safe_open has no __iter__
         if "config" not in meta:
             raise MmsearchError(f"{path} has no mmsearch-lite head config")
         config = json.loads(meta["config"])

@@ -88,3 +88,34 @@ def head_config(path: str | Path) -> dict[str, Any]:
     config = json.loads(meta["config"])
     config.setdefault("spec", meta.get("spec", SPEC))
     return dict(config)
+
+
+#: A weight stored as int8 rows (keeps a heads file with a retrained tower layer small):
+#: NAME.int8 (int8) and NAME.scale (float16, one per row); readers rebuild NAME.
+INT8, SCALE = ".int8", ".scale"
+
+
+def dequantized(tensors: dict[str, Any]) -> dict[str, Any]:
+    """The tensors with each int8 pair (NAME.int8, NAME.scale) replaced by NAME = rows ×
+    scale; values already read as floats (numpy arrays or torch tensors)."""
+    out = {}
+    for name, value in tensors.items():
+        if name.endswith(INT8):
+            base = name[:-len(INT8)]
+            scale = tensors[base + SCALE]
+            out[base] = value * scale.reshape(-1, *([1] * (value.ndim - 1)))
+        elif not name.endswith(SCALE):
+            out[name] = value
+    return out
+
+
+def quantize_rows(w: Any) -> tuple[Any, Any]:
+    """A 2-D float array as int8 rows and their float16 scales (`dequantized` inverts it,
+    to half a scale step per value)."""
+    import numpy as np
+
+    w = np.asarray(w, dtype=np.float32)
+    scale = (np.abs(w).max(axis=1) / 127.0).astype(np.float16)
+    step = np.where(scale > 0, scale.astype(np.float32), 1.0)
+    return np.clip(np.rint(w / step[:, None]), -127, 127).astype(np.int8), scale
+

@@ -27,6 +27,7 @@ from mmsearch.encoders.lite_files import (
     IMAGE_SIZE,
     LATEST,
     MAX_TOKENS,
+    dequantized,
     head_config,
     heads_file,
     safetensors_header,
@@ -262,8 +263,8 @@ class NumpyTextSide:
                     tower[key[len("tower.text."):]] = f.get_tensor(key).astype(np.float32)
         folder = text_tower_dir()
         self.tokenizer = Tokenizer(folder / "tokenizer.json")
-        self.bert = NumpyBert(folder, tower)
-        self.head = NumpyTextHead(config, text)
+        self.bert = NumpyBert(folder, dequantized(tower))
+        self.head = NumpyTextHead(config, dequantized(text))
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         batch = self.tokenizer(texts)
