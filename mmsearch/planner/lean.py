@@ -161,18 +161,9 @@ def search_table(snap: Snapshot, plain: Plain, env: Any) -> pa.Table | None:
             or (prep.annotate and _hooks(snap, plain, prep, env)):
         return None
     allowed = _allowed(snap, plain, env)
-    pages: list[tuple[list[int], list[float], Any]] = []
-    if allowed is None or len(allowed):
-        pages, _ = _pages(snap, plain.vectors, plain.k + plain.offset, allowed, plain.offset,
-                          ["id"])
-    sizes = np.array([len(rows) for rows, _, _ in pages] or [0] * len(plain.vectors),
-                     dtype=np.int64)
-    rows = np.fromiter(itertools.chain.from_iterable(r for r, _, _ in pages), np.int64,
-                       int(sizes.sum()))
-    cos = np.fromiter(itertools.chain.from_iterable(c for _, c, _ in pages), np.float64,
-                      len(rows))
-    table = snap.table
-    take = {n: table.column(n).take(rows) for n in prep.names}
+    rows, cos, sizes, ids = _page_arrays(snap, plain, allowed)
+    take = snap.cells.take(rows, [n for n in prep.names if n != "id" or ids is None])
+    take.setdefault("id", ids)
     path, modality, start, end = (take[n] if n is not None else pa.nulls(len(rows), t)
                                   for n, t in zip(prep.core, (pa.string(), pa.string(),
                                                               pa.float64(), pa.float64()),
@@ -183,6 +174,41 @@ def search_table(snap: Snapshot, plain: Plain, env: Any) -> pa.Table | None:
         "score": (cos - prep.stats.mean) / prep.stats.std, "similarity": cos,
         "start_s": start, "end_s": end, **{n: take[n] for n in prep.meta}}
     return pa.table(columns)
+
+
+def _page_arrays(snap: Snapshot, plain: Plain, allowed: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Array | None]:
+    """The pages of `_pages` as arrays: all pages' rows and cosines, one after the other,
+    each page's size, and the rows' ids when they were read on the way (else None);
+    checked on arrays (items distinct by codes of their ids, no ties), the other queries
+    going the general way (`_best_items`)."""
+    nq, want, offset = len(plain.vectors), plain.k + plain.offset, plain.offset
+    eligible = len(snap) if allowed is None else len(allowed)
+    if not eligible:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(nq, np.int64), None
+    fetch = min(eligible, want if allowed is None else max(want, POOL))
+    scores, found = snap.index.search(plain.vectors, fetch, allowed)
+    top = min(want, eligible)
+    edge = min(top + 1, fetch)
+    head = found[:, :top]
+    near = scores[:, :edge]
+    ok = (head[:, -1] >= 0) & (near[:, 1:] != near[:, :-1]).all(axis=1)
+    ids = snap.cells.take(np.maximum(head, 0), ["id"])["id"]
+    codes = pc.dictionary_encode(ids).indices.to_numpy(zero_copy_only=False)
+    codes = np.sort(codes.reshape(nq, top), axis=1)
+    ok &= (codes[:, 1:] != codes[:, :-1]).all(axis=1)
+    rows, cos = head[:, offset:], scores[:, offset:top].astype(np.float64)
+    if ok.all():
+        return (rows.reshape(-1), cos.reshape(-1), np.full(nq, max(top - offset, 0), np.int64),
+                ids if offset == 0 else None)
+    again = np.flatnonzero(~ok)
+    redone = dict(zip(again.tolist(), _best_items(snap, plain.vectors[again], want, allowed),
+                      strict=True))
+    pages = [(rows[qi], cos[qi]) if qi not in redone else
+             (np.array([r for r, _ in redone[qi][offset:]], np.int64),
+              np.array([c for _, c in redone[qi][offset:]], np.float64)) for qi in range(nq)]
+    return (np.concatenate([r for r, _ in pages]), np.concatenate([c for _, c in pages]),
+            np.array([len(r) for r, _ in pages], np.int64), None)
 
 
 def _allowed(snap: Snapshot, plain: Plain, env: Any) -> np.ndarray | None:

@@ -145,6 +145,14 @@ def test_cells_read_what_to_pylist_gives():
         # many rows at once: a column and chunk at a time, the same values
         assert repr(cells.columns(np.array(rows), t.column_names)) == \
             repr([[r[n] for r in expect] for n in t.column_names])
+        # as Arrow arrays: a take per chunk, the same values as the table's own take
+        taken = cells.take(np.array(rows, dtype=np.int64), t.column_names)
+        assert repr({n: a.to_pylist() for n, a in taken.items()}) == \
+            repr({n: [r[n] for r in expect] for n in t.column_names})
+    dictionary = pa.chunked_array([pa.array(["a", "b"]).dictionary_encode(),
+                                   pa.array(["c", "a"]).dictionary_encode()])
+    by_chunk = Cells(pa.table({"d": dictionary})).take(np.array([3, 0, 2]), ["d"])["d"]
+    assert by_chunk.to_pylist() == ["a", "a", "c"]
     assert cells.rows([4], ["s", "i"]) == [{"s": "zé", "i": -3}]
 
 
