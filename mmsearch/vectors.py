@@ -181,10 +181,25 @@ class _Span:
     `dim` floats starting at float e (strides of one float), so one gather reads rows of
     every part. Only rows inside a part are ever read through it (the gaps between the
     parts' mappings are never touched); the parts stay referenced by their `LiveVectors`.
-    Falsy (`none`) when the parts are not all C-contiguous float32 without deleted rows."""
+    Falsy (`none`) when the parts are not all C-contiguous float32 without deleted rows.
 
-    def __init__(self, rows: np.ndarray | None, shift: np.ndarray | None) -> None:
-        self.rows, self.shift = rows, shift
+    `floats` is the whole range as one flat array; when every part starts a whole number
+    of rows after the first (`row_shift` not None: usual for 512-d rows, as mappings are
+    page-aligned), live row r is row `row_shift[part] + r` of `floats` read as (·, dim):
+    FAISS's by-index loops then read every part in one call."""
+
+    def __init__(self, rows: np.ndarray | None, shift: np.ndarray | None,
+                 floats: np.ndarray | None = None, dim: int = 0) -> None:
+        self.rows, self.shift, self.floats = rows, shift, floats
+        self.row_shift = (shift // dim if shift is not None and dim
+                          and not (shift % dim).any() else None)
+
+    def row_ids(self, offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Rows of `floats` (as (·, dim)) of live rows (any shape; -1 stays -1); needs
+        `row_shift`."""
+        assert self.row_shift is not None
+        seg = np.searchsorted(offsets, rows, side="right") - 1
+        return np.where(rows >= 0, self.row_shift[np.maximum(seg, 0)] + rows, -1)
 
     def __bool__(self) -> bool:
         return self.rows is not None
@@ -207,7 +222,7 @@ class _Span:
                                                writeable=False)
         shift = np.array([(a - base) // 4 - off * dim for a, off in
                           zip(starts, vectors.offsets[:-1].tolist(), strict=True)], np.int64)
-        return cls(rows, shift)
+        return cls(rows, shift, floats, dim)
 
 
 def _is_mmap(part: np.ndarray) -> bool:

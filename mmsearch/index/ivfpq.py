@@ -554,6 +554,13 @@ def inner_products(vectors: LiveVectors, q: np.ndarray, rows: np.ndarray) -> np.
         return sims
     if int(rows.max()) >= len(vectors):  # FAISS reads unchecked: never past the map
         raise IndexError(f"row {int(rows.max())} outside {len(vectors)} rows")
+    span = vectors.span() if len(vectors.parts) > 1 else None
+    if span and span.row_shift is not None:  # every part in one call, through the span
+        ids = np.ascontiguousarray(span.row_ids(vectors.offsets, rows), dtype=np.int64)
+        faiss.fvec_inner_products_by_idx(
+            faiss.swig_ptr(sims), faiss.swig_ptr(q), faiss.swig_ptr(span.floats),
+            faiss.swig_ptr(ids), vectors.dim, nq, c)
+        return sims
     single = len(vectors.parts) == 1
     seg = None if single else np.searchsorted(vectors.offsets, rows, side="right") - 1
     for s, (part, keep) in enumerate(zip(vectors.parts, vectors.keeps, strict=True)):

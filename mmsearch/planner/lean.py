@@ -130,19 +130,18 @@ def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
     allowed = _allowed(snap, plain, env)
     if allowed is not None and not len(allowed):
         return [[] for _ in range(len(plain.vectors))]
-    pages, whole = _pages(snap, plain.vectors, plain.k + plain.offset, allowed, plain.offset,
-                          prep.names)
-    if whole is None:
-        pages = [(rows, cos, cols if cols is not None else  # pages of the general way
-                  dict(zip(prep.names, _read(snap, rows, prep.names), strict=True)))
-                 for rows, cos, cols in pages]
-        whole = pages[0][2] if len(pages) == 1 else {
-            n: [v for _, _, cols in pages for v in cols[n]] for n in prep.names}  # type: ignore
-    flat = prep.results(whole, [c for _, cos, _ in pages for c in cos])  # type: ignore
-    at, out = 0, []
-    for rows, _, _ in pages:
-        out.append(flat[at:at + len(rows)])
-        at += len(rows)
+    if len(plain.vectors) == 1:  # lists: cheaper than array operations for one query
+        rows, cos, values = _page(snap, plain.vectors, plain.k + plain.offset, allowed,
+                                  plain.offset, prep.names)
+        if values is None:  # the general way's page
+            values = dict(zip(prep.names, _read(snap, rows, prep.names), strict=True))
+        out = [prep.results(values, cos)]
+    else:
+        rows, cosines, sizes, _ = _page_arrays(snap, plain, allowed)
+        values = dict(zip(prep.names, _read(snap, rows, prep.names), strict=True))
+        flat = prep.results(values, cosines.tolist())
+        ends = np.cumsum(sizes).tolist()
+        out = [flat[lo:hi] for lo, hi in zip([0, *ends[:-1]], ends, strict=True)]
     if prep.annotate and _hooks(snap, plain, prep, env):
         ctx = QueryContext(snap, plain.request, [], allowed, env.encoder, {}, env.path,
                            env.device)
@@ -161,18 +160,9 @@ def search_table(snap: Snapshot, plain: Plain, env: Any) -> pa.Table | None:
             or (prep.annotate and _hooks(snap, plain, prep, env)):
         return None
     allowed = _allowed(snap, plain, env)
-    pages: list[tuple[list[int], list[float], Any]] = []
-    if allowed is None or len(allowed):
-        pages, _ = _pages(snap, plain.vectors, plain.k + plain.offset, allowed, plain.offset,
-                          ["id"])
-    sizes = np.array([len(rows) for rows, _, _ in pages] or [0] * len(plain.vectors),
-                     dtype=np.int64)
-    rows = np.fromiter(itertools.chain.from_iterable(r for r, _, _ in pages), np.int64,
-                       int(sizes.sum()))
-    cos = np.fromiter(itertools.chain.from_iterable(c for _, c, _ in pages), np.float64,
-                      len(rows))
-    table = snap.table
-    take = {n: table.column(n).take(rows) for n in prep.names}
+    rows, cos, sizes, ids = _page_arrays(snap, plain, allowed)
+    take = snap.cells.take(rows, [n for n in prep.names if n != "id" or ids is None])
+    take.setdefault("id", ids)
     path, modality, start, end = (take[n] if n is not None else pa.nulls(len(rows), t)
                                   for n, t in zip(prep.core, (pa.string(), pa.string(),
                                                               pa.float64(), pa.float64()),
@@ -183,6 +173,41 @@ def search_table(snap: Snapshot, plain: Plain, env: Any) -> pa.Table | None:
         "score": (cos - prep.stats.mean) / prep.stats.std, "similarity": cos,
         "start_s": start, "end_s": end, **{n: take[n] for n in prep.meta}}
     return pa.table(columns)
+
+
+def _page_arrays(snap: Snapshot, plain: Plain, allowed: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Array | None]:
+    """The pages of `_page` as arrays: all pages' rows and cosines, one after the other,
+    each page's size, and the rows' ids when they were read on the way (else None);
+    checked on arrays (items distinct by codes of their ids, no ties), the other queries
+    going the general way (`_best_items`)."""
+    nq, want, offset = len(plain.vectors), plain.k + plain.offset, plain.offset
+    eligible = len(snap) if allowed is None else len(allowed)
+    if not eligible:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(nq, np.int64), None
+    fetch = min(eligible, want if allowed is None else max(want, POOL))
+    scores, found = snap.index.search(plain.vectors, fetch, allowed)
+    top = min(want, eligible)
+    edge = min(top + 1, fetch)
+    head = found[:, :top]
+    near = scores[:, :edge]
+    ok = (head[:, -1] >= 0) & (near[:, 1:] != near[:, :-1]).all(axis=1)
+    ids = snap.cells.take(np.maximum(head, 0), ["id"])["id"]
+    codes = pc.dictionary_encode(ids).indices.to_numpy(zero_copy_only=False)
+    codes = np.sort(codes.reshape(nq, top), axis=1)
+    ok &= (codes[:, 1:] != codes[:, :-1]).all(axis=1)
+    rows, cos = head[:, offset:], scores[:, offset:top].astype(np.float64)
+    if ok.all():
+        return (rows.reshape(-1), cos.reshape(-1), np.full(nq, max(top - offset, 0), np.int64),
+                ids if offset == 0 else None)
+    again = np.flatnonzero(~ok)
+    redone = dict(zip(again.tolist(), _best_items(snap, plain.vectors[again], want, allowed),
+                      strict=True))
+    pages = [(rows[qi], cos[qi]) if qi not in redone else
+             (np.array([r for r, _ in redone[qi][offset:]], np.int64),
+              np.array([c for _, c in redone[qi][offset:]], np.float64)) for qi in range(nq)]
+    return (np.concatenate([r for r, _ in pages]), np.concatenate([c for _, c in pages]),
+            np.array([len(r) for r, _ in pages], np.int64), None)
 
 
 def _allowed(snap: Snapshot, plain: Plain, env: Any) -> np.ndarray | None:
@@ -262,57 +287,30 @@ class _Prepared:
                 gc.enable()
 
 
-def _pages(snap: Snapshot, queries: np.ndarray, want: int, allowed: np.ndarray | None,
-           offset: int, names: list[str]
-           ) -> tuple[list[tuple[list[int], list[float], dict[str, list[Any]] | None]],
-                      dict[str, list[Any]] | None]:
-    """Per query, the rows, cosines and (when read) values of `names` (with "id") of its
-    page: the `want` best items from `offset`; and the values of all pages' rows in one
-    dict instead when several pages are all the index's first rows (the pages' own values
-    are then not sliced out).
+def _page(snap: Snapshot, query: np.ndarray, want: int, allowed: np.ndarray | None,
+          offset: int, names: list[str]
+          ) -> tuple[list[int], list[float], dict[str, list[Any]] | None]:
+    """One query's page (the `want` best items from `offset`): its rows, cosines and the
+    values of `names` (with "id"), or None for them when the page came the general way.
 
     The index's best rows are the page when they are distinct items without tied scores
-    (the usual case: checked on the index's answer, values read once for all queries);
-    the other queries go the general way (`_best_items`)."""
+    (the usual case: checked on the index's answer); else it goes the general way
+    (`_best_items`)."""
     eligible = len(snap) if allowed is None else len(allowed)
     # a filter restricts the index search to its rows, where the tuned depth (measured
     # unfiltered) holds less well: ask for the planner's pool then, as before
     fetch = min(eligible, want if allowed is None else max(want, POOL))
-    scores, found = snap.index.search(queries, fetch, allowed)
+    scores, found = snap.index.search(query, fetch, allowed)
     top = min(want, eligible)
     edge = min(top + 1, fetch)  # ties are ordered by id (the general way), also at the end
-    if len(queries) == 1:  # lists: cheaper than array operations for one query
-        heads, near = [found[0, :top].tolist()], scores[0, :edge].tolist()
-        fine = [heads[0][-1] >= 0 and all(a != b for a, b in itertools.pairwise(near))]
-        values = _read(snap, [max(r, 0) for r in heads[0]], names)
-        cos = [near[:top]]
-    else:
-        heads, cos = found[:, :top].tolist(), scores[:, :top].tolist()
-        near = scores[:, :edge]
-        fine = ((found[:, top - 1] >= 0) & (near[:, 1:] != near[:, :-1]).all(axis=1)).tolist()
-        values = _read(snap, np.maximum(found[:, :top], 0).reshape(-1), names)
-    ids = values[names.index("id")]
-    distinct = [ok and len(set(ids[qi * top:(qi + 1) * top])) == top
-                for qi, ok in enumerate(fine)]
-    if len(queries) > 1 and offset == 0 and all(distinct):
-        return [(head, c, None) for head, c in zip(heads, cos, strict=True)], \
-            dict(zip(names, values, strict=True))
-    pages: list[tuple[list[int], list[float], dict[str, list[Any]] | None]] = []
-    again = []
-    for qi, (head, c, ok) in enumerate(zip(heads, cos, distinct, strict=True)):
-        lo, hi = qi * top, (qi + 1) * top
-        if ok:
-            pages.append((head[offset:], c[offset:],
-                          {n: v[lo + offset:hi] for n, v in zip(names, values, strict=True)}))
-        else:
-            pages.append(([], [], None))
-            again.append(qi)
-    if again:
-        for qi, hits in zip(again, _best_items(snap, queries[again], want, allowed),
-                            strict=True):
-            pages[qi] = ([row for row, _ in hits[offset:]], [c for _, c in hits[offset:]],
-                         None)
-    return pages, None
+    head, near = found[0, :top].tolist(), scores[0, :edge].tolist()
+    if head[-1] >= 0 and all(a != b for a, b in itertools.pairwise(near)):
+        values = _read(snap, head, names)
+        if len(set(values[names.index("id")])) == top:
+            return head[offset:], near[offset:top], {
+                n: v[offset:] for n, v in zip(names, values, strict=True)}
+    hits = _best_items(snap, query, want, allowed)[0][offset:]
+    return [row for row, _ in hits], [c for _, c in hits], None
 
 
 def _best_items(snap: Snapshot, queries: np.ndarray, want: int, allowed: np.ndarray | None

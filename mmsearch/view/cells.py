@@ -13,6 +13,7 @@ numpy gather and `tolist` per chunk instead of a call per cell. The values equal
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -166,6 +167,41 @@ class Cells:
     def _reader(self, col: int, chunk: int) -> Reader:
         read = self._readers[col][chunk] = chunk_reader(self._columns[col].chunk(chunk))
         return read
+
+    def take(self, rows: np.ndarray, names: Sequence[str]) -> dict[str, pa.Array]:
+        """Each named column at the row positions, as Arrow arrays (a `take` per chunk:
+        `ChunkedArray.take` over several chunks first concatenates the whole column)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        located: dict[int, tuple[list[tuple[int, np.ndarray]], np.ndarray | None]] = {}
+        out = {}
+        for name in names:
+            col = self._index[name]
+            column = self._columns[col]
+            if column.num_chunks == 1:
+                out[name] = column.chunk(0).take(rows)
+                continue
+            where = located.get(id(self._bounds[col]))
+            if where is None:  # per chunk: its rows' local positions, in chunk order
+                bounds = np.array(self._bounds[col], dtype=np.int64)
+                chunk = np.searchsorted(bounds, rows, side="right") - 1
+                order = np.argsort(chunk, kind="stable")
+                edges = np.searchsorted(chunk[order], np.arange(len(bounds))).tolist()
+                parts = [(c, rows[order[lo:hi]] - bounds[c])
+                         for c, (lo, hi) in enumerate(itertools.pairwise(edges)) if lo < hi]
+                back = np.empty_like(order)
+                back[order] = np.arange(len(order))
+                where = located[id(self._bounds[col])] = (parts, back)
+            parts, back = where
+            if not parts:
+                out[name] = pa.array([], column.type)
+                continue
+            try:
+                joined = pa.concat_arrays([column.chunk(c).take(local) for c, local in parts])
+            except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # e.g. dictionaries
+                out[name] = column.take(rows).combine_chunks()
+                continue
+            out[name] = joined.take(back)
+        return out
 
     def columns(self, rows: np.ndarray, names: Sequence[str]) -> list[list[Any]]:
         """Each named column's values at the row positions, in the order given (one

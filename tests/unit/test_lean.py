@@ -101,6 +101,26 @@ def test_batch_is_one_index_call_and_equals_single_searches(col, monkeypatch):
         col.search_batch(vectors=bad, k=3)
 
 
+def test_a_batch_with_tied_queries_equals_single_searches(tmp_path, monkeypatch):
+    """Queries whose best rows tie go the general way (ties by id); the others in the same
+    batch keep the index's answer: each page as the planner gives it."""
+    base = table(60)
+    v = np.stack(base.column("vector").to_numpy(zero_copy_only=False))
+    col = mmsearch.open(tmp_path / "s")
+    col.upsert(base)
+    col.upsert([{"id": f"dup{c}", "vector": v[0].tolist(), "bucket": 3} for c in "ba"])
+    q = np.concatenate([v[:1], np.random.default_rng(4).standard_normal((4, DIM)),
+                        v[:1]]).astype(np.float32)
+    for options in ({"k": 3}, {"k": 2, "offset": 1}, {"k": 4, "filters": {"bucket": 3}}):
+        for got, one in zip(col.search_batch(vectors=q, **options), q, strict=True):
+            same(got, planner(col, monkeypatch, vector=one, **options))
+        table_ids = col.search_batch(vectors=q, as_table=True, **options).column("id")
+        assert table_ids.to_pylist() == [r.id for hits in col.search_batch(
+            vectors=q, **options) for r in hits]
+    assert [r.id for r in col.search(vector=v[0], k=3)] == ["dupa", "dupb", "i0"]
+    col.close()
+
+
 def test_other_queries_and_stores_take_the_planner(tmp_path, col, monkeypatch, tiny_spec):
     called = []
     real = lean.search
@@ -145,6 +165,14 @@ def test_cells_read_what_to_pylist_gives():
         # many rows at once: a column and chunk at a time, the same values
         assert repr(cells.columns(np.array(rows), t.column_names)) == \
             repr([[r[n] for r in expect] for n in t.column_names])
+        # as Arrow arrays: a take per chunk, the same values as the table's own take
+        taken = cells.take(np.array(rows, dtype=np.int64), t.column_names)
+        assert repr({n: a.to_pylist() for n, a in taken.items()}) == \
+            repr({n: [r[n] for r in expect] for n in t.column_names})
+    dictionary = pa.chunked_array([pa.array(["a", "b"]).dictionary_encode(),
+                                   pa.array(["c", "a"]).dictionary_encode()])
+    by_chunk = Cells(pa.table({"d": dictionary})).take(np.array([3, 0, 2]), ["d"])["d"]
+    assert by_chunk.to_pylist() == ["a", "a", "c"]
     assert cells.rows([4], ["s", "i"]) == [{"s": "zé", "i": -3}]
 
 
