@@ -6,10 +6,10 @@ tower over every image and caption, several layers kept), so an epoch costs only
 
 Options cover what issue 16 measures one at a time: richer image features (``--image-cells
 fmap,s6``, ``--image-global s4``), several text layers (``--text-layers 5,6``), retraining
-the top MiniLM layer (``--tune-text``) or the image tower's last 1x1 conv (``--tune-image``)
-at a small learning rate, the CLIP or a SigLIP loss (``--loss``), batches of similar images
-as hard negatives (``--hard-frac``), and test-time flip averaging (``--flip-average``, scored
-on the mirrored val cache).
+MiniLM's last layer or two (``--tune-text``, ``--tune-text-layers 2``) or the image tower's
+last 1x1 conv (``--tune-image``) at a small learning rate, the CLIP or a SigLIP loss
+(``--loss``), batches of similar images as hard negatives (``--hard-frac``), and test-time
+flip averaging (``--flip-average``, scored on the mirrored val cache).
 
     python training/train_lite_heads.py --data-dir ../shared/data/flickr8k_train224 \\
         --cache-dir /work/cache/lite --out /tmp/heads.safetensors --device cpu --seed 0
@@ -27,6 +27,7 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,16 +128,24 @@ class Split:
 # --------------------------------------------------------------------------- model
 
 
-class Trainable(nn.Module):
-    """The heads plus the optionally retrained tower parts, on cached features."""
+TEXT_DEPTH = 6  # MiniLM's layers; the cache holds the token states of layers 4, 5 and 6
 
-    def __init__(self, heads: lite.LiteHeads, text_layer: nn.Module | None,
+
+class Trainable(nn.Module):
+    """The heads plus the optionally retrained tower parts, on cached features.
+
+    `text_stack`: copies of MiniLM's last layers (in order; one layer or several), fed with
+    the cached token states of layer ``6 - len(text_stack)``.
+    """
+
+    def __init__(self, heads: lite.LiteHeads, text_stack: Sequence[nn.Module] | None,
                  image_head: nn.Module | None) -> None:
         super().__init__()
         self.heads = heads
-        self.text_layer = text_layer  # copy of MiniLM layer 6 (index 5): layer-5 states in
+        self.text_stack = nn.ModuleList(text_stack) if text_stack else None
+        self.text_input = TEXT_DEPTH - len(self.text_stack or [])  # layer whose states go in
         self.image_head = image_head  # copy of the tower's conv_head + bn2: s6 cells in
-        self.text_part = 128  # captions per length-sorted part of a batch (text_layer only)
+        self.text_part = 128  # captions per length-sorted part of a batch (text_stack only)
 
     def image(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.image_head is not None:
@@ -147,10 +156,26 @@ class Trainable(nn.Module):
             feats = dict(feats, fmap=self.image_head(grid).flatten(2).transpose(1, 2))
         return self.heads.embed_image(feats)
 
+    def text_states(self, layers: dict[int, torch.Tensor], mask: torch.Tensor
+                    ) -> dict[int, torch.Tensor]:
+        """`layers` plus the token states of every retrained layer (run on the cached states
+        of layer `text_input`, padding masked)."""
+        out = dict(layers)
+        if self.text_stack is None:
+            return out
+        bias = torch.zeros(mask.shape, device=mask.device).masked_fill(
+            ~mask, torch.finfo(torch.float32).min)[:, None, None, :]
+        x = layers[self.text_input]
+        for i, layer in enumerate(self.text_stack):
+            x = layer(x, attention_mask=bias)
+            x = x[0] if isinstance(x, tuple) else x
+            out[self.text_input + i + 1] = x
+        return out
+
     def text(self, layers: dict[int, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        if self.text_layer is None:
+        if self.text_stack is None:
             return self.heads.embed_text(layers, mask)
-        # the retrained layer costs most of a step: run it on length-sorted parts of the
+        # the retrained layers cost most of a step: run them on length-sorted parts of the
         # batch, each cut to its own longest caption (the same result as one padded pass,
         # since padding is masked; captions are 14 tokens on average, batches ~40 wide)
         lengths = mask.sum(dim=1)
@@ -159,20 +184,17 @@ class Trainable(nn.Module):
         for part in order.split(self.text_part):
             width = int(lengths[part].max())
             m = mask[part, :width]
-            bias = torch.zeros(m.shape, device=m.device).masked_fill(
-                ~m, torch.finfo(torch.float32).min)
-            sub = {k: v[part, :width] for k, v in layers.items()}
-            tuned = self.text_layer(sub[5], attention_mask=bias[:, None, None, :])
-            sub[6] = tuned[0] if isinstance(tuned, tuple) else tuned
+            sub = self.text_states({k: v[part, :width] for k, v in layers.items()}, m)
             parts.append(self.heads.embed_text(sub, m))
         return torch.cat(parts)[order.argsort()]
 
     def tower_state(self) -> dict[str, torch.Tensor]:
-        """Retrained tower tensors under the encoder's names (see lite.apply_tower_state)."""
+        """Retrained tower tensors under the encoder's names (see lite.apply_tower_state):
+        MiniLM's layer n is ``text.encoder.layer.{n-1}``."""
         state = {}
-        if self.text_layer is not None:
-            state.update({f"text.encoder.layer.5.{k}": v
-                          for k, v in self.text_layer.state_dict().items()})
+        for i, layer in enumerate(self.text_stack or []):
+            state.update({f"text.encoder.layer.{self.text_input + i}.{k}": v
+                          for k, v in layer.state_dict().items()})
         if self.image_head is not None:
             names = {"0": "conv_head", "1": "bn2"}
             for k, v in self.image_head.state_dict().items():
@@ -189,11 +211,30 @@ def image_keys(heads: lite.LiteHeads, tune_image: bool) -> list[str]:
     return sorted(keys)
 
 
-def text_keys(heads: lite.LiteHeads, tune_text: bool) -> list[int]:
+def text_keys(heads: lite.LiteHeads, tuned_layers: int) -> list[int]:
+    """Cached text layers a step reads: the heads' layers, with the retrained ones (the last
+    `tuned_layers`) replaced by the input of the first of them."""
     keys = set(heads.text_layers)
-    if tune_text:
-        keys = (keys - {6}) | {5}
+    if tuned_layers:
+        first = TEXT_DEPTH - tuned_layers
+        keys = {k for k in keys if k <= first} | {first}
     return sorted(keys)
+
+
+def text_stack(init_tower: dict[str, torch.Tensor], n: int) -> list[nn.Module]:
+    """Copies of MiniLM's last `n` layers from the PyPI tower, with the retrained tensors of
+    `init_tower` (a heads file's ``text.*``) loaded where it has them: from a file with a
+    retrained layer 6, that layer goes on training and layer 5 starts from PyPI."""
+    first = TEXT_DEPTH - n
+    below = sorted({int(k.split(".")[3]) for k in init_tower if k.startswith("text.encoder.layer.")
+                    and int(k.split(".")[3]) < first})
+    if below or any(k.startswith("text.") and not k.startswith("text.encoder.layer.")
+                    for k in init_tower):
+        raise SystemExit(f"the start has retrained text tensors below the {n} tuned layer(s) "
+                         f"(layer indices {below}): the cached states would not match")
+    _, bert = lite.build_text_tower()
+    lite.apply_tower_state(bert, init_tower, "text")
+    return [copy.deepcopy(bert.encoder.layer[i]) for i in range(first, TEXT_DEPTH)]
 
 
 def crop_cells(feats: dict[str, torch.Tensor], size: int, gen: torch.Generator
@@ -333,13 +374,10 @@ def train(folder: Path, args: argparse.Namespace, on_best: Any = None
         start = lite.LiteHeads.load(args.init)
         heads.load_state_dict(grown_state(start.state_dict(), heads.state_dict()))
         init_tower = start.tower_state
-    text_layer = image_head = None
-    if args.tune_text:
-        _, bert = lite.build_text_tower()
-        lite.apply_tower_state(bert, init_tower, "text")  # a retrained layer goes on training
-        text_layer = copy.deepcopy(bert.encoder.layer[5])
-        del bert
-    elif any(k.startswith("text.") for k in init_tower):
+    image_head = None
+    tuned_layers = args.tune_text_layers if args.tune_text else 0
+    stack = text_stack(init_tower, tuned_layers) if tuned_layers else None
+    if not tuned_layers and any(k.startswith("text.") for k in init_tower):
         raise SystemExit(f"{args.init} has a retrained text layer: add --tune-text")
     if args.tune_image:
         tower = lite.build_image_tower()
@@ -348,10 +386,10 @@ def train(folder: Path, args: argparse.Namespace, on_best: Any = None
         del tower
     elif any(k.startswith("image.") for k in init_tower):
         raise SystemExit(f"{args.init} has a retrained image conv: add --tune-image")
-    model = Trainable(heads, text_layer, image_head).to(device)
+    model = Trainable(heads, stack, image_head).to(device)
     for p in model.parameters():
         p.requires_grad_(True)
-    ikeys, tkeys = image_keys(heads, args.tune_image), text_keys(heads, args.tune_text)
+    ikeys, tkeys = image_keys(heads, args.tune_image), text_keys(heads, tuned_layers)
     tr = Split(folder, "train", ikeys, tkeys, max_images=args.max_train_images)
     va = Split(folder, "val", ikeys, tkeys)
     va_flip = Split(folder, "val", ikeys, tkeys, view="flip") if args.flip_average else None
@@ -528,7 +566,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--image-cells", default="fmap", help="comma list of fmap, s6, s5")
     p.add_argument("--image-global", default="", help="comma list of s4 (or empty)")
     p.add_argument("--text-layers", default="6", help="comma list of MiniLM layers (4-6)")
-    p.add_argument("--tune-text", action="store_true", help="retrain MiniLM's last layer")
+    p.add_argument("--tune-text", action="store_true", help="retrain MiniLM's last layer(s)")
+    p.add_argument("--tune-text-layers", type=int, choices=(1, 2), default=1,
+                   help="with --tune-text: how many of MiniLM's last layers (2: layers 5 and "
+                        "6, fed from the cached layer-4 states)")
     p.add_argument("--tune-image", action="store_true",
                    help="retrain the image tower's last 1x1 conv (+ BatchNorm affine)")
     p.add_argument("--flip-average", action="store_true",
@@ -540,6 +581,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hard-group", type=int, default=8, help="images per similar group")
     p.add_argument("--hard-after", type=int, default=2, help="first epoch with hard batches")
     args = p.parse_args(argv)
+    if args.tune_text_layers != 1 and not args.tune_text:
+        p.error("--tune-text-layers needs --tune-text")
     torch.set_num_threads(args.threads)
     folder = args.cache_dir / CACHE_VERSION
     model, log = train(folder, args, on_best=lambda m, lg: write(m, lg, args))

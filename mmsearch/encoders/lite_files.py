@@ -93,18 +93,39 @@ def head_config(path: str | Path) -> dict[str, Any]:
 #: A weight stored as int8 rows (keeps a heads file with a retrained tower layer small):
 #: NAME.int8 (int8) and NAME.scale (float16, one per row); readers rebuild NAME.
 INT8, SCALE = ".int8", ".scale"
+#: A weight stored as 4-bit values in groups of GROUP4 along each row, each group with its
+#: float16 scale: NAME.int4 (uint8, (rows, cols / 2): byte j holds column j + 8 in its low
+#: and column j + cols / 2, + 8, in its high nibble) and NAME.scale4 ((rows, cols / GROUP4)).
+INT4, SCALE4, GROUP4 = ".int4", ".scale4", 32
+
+
+def _unpack4(packed: Any, scale: Any) -> Any:
+    """int4 codes (read as floats, numpy or torch) and group scales -> the float matrix."""
+    import numpy as np
+
+    low, high = packed % 16 - 8, packed // 16 - 8
+    group = 2 * packed.shape[1] // scale.shape[1]
+    if isinstance(packed, np.ndarray):
+        return np.concatenate([low, high], axis=1) * np.repeat(scale, group, axis=1)
+    import torch
+
+    return torch.cat([low, high], dim=1) * scale.repeat_interleave(group, dim=1)
 
 
 def dequantized(tensors: dict[str, Any]) -> dict[str, Any]:
     """The tensors with each int8 pair (NAME.int8, NAME.scale) replaced by NAME = rows ×
-    scale; values already read as floats (numpy arrays or torch tensors)."""
+    scale and each int4 pair (NAME.int4, NAME.scale4) by its groups × their scales; values
+    already read as floats (numpy arrays or torch tensors)."""
     out = {}
     for name, value in tensors.items():
         if name.endswith(INT8):
             base = name[:-len(INT8)]
             scale = tensors[base + SCALE]
             out[base] = value * scale.reshape(-1, *([1] * (value.ndim - 1)))
-        elif not name.endswith(SCALE):
+        elif name.endswith(INT4):
+            base = name[:-len(INT4)]
+            out[base] = _unpack4(value, tensors[base + SCALE4])
+        elif not name.endswith((SCALE, SCALE4)):
             out[name] = value
     return out
 
@@ -118,4 +139,22 @@ def quantize_rows(w: Any) -> tuple[Any, Any]:
     scale = (np.abs(w).max(axis=1) / 127.0).astype(np.float16)
     step = np.where(scale > 0, scale.astype(np.float32), 1.0)
     return np.clip(np.rint(w / step[:, None]), -127, 127).astype(np.int8), scale
+
+
+def quantize_groups4(w: Any, group: int = GROUP4) -> tuple[Any, Any]:
+    """A 2-D float array (columns: a multiple of 2 × `group`) as packed 4-bit codes (-7..7)
+    and one float16 scale per `group` values of a row (`dequantized` inverts it, to half a
+    scale step per value)."""
+    import numpy as np
+
+    w = np.asarray(w, dtype=np.float32)
+    rows, cols = w.shape
+    if cols % (2 * group):
+        raise ValueError(f"{cols} columns are not a multiple of {2 * group}")
+    groups = w.reshape(rows, cols // group, group)
+    scale = (np.abs(groups).max(axis=2) / 7.0).astype(np.float16)
+    step = np.where(scale > 0, scale.astype(np.float32), 1.0)
+    q = np.clip(np.rint(groups / step[..., None]), -7, 7).reshape(rows, cols) + 8
+    half = cols // 2
+    return (q[:, :half] + 16 * q[:, half:]).astype(np.uint8), scale
 

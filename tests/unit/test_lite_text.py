@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,6 +80,42 @@ def test_a_new_head_of_the_family_runs_in_numpy_too(tmp_path) -> None:
     plain.text_side().bert.w.update({k: v for k, v in LiteLazy(
         "cpu", spec="mmsearch-lite").text_side().bert.w.items() if ".layer.2." in k})
     assert np.abs(plain.encode_texts(TEXTS) - ours).max() > 1e-3  # the retrained layer counts
+
+
+def test_two_retrained_layers_int8_and_4bit_run_the_same_in_numpy_and_torch(tmp_path) -> None:
+    """MiniLM's layers 5 and 6 retrained (``tower.text.encoder.layer.4.*`` and ``.5.*``, as
+    `train_lite_heads.py --tune-text-layers 2` writes them), stored by quantize_heads.py with
+    layer 5's matrices as 4-bit groups and the rest as int8 rows."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "training"))
+    import quantize_heads
+
+    from mmsearch.encoders.lite import LiteHeads, build_text_tower, load_lite
+    from mmsearch.encoders.lite_files import INT4, INT8, safetensors_header
+    from mmsearch.encoders.lite_text import LiteLazy
+
+    config = {"dim": 32, "image_hidden": 32, "image_blocks": 1, "image_pool_heads": 1,
+              "text_hidden": 64, "text_blocks": 1, "text_pool_heads": 1,
+              "spec": "mmsearch-lite-two"}
+    torch.manual_seed(2)
+    heads = LiteHeads(config)
+    _, bert = build_text_tower()
+    heads.tower_state = {f"text.encoder.layer.{i}.{k}": v + 0.02 * torch.randn_like(v)
+                         for i in (4, 5) for k, v in bert.encoder.layer[i].state_dict().items()}
+    src, path = tmp_path / "f16.safetensors", tmp_path / "q.safetensors"
+    heads.save(src)
+    quantize_heads.main([str(src), str(path), "--min-size", "4096",
+                         "--int4", "tower.text.encoder.layer.4."])
+    header = safetensors_header(path)[0]
+    assert "tower.text.encoder.layer.4.intermediate.dense.weight" + INT4 in header
+    assert "tower.text.encoder.layer.5.intermediate.dense.weight" + INT8 in header
+    ours = LiteLazy("cpu", heads_path=path).encode_texts(TEXTS)
+    ref = load_lite("cpu", heads_path=str(path)).encode_texts(TEXTS)
+    np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
+    for layer in (4, 5):  # each retrained layer counts
+        plain = LiteLazy("cpu", heads_path=path)
+        plain.text_side().bert.w.update({k: v for k, v in LiteLazy(
+            "cpu", spec="mmsearch-lite").text_side().bert.w.items() if f".layer.{layer}." in k})
+        assert np.abs(plain.encode_texts(TEXTS) - ours).max() > 1e-3
 
 
 def test_retrained_text_tensors_must_fit(tmp_path) -> None:
