@@ -71,12 +71,32 @@ def chunk_reader(arr: pa.Array) -> Reader:
         at = values.item
         read = lambda i: str(extra[at(i):at(i + 1)], "utf-8")  # noqa: E731
     else:
-        ticks = values.item
-        read = lambda i: _EPOCH + dt.timedelta(microseconds=ticks(i) * extra)  # noqa: E731
+        read = _time_reader(values.item, extra)
     if arr.null_count == 0:
         return read
     valid = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
     return lambda i: read(i) if (valid.item((i + off) >> 3) >> ((i + off) & 7)) & 1 else None
+
+
+#: Datetimes a timestamp chunk's reader keeps (cleared when full).
+TIME_MEMO = 1024
+
+
+def _time_reader(ticks: Callable[[int], int], per_tick: int) -> Reader:
+    """Naive datetimes of a timestamp chunk's cells; equal ticks (the rows of one write
+    share its `indexed_at`) give the same object from a small memo (datetimes are
+    immutable), as making one costs more than the rest of the cell."""
+    memo: dict[int, dt.datetime] = {}
+
+    def read(i: int) -> dt.datetime:
+        t = ticks(i)
+        value = memo.get(t)
+        if value is None:
+            if len(memo) >= TIME_MEMO:
+                memo.clear()
+            value = memo[t] = _EPOCH + dt.timedelta(microseconds=t * per_tick)
+        return value
+    return read
 
 
 class Cells:
