@@ -32,6 +32,7 @@ from mmsearch.planner.query import Part, Query
 from mmsearch.request import MAX_FILTERS, MAX_K, MAX_OFFSET, MAX_VECTOR_DIM, SearchRequest, _vector
 from mmsearch.results import Result
 from mmsearch.store.schema import CORE_COLUMNS
+from mmsearch.view.cells import python_values
 from mmsearch.view.snapshot import HIDDEN_COLUMNS, Snapshot
 
 #: Keyword options a plain search may have.
@@ -137,8 +138,11 @@ def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
             values = dict(zip(prep.names, _read(snap, rows, prep.names), strict=True))
         out = [prep.results(values, cos)]
     else:
-        rows, cosines, sizes, _ = _page_arrays(snap, plain, allowed)
-        values = dict(zip(prep.names, _read(snap, rows, prep.names), strict=True))
+        rows, cosines, sizes, ids = _page_arrays(snap, plain, allowed)
+        names = [n for n in prep.names if n != "id" or ids is None]  # (ids: read already)
+        values = dict(zip(names, _read(snap, rows, names), strict=True))
+        if ids is not None:
+            values["id"] = python_values(ids)
         flat = prep.results(values, cosines.tolist())
         ends = np.cumsum(sizes).tolist()
         out = [flat[lo:hi] for lo, hi in zip([0, *ends[:-1]], ends, strict=True)]
@@ -270,7 +274,8 @@ class _Prepared:
         path, modality, start, end = (values[n] if n is not None else nothing
                                       for n in self.core)
         mean, std = self.stats.mean, self.stats.std
-        z = [(c - mean) / std for c in cos]  # as `Stats.z`
+        z = (((np.asarray(cos) - mean) / std).tolist() if len(cos) > BULK_ROWS
+             else [(c - mean) / std for c in cos])  # as `Stats.z`
         # Many new objects (a batch's results and their metadata dicts, none in a cycle)
         # set off the cyclic garbage collector every 700, which then walks all the objects
         # alive: paused while they are made, it halves the cost of a batch's results.

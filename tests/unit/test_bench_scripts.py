@@ -18,7 +18,8 @@ from benchmarks import gpu_suite, open_cost, peers
 def test_peers_runs_and_measures_every_method(tmp_path):
     out = tmp_path / "peers.json"
     result = peers.main(["--n", "4000", "--dim", "32", "--queries", "30", "--batch", "32",
-                         "--rounds", "2", "--threshold", "1000", "--workdir", str(tmp_path),
+                         "--rounds", "2", "--batch-rounds", "2", "--threshold", "1000",
+                         "--workdir", str(tmp_path),
                          "--out", str(out), "--no-lancedb"])
     assert json.loads(out.read_text())["n"] == 4000
     rows = {(r["method"], r["filter"]): r for r in result["single"]["rows"]}

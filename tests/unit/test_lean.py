@@ -194,3 +194,14 @@ def test_channels_annotate_only_where_they_may_change_results(tmp_path, col, mon
     got = c.search(vector=v[0], k=3)
     assert len(calls) == 3 and all("ocr_lines" not in r.metadata for r in got)
     same(got, planner(c, monkeypatch, vector=v[0], k=3))
+
+
+def test_timestamp_cells_past_the_readers_memo():
+    """Equal timestamps share one datetime (a small memo per chunk); more distinct ones
+    than it keeps are still read right."""
+    from mmsearch.view.cells import TIME_MEMO
+
+    times = [dt.datetime(2020, 1, 1) + dt.timedelta(seconds=i) for i in range(TIME_MEMO + 50)]
+    t = pa.table({"t": pa.array(times, pa.timestamp("us"))})
+    rows = [*range(len(times)), 0, 7, len(times) - 1]
+    assert Cells(t).values(rows, ["t"])[0] == [times[r] for r in rows]
