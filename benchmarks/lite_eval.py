@@ -4,10 +4,14 @@ Evaluates text->image and image->text recall@1/5/10 of each model (default: the
 generations `mmsearch-lite` to `mmsearch-lite-3` and the current `mmsearch-lite-4`) on
   - val:  flickr8k_train224, split == val (887 images x 5 captions; model selection set)
   - test: flickr8k (500 images x 5 captions; never used for training or selection)
+  - fashion: fashion_products (product titles -> product photos; another distribution,
+    `--sets fashion`, the first `--fashion-limit` products)
 with one gallery entry per image, through the encoders (image files -> preprocess ->
 tower -> heads; the frozen image tower's pass is shared by models whose image tower is not
 retrained, mirrored too when a model averages flips), and prints a markdown table plus
-each model's texts/s and the images/s of the whole image path.
+each model's texts/s and the images/s of the whole image path. A model that ships a query
+bank gets a second row, "+ hubness": text->image with the planner's hubness correction
+(`mmsearch.planner.hubness`, centred on the gallery's mean; image->text is not corrected).
 
     python benchmarks/lite_eval.py --threads 1
 """
@@ -29,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._harness import DATA
 from mmsearch.encoders.lite import load_lite, stage_features
+from mmsearch.planner import hubness
 
 DEFAULT_DATA = DATA
 
@@ -49,6 +54,14 @@ def read_set(folder: Path, split: str | None) -> tuple[list[Path], list[str], np
         captions.append(r["caption"].strip())
         owner.append(index[r["file"]])
     return files, captions, np.asarray(owner)
+
+
+def read_products(folder: Path, limit: int) -> tuple[list[Path], list[str], np.ndarray]:
+    """(product photos, titles, photo of each title): the first `limit` products."""
+    with open(folder / "products.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:limit]
+    return ([folder / r["file"] for r in rows], [r["title"].strip() for r in rows],
+            np.arange(len(rows)))
 
 
 def embed_images(encs: list, paths: list[Path], batch: int) -> tuple[list[np.ndarray], float]:
@@ -81,11 +94,14 @@ def embed_texts(enc, texts: list[str], batch: int) -> tuple[np.ndarray, float]:
     return np.concatenate(out), time.perf_counter() - t0
 
 
-def recalls(img: np.ndarray, txt: np.ndarray, owner: np.ndarray) -> dict[str, float]:
-    """text->image and image->text R@1/5/10 in percent (one gallery entry per image)."""
+def recalls(img: np.ndarray, txt: np.ndarray, owner: np.ndarray,
+            penalty: np.ndarray | None = None) -> dict[str, float]:
+    """text->image and image->text R@1/5/10 in percent (one gallery entry per image);
+    `penalty` (per image) is taken off text->image cosines."""
     sims = txt @ img.T
-    true = sims[np.arange(len(owner)), owner][:, None]
-    t2i = (sims > true).sum(axis=1)
+    t2i_sims = sims if penalty is None else sims - penalty[None, :]
+    true = t2i_sims[np.arange(len(owner)), owner][:, None]
+    t2i = (t2i_sims > true).sum(axis=1)
     own = owner[None, :] == np.arange(len(img))[:, None]
     best = np.where(own, sims.T, -np.inf).max(axis=1, keepdims=True)
     i2t = (best < sims.T).sum(axis=1)
@@ -101,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models",
                    default="mmsearch-lite,mmsearch-lite-2,mmsearch-lite-3,mmsearch-lite-4",
                    help="comma list of shipped specs and/or heads files")
-    p.add_argument("--sets", default="val,test", help="comma list of val, test")
+    p.add_argument("--sets", default="val,test", help="comma list of val, test, fashion")
+    p.add_argument("--fashion-limit", type=int, default=500)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
@@ -119,15 +136,19 @@ def main(argv: list[str] | None = None) -> None:
         "val": ("val (flickr8k_train224 val, 887 img)",
                 lambda: read_set(args.data / "flickr8k_train224", "val")),
         "test": ("test (flickr8k, 500 img)", lambda: read_set(args.data / "flickr8k", None)),
+        "fashion": (f"fashion ({args.fashion_limit} products)",
+                    lambda: read_products(args.data / "fashion_products", args.fashion_limit)),
     }
     # warm-up so that one-off allocations do not count in the throughput
     for enc in encs:
         enc.encode_images(torch.stack([enc.preprocess(Image.new("RGB", (64, 64)))] * 2))
         enc.encode_texts(["warm up"] * 2)
     results: dict[str, dict[str, dict[str, float]]] = {e.spec: {} for e in encs}
+    priors = {e.spec: hubness.load(e.spec) for e in encs}
+    results.update({f"{s} + hubness": {} for s, prior in priors.items() if prior})
     images, image_s = 0, 0.0
-    texts = dict.fromkeys(results, 0)
-    text_s = dict.fromkeys(results, 0.0)
+    texts = dict.fromkeys(priors, 0)
+    text_s = dict.fromkeys(priors, 0.0)
     for key in args.sets.split(","):
         name, load = sets[key]
         paths, captions, owner = load()
@@ -137,6 +158,11 @@ def main(argv: list[str] | None = None) -> None:
         for enc, img in zip(encs, imgs, strict=True):
             txt, t_s = embed_texts(enc, captions, args.batch_size)
             results[enc.spec][name] = recalls(img, txt, owner)
+            prior = priors[enc.spec]
+            if prior is not None:
+                hub = prior.hubness(img)
+                results[f"{enc.spec} + hubness"][name] = recalls(
+                    img, txt, owner, prior.beta * (hub - hub.mean()))
             texts[enc.spec] += len(captions)
             text_s[enc.spec] += t_s
 
@@ -150,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
                                ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10"))
             print(f"| {spec} | {name} | {cells} |")
     ips = images / image_s
-    tps = {s: texts[s] / text_s[s] for s in results}
+    tps = {s: texts[s] / text_s[s] for s in texts}
     print(f"\nthroughput: {ips:.1f} images/s (decode + preprocess + encode, all models), "
           + ", ".join(f"{s} {v:.1f} texts/s" for s, v in tps.items()))
     if args.json:

@@ -348,6 +348,10 @@ def info(store: StoreOpt = None,
           f"segments   {data['segments']} "
           f"(generation {data['generation']})\nsize       {_size(data['bytes_on_disk'])}\n"
           f"columns    {', '.join(data['columns'])}")
+    hub = data.get("hubness")
+    if hub:
+        print(f"hubness    text queries corrected by {hub['queries']} bank queries "
+              f"(tau {hub['tau']}, beta {hub['beta']}, {hub['bank']})")
     if data.get("shards"):
         print("shards     " + ", ".join(f"{s['name']} {s['items']} ({s['index']})"
                                         for s in data["shards"]))

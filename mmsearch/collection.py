@@ -30,7 +30,7 @@ from mmsearch.ingest.video import (
     DEFAULT_SCENE_THRESHOLD,
 )
 from mmsearch.planner import calibration as calib
-from mmsearch.planner import lean
+from mmsearch.planner import hubness, lean
 from mmsearch.planner.calibration import PROBE_TEXTS, Calibration, measure
 from mmsearch.planner.facets import hit_facets, row_facets
 from mmsearch.planner.groups import layout
@@ -541,6 +541,7 @@ class Collection:
                 "audio": manifest.get("audio"), "ocr": manifest.get("ocr"),
                 "index": snap.index.kind if len(snap) else "none",
                 "index_params": snap.index.describe() if len(snap) else {},
+                "hubness": hubness.describe((manifest.get("model") or {}).get("spec")),
                 "segments": len(manifest.get("segments", [])),
                 "generation": manifest.get("generation", 0), "bytes_on_disk": size,
                 "columns": [c for c in snap.table.column_names if c not in HIDDEN_COLUMNS]}

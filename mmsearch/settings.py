@@ -61,6 +61,8 @@ VARIABLES = (
              "when a store opens and they changed since last verified"),
     Variable("MMSEARCH_RAY_DRILL_WRITER_EXIT_ONCE", "unset", "test drill: a file path; the "
              "first shard writer actor to commit creates it and exits"),
+    Variable("MMSEARCH_HUBNESS", "on", "`off`: no hubness correction of text queries (a "
+             "model's query bank, see mmsearch.planner.hubness)"),
     Variable("MMSEARCH_ANN_<FIELD>", "see mmsearch.index.AnnParams",
              "vector index settings, e.g. MMSEARCH_ANN_THRESHOLD=200000, MMSEARCH_ANN_NPROBE"),
 )
@@ -83,6 +85,7 @@ class Settings:
     shared: Path | None = None
     shared_hidden: bool = False
     ray_timeout: float = 30.0
+    hubness: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -108,6 +111,8 @@ class Settings:
             ray_timeout=_number("MMSEARCH_RAY_TIMEOUT", text("MMSEARCH_RAY_TIMEOUT"), 30.0,
                                 float),
             shared=Path(shared) if shared and shared.strip().lower() not in _HIDDEN else None,
+            hubness=(env.get("MMSEARCH_HUBNESS") or "on").strip().lower()
+            not in (*_HIDDEN, "false", "no"),
             shared_hidden=env.get("MMSEARCH_SHARED") is not None
             and env["MMSEARCH_SHARED"].strip().lower() in _HIDDEN)
 

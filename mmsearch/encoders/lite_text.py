@@ -14,6 +14,7 @@ to the torch encoder (`lite.LiteEncoder`), built on first need. Both give the sa
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 from collections.abc import Sequence
@@ -88,11 +89,21 @@ def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
     """numpy's BLAS on one thread while it is entered. These matrices are small: OpenBLAS's
     threads gain little on them, and on a busy machine their spin-waits made one query's
     encoding 20-70 times slower (measured: 28 ms -> 0.4-2 s at load average 13)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # a core dependency; without it only the speed differs
+    controller = _blas_controller()
+    if controller is None:  # threadpoolctl is a core dependency; without it only speed differs
         return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    return controller.limit(limits=1, user_api="blas")
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    """The process's thread pools, found once: `threadpool_limits` looks for them on every
+    call (~2 ms in a process that has loaded faiss, torch, duckdb and pyarrow)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
 
 
 class Tokenizer:

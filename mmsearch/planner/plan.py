@@ -25,6 +25,7 @@ import numpy as np
 
 from mmsearch.arrow_numpy import numpy_column
 from mmsearch.errors import UsageError
+from mmsearch.planner import hubness
 from mmsearch.planner.calibration import Calibration
 from mmsearch.planner.groups import Layout, layout
 from mmsearch.planner.query import Query, SortKey
@@ -130,7 +131,8 @@ def score_items(snap: Snapshot, lay: Layout, query: Query, calibration: Calibrat
         return []
     row_channel = lay.channel[rows]
     vectors = snap.vectors.take(rows)
-    row_score, details = score_rows(vectors, row_channel, query, calibration)
+    row_score, details = score_rows(vectors, row_channel, query, calibration,
+                                    hub_penalty(snap, query, rows, vectors, row_channel))
     if bonus:
         row_score = row_score + np.array([bonus.get(int(r), 0.0) for r in rows])
     similarity = vectors @ query.vector()
@@ -172,18 +174,36 @@ def score_items(snap: Snapshot, lay: Layout, query: Query, calibration: Calibrat
     return hits
 
 
+def hub_penalty(snap: Snapshot, query: Query, rows: np.ndarray, vectors: np.ndarray,
+                row_channel: np.ndarray) -> np.ndarray | None:
+    """What the hubness correction takes off text parts' cosines on these rows (None: the
+    model has no query bank or the query no text)."""
+    prior = hubness.load(query.hub) if query.hub else None
+    if prior is None or all(p.kind != "text" for p in query.positives + query.negatives):
+        return None
+    return hubness.penalties(snap, prior, rows, vectors, row_channel == "visual")
+
+
 def score_rows(vectors: np.ndarray, row_channel: np.ndarray, query: Query,
-               calibration: Calibration) -> tuple[np.ndarray, dict[str, Any]]:
-    """Row scores (weighted z of positives minus negative penalties) and per-part details."""
+               calibration: Calibration, penalty: np.ndarray | None = None
+               ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Row scores (weighted z of positives minus negative penalties) and per-part details.
+
+    `penalty` (per row, from `hub_penalty`) is taken off the text parts' cosines before
+    calibration; `details["cos"]` keeps the raw cosines."""
     parts = query.positives + query.negatives
     cos = vectors @ np.stack([p.vector for p in parts]).T  # rows x parts
+    corrected = cos
+    if penalty is not None:
+        text = np.array([p.kind == "text" for p in parts])
+        corrected = cos - np.outer(penalty, text)
     z = np.empty_like(cos)
     measured: dict[str, bool] = {}
     for channel in np.unique(row_channel):
         at = row_channel == channel
         for j, part in enumerate(parts):
             stats, ok = calibration.get(part.kind, str(channel))
-            z[at, j] = stats.z(cos[at, j])
+            z[at, j] = stats.z(corrected[at, j])
             measured[f"{part.kind}>{channel}"] = ok
     npos = len(query.positives)
     w_pos = np.array([p.weight for p in query.positives])
@@ -191,7 +211,7 @@ def score_rows(vectors: np.ndarray, row_channel: np.ndarray, query: Query,
     if query.negatives:
         w_neg = np.array([p.weight for p in query.negatives])
         score = score - np.maximum(z[:, npos:], 0.0) @ w_neg
-    return score, {"cos": cos, "z": z, "measured": measured}
+    return score, {"cos": cos, "z": z, "measured": measured, "hub": penalty}
 
 
 def _rrf(best_item: np.ndarray, ch: np.ndarray, score: np.ndarray,
@@ -222,6 +242,8 @@ def _explain(query: Query, group: np.ndarray, ch_names: np.ndarray, ch_code: np.
             if "start_s" in snap.table.column_names else None
         if start is not None:
             entry["start_s"] = start
+        if details["hub"] is not None and details["hub"][g]:
+            entry["hubness_penalty"] = round(float(details["hub"][g]), 4)
         out["channels"][channel] = entry
     out["uncalibrated"] = sorted(k for k, ok in details["measured"].items() if not ok)
     return out

