@@ -119,8 +119,9 @@ def _memo(snap: Any, prior: HubPrior) -> dict[str, Any]:
 
         visual = layout(snap).channel_rows("visual")
         rng = np.random.default_rng(0)
-        sample = np.sort(rng.choice(visual, min(CENTRE_SAMPLE, len(visual)), replace=False))
-        hub = np.full(len(snap), np.nan)
+        sample = np.sort(visual[rng.choice(len(visual), min(CENTRE_SAMPLE, len(visual)),
+                                           replace=False)])
+        hub = np.full(len(snap), np.nan, dtype=np.float32)  # 4 B a row, filled on use
         if len(sample):
             hub[sample] = prior.hubness(snap.vectors.take(sample))
         centre = float(hub[sample].mean()) if len(sample) else 0.0
