@@ -111,7 +111,7 @@ def test_image_queries_and_models_without_bank_are_not_corrected(models):
 
 
 def test_store_of_a_model_with_a_bank_corrects_text_search(models, tiny_spec, photos,
-                                                         tmp_path, monkeypatch):
+                                                         tmp_path, monkeypatch, cli):
     """Through the library: `info` names the bank, text results carry the penalty, and
     `similarity` stays the raw cosine."""
     col = mmsearch.open(tmp_path / "store", model=tiny_spec, device="cpu")
@@ -126,6 +126,9 @@ def test_store_of_a_model_with_a_bank_corrects_text_search(models, tiny_spec, ph
     col.close()
     col = mmsearch.open(tmp_path / "store", model=tiny_spec, device="cpu")
     assert col.info()["hubness"]["queries"] == 64
+    line = [x for x in cli("info", "--store", tmp_path / "store").stdout.splitlines()
+            if x.startswith("hubness")]
+    assert line and "64 bank queries" in line[0] and "tau 0.05" in line[0], line
     after = col.search(text="a red square", k=8, explain=True)
     assert len(after) == len(before) == 8
     for r in after:
