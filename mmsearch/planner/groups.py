@@ -23,12 +23,22 @@ class Layout:
     channel: np.ndarray       # channel name of each row (str array)
     names: list[str] = field(default_factory=list)  # the distinct channels, sorted
     _by_channel: dict[str, np.ndarray] = field(default_factory=dict)
+    _universal: dict[str, bool] = field(default_factory=dict)
 
     def channel_rows(self, channel: str) -> np.ndarray:
         """Sorted row positions of one channel."""
         if channel not in self._by_channel:
             self._by_channel[channel] = np.flatnonzero(self.channel == channel)
         return self._by_channel[channel]
+
+    def universal(self, channel: str) -> bool:
+        """Whether every item has a row in this channel (a catalog's photo and title);
+        channels that only some items have (words read in a picture, speech, sound tags)
+        count for an item only where they raise its score (`plan.counted_channels`)."""
+        if channel not in self._universal:
+            items = np.unique(self.item[self.channel_rows(channel)])
+            self._universal[channel] = len(items) == len(self.starts) - 1
+        return self._universal[channel]
 
     def rows_of(self, items: np.ndarray) -> np.ndarray:
         """All row positions of the given item codes, grouped by item."""

@@ -10,7 +10,10 @@ Scoring (fusion "sum"):
 2. item score: per channel, the item's best row; then Stouffer again over the channels
    the item has, weighted by the channel weights. One channel: that channel's z. So an item
    matching in two channels (a product's photo and its title) scores above one matching in
-   one, and the result stays on the z scale that `min_score` refers to.
+   one, and the result stays on the z scale that `min_score` refers to. A channel that
+   only some items have (words read in a picture, speech, tags) counts for an item only
+   where it raises its score (`counted_channels`): a photo is not ranked down for the
+   unrelated words printed in it.
 
 Fusion "rrf": per channel, items ranked by their best row; score `sum_c w_c / (60 + rank_c)`.
 """
@@ -144,14 +147,17 @@ def score_items(snap: Snapshot, lay: Layout, query: Query, calibration: Calibrat
     first[1:] = (np.diff(row_item[order]) != 0) | (np.diff(ch_code[order]) != 0)
     best = order[first]
     weight = np.array([query.channel_weight(c) for c in ch_names])[ch_code[best]]
-    if query.fusion == "rrf":
-        contrib = _rrf(row_item[best], ch_code[best], row_score[best], weight)
-    else:
-        contrib = weight * row_score[best]
     starts = np.concatenate([[0], np.flatnonzero(np.diff(row_item[best])) + 1])
     ends = np.append(starts[1:], len(best))
-    norms = (np.ones(len(starts)) if query.fusion == "rrf"
-             else np.sqrt(np.add.reduceat(weight ** 2, starts)))
+    if query.fusion == "rrf":
+        contrib = _rrf(row_item[best], ch_code[best], row_score[best], weight)
+        norms = np.ones(len(starts))
+        counted = np.ones(len(best), dtype=bool)
+    else:
+        universal = np.array([lay.universal(str(c)) for c in ch_names])[ch_code[best]]
+        counted = counted_channels(row_score[best], weight, universal, starts, ends)
+        contrib = np.where(counted, weight * row_score[best], 0.0)
+        norms = np.sqrt(np.add.reduceat(np.where(counted, weight ** 2, 0.0), starts))
     scores = np.add.reduceat(contrib, starts) / norms
     # each item's representative row (the moment shown): the row contributing most, its
     # score times its channel's weight (same item order)
@@ -168,7 +174,8 @@ def score_items(snap: Snapshot, lay: Layout, query: Query, calibration: Calibrat
         if query.explain:
             group = slice(starts[i], ends[i])
             hit.explain = _explain(query, best[group], ch_names, ch_code, row_score,
-                                   contrib[group] / norms[i], details, rows, snap)
+                                   contrib[group] / norms[i], details, rows, snap,
+                                   counted[group])
             hit.explain["score"] = round(float(scores[i]), 4)
         hits.append(hit)
     return hits
@@ -182,6 +189,36 @@ def hub_penalty(snap: Snapshot, query: Query, rows: np.ndarray, vectors: np.ndar
     if prior is None or all(p.kind != "text" for p in query.positives + query.negatives):
         return None
     return hubness.penalties(snap, prior, rows, vectors, row_channel == "visual")
+
+
+def counted_channels(z: np.ndarray, weight: np.ndarray, universal: np.ndarray,
+                     starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Which of each item's channel entries (grouped by item) its score counts.
+
+    Channels every item has always count. A channel only some items have counts for an
+    item only where it raises the item's Stouffer z: taken best first while each one
+    raises it (an item with none of the former starts from its best entry). So a photo is
+    never ranked down for the unrelated words printed in it, while words that match the
+    query add to it.
+    """
+    counted = universal.copy()
+    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
+        optional = [i for i in range(lo, hi) if not universal[i]]
+        if not optional:
+            continue
+        optional.sort(key=lambda i: -z[i])
+        if not counted[lo:hi].any():
+            counted[optional[0]] = True
+            optional = optional[1:]
+        num = float(np.dot(weight[lo:hi][counted[lo:hi]], z[lo:hi][counted[lo:hi]]))
+        den = float(np.sum(weight[lo:hi][counted[lo:hi]] ** 2))
+        for i in optional:
+            w = float(weight[i])
+            if (num + w * z[i]) / np.sqrt(den + w * w) <= num / np.sqrt(den):
+                break
+            counted[i] = True
+            num, den = num + w * z[i], den + w * w
+    return counted
 
 
 def score_rows(vectors: np.ndarray, row_channel: np.ndarray, query: Query,
@@ -227,10 +264,10 @@ def _rrf(best_item: np.ndarray, ch: np.ndarray, score: np.ndarray,
 
 def _explain(query: Query, group: np.ndarray, ch_names: np.ndarray, ch_code: np.ndarray,
              row_score: np.ndarray, contrib: np.ndarray, details: dict[str, Any],
-             rows: np.ndarray, snap: Snapshot) -> dict[str, Any]:
+             rows: np.ndarray, snap: Snapshot, counted: np.ndarray) -> dict[str, Any]:
     parts = query.positives + query.negatives
     out: dict[str, Any] = {"fusion": query.fusion, "channels": {}}
-    for g, c in zip(group, contrib, strict=True):
+    for g, c, used in zip(group, contrib, counted, strict=True):
         channel = str(ch_names[ch_code[g]])
         entry: dict[str, Any] = {
             "weight": query.channel_weight(channel), "score": round(float(row_score[g]), 4),
@@ -242,6 +279,8 @@ def _explain(query: Query, group: np.ndarray, ch_names: np.ndarray, ch_code: np.
             if "start_s" in snap.table.column_names else None
         if start is not None:
             entry["start_s"] = start
+        if not used:  # a channel this item has that would only lower its score
+            entry["counted"] = False
         if details["hub"] is not None and details["hub"][g]:
             entry["hubness_penalty"] = round(float(details["hub"][g]), 4)
         out["channels"][channel] = entry

@@ -90,8 +90,10 @@ def test_fusion_is_weighted_stouffer_over_parts_and_channels():
     query = Query([Part("image", q, 2.0, "image"), Part("text", t, 1.0, "text:x")],
                   weights={"visual": 1.0, "text": 0.5}, explain=True, k=5)
     hits = {snap.table.column("id")[h.row].as_py(): h for h in execute(snap, query, CAL, None)}
-    expected = {"p1": (1.0 * row[0] + 0.5 * row[1]) / np.sqrt(1.25), "p2": row[2],
-                "p3": row[3]}
+    # no channel is on every item here, so p1's second channel counts only if it raises
+    # p1's score (test_optional_channels_count_only_where_they_raise_the_score)
+    stouffer = (1.0 * row[0] + 0.5 * row[1]) / np.sqrt(1.25)
+    expected = {"p1": max(stouffer, row[0], row[1]), "p2": row[2], "p3": row[3]}
     for item, score in expected.items():
         assert hits[item].score == pytest.approx(score, abs=1e-4)
     ex = hits["p1"].explain
@@ -103,6 +105,48 @@ def test_fusion_is_weighted_stouffer_over_parts_and_channels():
     only_visual = execute(snap, Query(query.positives, weights={"text": 0}, k=5), CAL, None)
     assert [h.row for h in only_visual] == sorted([0, 2], key=lambda r: -row[r])
     assert max(h.score for h in only_visual) == pytest.approx(max(row[0], row[2]), abs=1e-4)
+
+
+def _two_channel_store(channel: str, ocr_cos: float):
+    """a: a photo (cosine 0.875 with the query e0) plus a row in `channel` (cosine
+    `ocr_cos`); b: a photo only (cosine 0.75), or a photo and a `channel` row of cosine 0
+    when `channel` is "text" (a catalog: every item has both)."""
+    def at(cos: float, axis: int) -> np.ndarray:
+        v = np.zeros(DIM, np.float32)
+        v[0], v[axis] = cos, np.sqrt(1 - cos ** 2)
+        return v
+    rows = [{"id": "a", "modality": "image", "channel": "visual"},
+            {"id": "a", "modality": "text", "channel": channel},
+            {"id": "b", "modality": "image", "channel": "visual"}]
+    vecs = [at(0.875, 1), at(ocr_cos, 2), at(0.75, 3)]
+    if channel == "text":
+        rows.append({"id": "b", "modality": "text", "channel": "text"})
+        vecs.append(at(0.0, 4))
+    return snapshot(rows, np.stack(vecs))
+
+
+def test_optional_channels_count_only_where_they_raise_the_score():
+    cal = Calibration({("text", "visual"): Stats(0.0, 0.25, 1),
+                       ("text", "ocr"): Stats(0.0, 0.25, 1),
+                       ("text", "text"): Stats(0.0, 0.25, 1)})
+    q = np.zeros(DIM, np.float32)
+    q[0] = 1.0
+    query = Query([Part("text", q, 1.0, "t")], k=2, explain=True)
+    # unrelated words read in a's photo (z -1) do not rank a's better photo (z 3.5) down
+    a, b = execute(_two_channel_store("ocr", -0.25), query, cal, None)
+    assert (a.item, b.item) == (0, 1) and a.score == pytest.approx(3.5, abs=1e-4)
+    assert a.explain["channels"]["ocr"]["counted"] is False
+    assert a.explain["channels"]["ocr"]["contribution"] == 0.0
+    assert b.score == pytest.approx(3.0, abs=1e-4)
+    # words that match add to it: Stouffer over both
+    a, _ = execute(_two_channel_store("ocr", 0.9), query, cal, None)
+    assert a.score == pytest.approx((3.5 + 3.6) / np.sqrt(2), abs=1e-4)
+    assert "counted" not in a.explain["channels"]["ocr"]
+    # a channel every item has (a catalog's titles) always counts, even against the item
+    a, b = execute(_two_channel_store("text", -0.25), query, cal, None)
+    scores = {h.item: h.score for h in (a, b)}
+    assert scores[0] == pytest.approx((3.5 - 1.0) / np.sqrt(2), abs=1e-4)
+    assert scores[1] == pytest.approx((3.0 + 0.0) / np.sqrt(2), abs=1e-4)
 
 
 def test_negatives_penalise_only_rows_that_look_like_them():
