@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     priors = {e.spec: hubness.load(e.spec) for e in encs}
     results.update({f"{s} + hubness": {} for s, prior in priors.items() if prior})
     images, image_s = 0, 0.0
-    texts = dict.fromkeys(priors, 0)
-    text_s = dict.fromkeys(priors, 0.0)
+    texts = {e.spec: 0 for e in encs}
+    text_s = {e.spec: 0.0 for e in encs}
     for key in args.sets.split(","):
         name, load = sets[key]
         paths, captions, owner = load()

@@ -22,11 +22,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.lite_eval import embed_images, embed_texts, recalls
 from mmsearch.encoders.lite import load_lite
 from mmsearch.planner.hubness import HubPrior, bank_path, write_bank
 
@@ -48,26 +47,9 @@ def sample(rows: list[tuple[str, str]], n: int, seed: int) -> list[str]:
     return [rows[i][1] for i in np.sort(pick)]
 
 
-def embed(enc, texts: list[str], batch: int = 256) -> np.ndarray:
+def embed(enc, texts: list[str]) -> np.ndarray:
     """Unit text embeddings."""
-    return np.concatenate([enc.encode_texts(texts[i:i + batch])
-                           for i in range(0, len(texts), batch)]).astype(np.float32)
-
-
-def embed_images(enc, paths: list[Path], batch: int = 32) -> np.ndarray:
-    """Unit image embeddings (the encoder's own preprocessing)."""
-    out = []
-    for i in range(0, len(paths), batch):
-        pixels = torch.stack([enc.preprocess(Image.open(p).convert("RGB"))
-                              for p in paths[i:i + batch]])
-        out.append(enc.encode_images(pixels))
-    return np.concatenate(out).astype(np.float32)
-
-
-def t2i_recalls(scores: np.ndarray, owner: np.ndarray) -> tuple[float, float, float]:
-    """Text->image R@1/5/10 (%) of a (texts x images) score matrix."""
-    rank = (scores > scores[np.arange(len(owner)), owner][:, None]).sum(axis=1)
-    return tuple(float(100 * (rank < k).mean()) for k in (1, 5, 10))
+    return embed_texts(enc, texts, 256)[0].astype(np.float32)
 
 
 def choose(enc, data_dir: Path, gallery_size: int, captions: int, seed: int
@@ -81,18 +63,18 @@ def choose(enc, data_dir: Path, gallery_size: int, captions: int, seed: int
     queries = [(index[i], c) for i, c in rows if i in index]
     owner = np.array([o for o, _ in queries])
     t0 = time.perf_counter()
-    img = embed_images(enc, [data_dir / "images" / f"{g}.jpg" for g in gallery])
+    img = embed_images([enc], [data_dir / "images" / f"{g}.jpg" for g in gallery], 32)[0][0]
     txt = embed(enc, [c for _, c in queries])
     bank = embed(enc, sample(train_captions(data_dir, set(gallery)), captions, seed))
     print(f"part of train: {len(gallery)} images, {len(queries)} captions, bank "
           f"{len(bank)} ({time.perf_counter() - t0:.0f} s to embed)")
-    cos = txt @ img.T
     best, pick = -1.0, (TAUS[0], 0.0)
     print("| tau | beta | R@1 | R@5 | R@10 |\n|---|---|---|---|---|")
     for tau in TAUS:
         hub = HubPrior(bank, tau, 1.0).hubness(img)
         for beta in BETAS:
-            r = t2i_recalls(cos - beta * (hub - hub.mean())[None, :], owner)
+            got = recalls(img, txt, owner, beta * (hub - hub.mean()))
+            r = (got["t2i_r1"], got["t2i_r5"], got["t2i_r10"])
             print(f"| {tau} | {beta} | {r[0]:.2f} | {r[1]:.2f} | {r[2]:.2f} |")
             if sum(r) > best + 1e-9:
                 best, pick = sum(r), (tau, beta)
@@ -105,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-dir", type=Path, required=True)
     ap.add_argument("--spec", default="mmsearch-lite-4")
     ap.add_argument("--captions", type=int, default=4096)
-    ap.add_argument("--tau", type=float, default=0.02)
+    ap.add_argument("--tau", type=float, default=0.05)
     ap.add_argument("--beta", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")

@@ -36,8 +36,9 @@ class Layout:
         channels that only some items have (words read in a picture, speech, sound tags)
         count for an item only where they raise its score (`plan.counted_channels`)."""
         if channel not in self._universal:
-            items = np.unique(self.item[self.channel_rows(channel)])
-            self._universal[channel] = len(items) == len(self.starts) - 1
+            rows = self.channel_rows(channel)
+            self._universal[channel] = len(rows) == len(self.item) or bool(np.bincount(
+                self.item[rows], minlength=len(self.starts) - 1).all())
         return self._universal[channel]
 
     def rows_of(self, items: np.ndarray) -> np.ndarray:

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from mmsearch.encoders.lite_files import HEADS_PATHS
 from mmsearch.settings import settings
 
-_MODELS = Path(__file__).resolve().parents[1] / "models"
 #: Visual rows sampled per snapshot to centre the correction.
 CENTRE_SAMPLE = 256
 _MEMO = "hubness"
@@ -52,11 +52,10 @@ class HubPrior:
 
 
 def bank_path(spec: str) -> Path | None:
-    """Where a shipped model's query bank lives (it may not exist); None for a spec that
-    is a path (a user's own model: no bank)."""
-    if not spec or any(c in spec for c in "/\\:") or spec.startswith("."):
-        return None
-    return _MODELS / f"{spec}.bank.safetensors"
+    """Where a shipped model's query bank lives, beside its heads (the file may not exist);
+    None for any other spec (a user's own model has no bank)."""
+    heads = HEADS_PATHS.get(spec)
+    return None if heads is None else heads.with_name(f"{spec}.bank.safetensors")
 
 
 @functools.lru_cache(maxsize=8)

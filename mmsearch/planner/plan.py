@@ -201,12 +201,13 @@ def counted_channels(z: np.ndarray, weight: np.ndarray, universal: np.ndarray,
     never ranked down for the unrelated words printed in it, while words that match the
     query add to it.
     """
-    counted = universal.copy()
-    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
-        optional = [i for i in range(lo, hi) if not universal[i]]
-        if not optional:
-            continue
-        optional.sort(key=lambda i: -z[i])
+    counted = universal | (ends - starts == 1)[np.repeat(np.arange(len(starts)),
+                                                         ends - starts)]
+    if counted.all():  # the usual case: no item with a channel to decide on
+        return counted
+    undecided = np.flatnonzero(np.logical_or.reduceat(~counted, starts))
+    for lo, hi in zip(starts[undecided].tolist(), ends[undecided].tolist(), strict=True):
+        optional = sorted((i for i in range(lo, hi) if not universal[i]), key=lambda i: -z[i])
         if not counted[lo:hi].any():
             counted[optional[0]] = True
             optional = optional[1:]

@@ -78,6 +78,9 @@ def test_installed_wheel_indexes_photos_speech_and_video_offline(installed, tmp_
     where = _run([str(installed / "python"), "-c", "import mmsearch; print(mmsearch.__file__)"],
                  cwd=tmp_path, env=env)
     assert "site-packages" in where.stdout and str(REPO) not in where.stdout, where
+    bank = _run([str(installed / "python"), "-c", "from mmsearch.planner import hubness; "
+                 "print(hubness.describe('mmsearch-lite-4'))"], cwd=tmp_path, env=env)
+    assert "'queries': 4096" in bank.stdout, bank  # the query bank ships in the wheel
 
     models = run("models", "--json")
     sound = {m["name"]: m for m in json.loads(models.stdout)["sound"]}

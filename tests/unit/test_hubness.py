@@ -26,8 +26,10 @@ def unit(v: np.ndarray) -> np.ndarray:
 
 @pytest.fixture
 def models(tmp_path, monkeypatch):
-    """A models folder of our own for the banks (the lru cache cleared around the test)."""
-    monkeypatch.setattr(hubness, "_MODELS", tmp_path)
+    """Banks of the specs "m-..." in a folder of our own (the lru cache cleared around the
+    test)."""
+    monkeypatch.setattr(hubness, "bank_path", lambda spec: tmp_path / f"{spec}.bank.safetensors"
+                        if spec.startswith("m-") else None)
     hubness.load.cache_clear()
     yield tmp_path
     hubness.load.cache_clear()
@@ -58,6 +60,16 @@ def test_hubness_is_tau_logsumexp_of_bank_similarities():
     # the soft maximum lies between the maximum and the maximum + tau * log(n)
     assert (prior.hubness(v) >= sim.max(axis=1) - 1e-6).all()
     assert (prior.hubness(v) <= sim.max(axis=1) + 0.05 * np.log(50) + 1e-6).all()
+
+
+def test_the_default_offline_model_ships_its_bank():
+    """The installed package finds the bank beside the heads; other specs have none."""
+    prior = hubness.load("mmsearch-lite-4")
+    assert prior is not None and prior.bank.shape == (4096, 256)
+    assert np.allclose(np.linalg.norm(prior.bank, axis=1), 1.0, atol=2e-3)
+    assert 0 < prior.tau < 1 and 0 < prior.beta <= 1
+    assert hubness.bank_path("ViT-B-32:/some/path.pt") is None
+    assert hubness.load("mmsearch-lite") is None  # the first generation ships none
 
 
 def test_bank_file_round_trip_and_unknown_specs(models, monkeypatch):

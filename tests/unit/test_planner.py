@@ -13,7 +13,7 @@ import mmsearch
 from mmsearch.errors import UsageError
 from mmsearch.planner.calibration import Calibration, Stats, measure
 from mmsearch.planner.groups import build_layout
-from mmsearch.planner.plan import RRF_K, execute
+from mmsearch.planner.plan import RRF_K, counted_channels, execute
 from mmsearch.planner.query import (
     CROSS_MODAL_WEIGHT,
     Part,
@@ -147,6 +147,19 @@ def test_optional_channels_count_only_where_they_raise_the_score():
     scores = {h.item: h.score for h in (a, b)}
     assert scores[0] == pytest.approx((3.5 - 1.0) / np.sqrt(2), abs=1e-4)
     assert scores[1] == pytest.approx((3.0 + 0.0) / np.sqrt(2), abs=1e-4)
+
+
+def test_counted_channels_takes_optional_ones_best_first_while_they_raise_the_score():
+    # items: [visual 3, ocr -1], [visual 1, speech 2, tags 1.5, ocr -2], [ocr -0.5],
+    #        [speech 0.5, tags 2.5]; "visual" is on every item, the rest only on some
+    z = np.array([3, -1, 1, 2, 1.5, -2, -0.5, 0.5, 2.5])
+    universal = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0], bool)
+    starts, ends = np.array([0, 2, 6, 7]), np.array([2, 6, 7, 9])
+    got = counted_channels(z, np.ones(9), universal, starts, ends)
+    # 1 + 2 + 1.5 = 4.5 / sqrt(3) = 2.6 > (1 + 2) / sqrt(2) = 2.1 > 1; adding -2 lowers it;
+    # item 4 starts from its best (2.5): adding 0.5 gives 3 / sqrt(2) = 2.1 < 2.5
+    assert got.tolist() == [1, 0, 1, 1, 1, 0, 1, 0, 1]
+    assert counted_channels(z, np.ones(9), np.ones(9, bool), starts, ends).all()
 
 
 def test_negatives_penalise_only_rows_that_look_like_them():
