@@ -94,8 +94,10 @@ class KeyMap:
         self.table: np.ndarray | None = None
         if n and self.sorted_keys[0] >= 0 and self.max_key < self.DENSE_FACTOR * n + 1024:
             kind = np.int32 if n < 2**31 else np.int64
-            self.table = np.full(self.max_key + 2, -1, dtype=kind)  # + a last slot for -1
-            self.table[self.row_keys] = np.arange(n, dtype=kind)
+            # slot key + 1 holds key's row; the first slot (key -1, FAISS's "none") and the
+            # last (any key past max_key, clipped to it) hold -1
+            self.table = np.full(self.max_key + 3, -1, dtype=kind)
+            self.table[self.row_keys + 1] = np.arange(n, dtype=kind)
 
     @property
     def nbytes(self) -> int:
@@ -109,12 +111,8 @@ class KeyMap:
         keys = np.asarray(keys, dtype=np.int64)
         if not len(self.sorted_keys):
             return np.full(keys.shape, -1, dtype=np.int64)
-        if self.table is not None:
-            if keys.size and keys.min() >= -1 and keys.max() <= self.max_key:
-                return self.table[keys].astype(np.int64)  # key -1: the table's last slot, -1
-            inside = (keys >= 0) & (keys <= self.max_key)
-            rows = self.table[np.where(inside, keys, 0)].astype(np.int64)
-            return np.where(inside, rows, -1)
+        if self.table is not None:  # one clipped lookup: keys below -1 read slot 0 (-1)
+            return self.table.take(keys + 1, mode="clip").astype(np.int64)
         pos = np.searchsorted(self.sorted_keys, keys)
         pos = np.minimum(pos, len(self.sorted_keys) - 1)
         found = (self.sorted_keys[pos] == keys) & (keys >= 0)

@@ -143,7 +143,7 @@ def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
         values = dict(zip(names, _read(snap, rows, names), strict=True))
         if ids is not None:
             values["id"] = python_values(ids)
-        flat = prep.results(values, cosines.tolist())
+        flat = prep.results(values, cosines)
         ends = np.cumsum(sizes).tolist()
         out = [flat[lo:hi] for lo, hi in zip([0, *ends[:-1]], ends, strict=True)]
     if prep.annotate and _hooks(snap, plain, prep, env):
@@ -250,8 +250,11 @@ class _Prepared:
     reads (`search.to_result`: not the hidden ones, nor `channel`) and the channels'
     result hooks."""
 
-    def __init__(self, stats: Stats, columns: list[str], annotate: list[Channel]) -> None:
+    def __init__(self, stats: Stats, columns: list[str], annotate: list[Channel],
+                 string_ids: bool = False) -> None:
         self.stats, self.annotate = stats, annotate
+        #: whether the id column holds strings (read as `str` already: no `str()` each)
+        self.string_ids = string_ids
         #: the channels whose `annotate` may change a plain search's results here (asked
         #: once: their answer depends on the snapshot and on texts and explain, which plain
         #: searches do not have); None until the first search asks
@@ -267,15 +270,19 @@ class _Prepared:
         items = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(self.meta))
         self.metadata = eval(f"lambda {args}: {{{items}}}")
 
-    def results(self, values: dict[str, list[Any]], cos: list[float]) -> list[Result]:
-        """`Result`s of rows from their values of `names`, as `search.to_result` builds
-        them, a column at a time (the dataclass called positionally)."""
+    def results(self, values: dict[str, list[Any]], cos: list[float] | np.ndarray
+                ) -> list[Result]:
+        """`Result`s of rows from their values of `names` and their cosines (a list, or
+        an array for many rows), as `search.to_result` builds them, a column at a time
+        (the dataclass called positionally)."""
         nothing = [None] * len(cos)
         path, modality, start, end = (values[n] if n is not None else nothing
                                       for n in self.core)
         mean, std = self.stats.mean, self.stats.std
-        z = (((np.asarray(cos) - mean) / std).tolist() if len(cos) > BULK_ROWS
-             else [(c - mean) / std for c in cos])  # as `Stats.z`
+        if isinstance(cos, np.ndarray):
+            z, cos = ((cos - mean) / std).tolist(), cos.tolist()
+        else:
+            z = [(c - mean) / std for c in cos]  # as `Stats.z`
         # Many new objects (a batch's results and their metadata dicts, none in a cycle)
         # set off the cyclic garbage collector every 700, which then walks all the objects
         # alive: paused while they are made, it halves the cost of a batch's results.
@@ -285,7 +292,8 @@ class _Prepared:
         try:
             metas = (list(map(self.metadata, *(values[n] for n in self.meta))) if self.meta
                      else [{} for _ in cos])
-            return list(map(Result, map(str, values["id"]), path,
+            ids = values["id"] if self.string_ids else map(str, values["id"])
+            return list(map(Result, ids, path,
                             [m or "image" for m in modality], z, start, end, metas, cos))
         finally:
             if pause:
@@ -380,7 +388,9 @@ def _prepared(snap: Snapshot, env: Any) -> _Prepared | None:
             columns = [n for n in snap.table.column_names
                        if n not in HIDDEN_COLUMNS and n != "channel"]
             annotate = [c for c in channels() if type(c).annotate is not Channel.annotate]
-            prep = _Prepared(stats, columns, annotate)
+            prep = _Prepared(stats, columns, annotate,
+                             pa.types.is_string(snap.table.schema.field("id").type)
+                             and not snap.table.column("id").null_count)
         memo = snap.memo["lean"] = (prep,)
     return memo[0]
 

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from mmsearch.arrow_numpy import numpy_column
+
 _EPOCH = dt.datetime(1970, 1, 1)
 _UNIT_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
 
@@ -160,7 +162,7 @@ class Cells:
             col = self._index[name]
             column = self._columns[col]
             if column.num_chunks == 1:
-                out[name] = column.chunk(0).take(rows)
+                out[name] = column.chunk(0).take(numpy_column(rows))
                 continue
             where = located.get(id(self._bounds[col]))
             if where is None:  # per chunk: its rows' local positions, in chunk order
@@ -178,11 +180,12 @@ class Cells:
                 out[name] = pa.array([], column.type)
                 continue
             try:
-                joined = pa.concat_arrays([column.chunk(c).take(local) for c, local in parts])
+                joined = pa.concat_arrays([column.chunk(c).take(numpy_column(local))
+                                         for c, local in parts])
             except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # e.g. dictionaries
-                out[name] = column.take(rows).combine_chunks()
+                out[name] = column.take(numpy_column(rows)).combine_chunks()
                 continue
-            out[name] = joined.take(back)
+            out[name] = joined.take(numpy_column(back))
         return out
 
     def columns(self, rows: np.ndarray, names: Sequence[str]) -> list[list[Any]]:

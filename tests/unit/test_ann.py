@@ -449,7 +449,7 @@ def test_keymap_dense_table_and_binary_search_agree(keys):
     keys = np.array(keys, dtype=np.int64)
     kmap = ivfpq.KeyMap(keys)
     assert (kmap.table is not None) == (keys.max() < 2 * len(keys) + 1024)
-    probe = np.array([[-1, 0, 2, 3, 5], [7, 8, 9, 9000, 10**9]])
+    probe = np.array([[-1, 0, 2, 3, 5, -5], [7, 8, 9, 9000, 10**9, 2**63 - 1]])
     expect = np.array([[next((r for r, key in enumerate(keys) if key == p), -1) for p in row]
                        for row in probe])
     np.testing.assert_array_equal(kmap.rows_of(probe), expect)
