@@ -64,20 +64,22 @@ def chunk_reader(arr: pa.Array) -> Reader:
     if view is None:
         return lambda i: arr[i].as_py()
     kind, values, extra = view
+    # memoryviews: indexing one gives a Python int / float without a call (numpy's `item`
+    # costs a method call a cell)
+    cells = memoryview(values) if len(values) else values
     read: Reader
     if kind == "number":
-        read = values.item
+        read = cells.__getitem__
     elif kind == "bool":
-        read = lambda i: bool((values.item((i + off) >> 3) >> ((i + off) & 7)) & 1)  # noqa: E731
+        read = lambda i: bool((cells[(i + off) >> 3] >> ((i + off) & 7)) & 1)  # noqa: E731
     elif kind == "string":
-        at = values.item
-        read = lambda i: str(extra[at(i):at(i + 1)], "utf-8")  # noqa: E731
+        read = lambda i: str(extra[cells[i]:cells[i + 1]], "utf-8")  # noqa: E731
     else:
-        read = _time_reader(values.item, extra)
+        read = _time_reader(cells.__getitem__, extra)
     if arr.null_count == 0:
         return read
-    valid = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
-    return lambda i: read(i) if (valid.item((i + off) >> 3) >> ((i + off) & 7)) & 1 else None
+    valid = memoryview(np.frombuffer(arr.buffers()[0], dtype=np.uint8))
+    return lambda i: read(i) if (valid[(i + off) >> 3] >> ((i + off) & 7)) & 1 else None
 
 
 #: Datetimes a timestamp chunk's reader keeps (cleared when full).
@@ -114,8 +116,8 @@ class Cells:
             bounds = np.cumsum([0, *(len(c) for c in col.chunks)], dtype=np.int64).tolist()
             same = [b for b in self._bounds if b == bounds]
             self._bounds.append(same[0] if same else bounds)
-        self._readers: list[list[Reader | None]] = [[None] * c.num_chunks
-                                                     for c in self._columns]
+        #: per column, its chunks' readers (made on the column's first read)
+        self._readers: list[list[Reader] | None] = [None] * len(self._columns)
 
     def rows(self, rows: Sequence[int] | np.ndarray,
              names: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -132,25 +134,24 @@ class Cells:
         out = []
         for name in names:
             col = self._index[name]
-            bounds = self._bounds[col]
-            readers = self._readers[col]
-            if len(bounds) == 2:  # one chunk
-                read = readers[0] or self._reader(col, 0)
+            readers = self._readers[col] or self._column_readers(col)
+            if len(readers) == 1:  # one chunk
+                read = readers[0]
                 out.append([read(i) for i in rows])
                 continue
+            bounds = self._bounds[col]
             where = located.get(id(bounds))
             if where is None:
                 chunks = [bisect_right(bounds, r) - 1 for r in rows]
                 where = located[id(bounds)] = (chunks, [r - bounds[c] for r, c in
                                                         zip(rows, chunks, strict=True)])
             chunks, local = where
-            out.append([(readers[c] or self._reader(col, c))(i)
-                        for c, i in zip(chunks, local, strict=True)])
+            out.append([readers[c](i) for c, i in zip(chunks, local, strict=True)])
         return out
 
-    def _reader(self, col: int, chunk: int) -> Reader:
-        read = self._readers[col][chunk] = chunk_reader(self._columns[col].chunk(chunk))
-        return read
+    def _column_readers(self, col: int) -> list[Reader]:
+        readers = self._readers[col] = [chunk_reader(c) for c in self._columns[col].chunks]
+        return readers
 
     def take(self, rows: np.ndarray, names: Sequence[str]) -> dict[str, pa.Array]:
         """Each named column at the row positions, as Arrow arrays (a `take` per chunk:
