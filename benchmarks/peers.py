@@ -392,25 +392,45 @@ def batch_qps(methods: list[Method], queries: np.ndarray, truth: np.ndarray,
 
 
 def plot(result: dict, path: Path) -> None:
+    """Recall against p50 latency per filter (one colour per method throughout), and the
+    batch QPS per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
-    for ax, fname in zip(axes, FILTERS, strict=True):
+    names = sorted({row["method"] for row in result["single"]["rows"]}
+                   | {row["method"] for row in result["batch"]})
+    colour = {n: f"C{i}" for i, n in enumerate(names)}
+    low = min(row["recall_at_10"] for row in result["single"]["rows"]) - 0.05
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4),
+                             gridspec_kw={"width_ratios": [1, 1, 1, 1.2]})
+    for ax, fname in zip(axes, FILTERS, strict=False):
         for row in result["single"]["rows"]:
             if row["filter"] == fname:
-                ax.scatter(row["p50_ms"], row["recall_at_10"], s=40)
-                ax.annotate(row["method"], (row["p50_ms"], row["recall_at_10"]), fontsize=8,
-                            xytext=(4, 4), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_xlabel("p50 latency, ms (log)")
-        ax.set_title(f"filter: {fname}")
+                ax.scatter(row["p50_ms"], row["recall_at_10"], s=50, c=colour[row["method"]],
+                           label=row["method"])
+        ax.set_xlim(left=0, right=ax.get_xlim()[1] * 1.15)
+        ax.set_ylim(low, 1.005)
+        ax.set_xlabel("p50 latency, ms")
+        ax.set_title(f"one query, filter: {fname}")
+        ax.set_ylabel("recall@10")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("recall@10")
-    fig.suptitle(f"{result['n']:,} x {result['dim']}, k=10, batch 1, load {result['load_end']}")
-    fig.tight_layout()
+    batch = sorted(result["batch"], key=lambda r: r["qps"])
+    bars = axes[3]
+    bars.barh([r["method"] for r in batch], [r["qps"] for r in batch],
+              color=[colour[r["method"]] for r in batch])
+    for i, r in enumerate(batch):
+        bars.annotate(f"{r['qps']:,.0f}", (r["qps"], i), fontsize=8, xytext=(3, -3),
+                      textcoords="offset points")
+    bars.xaxis.set_major_formatter(lambda v, _: f"{v / 1000:.0f}k")
+    bars.set_xlabel(f"queries / s, batch of {batch[0]['batch'] if batch else 0}")
+    bars.set_title("batch")
+    bars.margins(x=0.2)
+    fig.suptitle(f"{result['n']:,} x {result['dim']}, k=10, load {result['load_end']}")
+    handles = {h.get_label(): h for ax in axes[:3] for h in ax.collections}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles),
+               fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
 
 
