@@ -17,7 +17,7 @@ import functools
 import gc
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ from mmsearch.planner.query import Part, Query
 from mmsearch.request import MAX_FILTERS, MAX_K, MAX_OFFSET, MAX_VECTOR_DIM, SearchRequest, _vector
 from mmsearch.results import Result
 from mmsearch.store.schema import CORE_COLUMNS
-from mmsearch.view.cells import python_values
+from mmsearch.view.cells import Cells, python_values
 from mmsearch.view.snapshot import HIDDEN_COLUMNS, Snapshot
 
 #: Keyword options a plain search may have.
@@ -132,11 +132,8 @@ def search(snap: Snapshot, plain: Plain, env: Any) -> list[list[Result]] | None:
     if allowed is not None and not len(allowed):
         return [[] for _ in range(len(plain.vectors))]
     if len(plain.vectors) == 1:  # lists: cheaper than array operations for one query
-        rows, cos, values = _page(snap, plain.vectors, plain.k + plain.offset, allowed,
-                                  plain.offset, prep.names)
-        if values is None:  # the general way's page
-            values = dict(zip(prep.names, _read(snap, rows, prep.names), strict=True))
-        out = [prep.results(values, cos)]
+        out = [_page(snap, prep, plain.vectors, plain.k + plain.offset, allowed,
+                     plain.offset)]
     else:
         rows, cosines, sizes, ids = _page_arrays(snap, plain, allowed)
         names = [n for n in prep.names if n != "id" or ids is None]  # (ids: read already)
@@ -269,6 +266,26 @@ class _Prepared:
         args = ", ".join(f"v{i}" for i in range(len(self.meta)))  # (code: repr()s of names)
         items = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(self.meta))
         self.metadata = eval(f"lambda {args}: {{{items}}}")
+        self._makers: list[Callable[..., Result]] | bool | None = False  # (False: not made)
+
+    def makers(self, cells: Cells) -> list[Callable[..., Result]] | None:
+        """Per chunk of the snapshot's table, a generated function making the `Result` of
+        a row from (its row within the chunk, its cosine), as `results` makes it (made on
+        first use; None when the columns are not chunked alike)."""
+        if self._makers is False:
+            self._makers = cells.row_functions(
+                self.names, self._result_source, "i, c",
+                {"Result": Result, "mean": self.stats.mean, "std": self.stats.std})
+        return self._makers  # type: ignore[return-value]
+
+    def _result_source(self, cells: list[str]) -> str:
+        """A row's `Result` as an expression of its cells' expressions (see `results`)."""
+        by = dict(zip(self.names, cells, strict=True))
+        path, modality, start, end = (by[n] if n is not None else "None" for n in self.core)
+        ident = by["id"] if self.string_ids else f"str({by['id']})"
+        meta = ", ".join(f"{n!r}: {by[n]}" for n in self.meta)  # (code: repr()s of names)
+        return (f"Result({ident}, {path}, {modality} or 'image', (c - mean) / std, {start}, "
+                f"{end}, {{{meta}}}, c)")
 
     def results(self, values: dict[str, list[Any]], cos: list[float] | np.ndarray
                 ) -> list[Result]:
@@ -300,11 +317,9 @@ class _Prepared:
                 gc.enable()
 
 
-def _page(snap: Snapshot, query: np.ndarray, want: int, allowed: np.ndarray | None,
-          offset: int, names: list[str]
-          ) -> tuple[list[int], list[float], dict[str, list[Any]] | None]:
-    """One query's page (the `want` best items from `offset`): its rows, cosines and the
-    values of `names` (with "id"), or None for them when the page came the general way.
+def _page(snap: Snapshot, prep: _Prepared, query: np.ndarray, want: int,
+          allowed: np.ndarray | None, offset: int) -> list[Result]:
+    """One query's page: the `want` best items' `Result`s from `offset`.
 
     The index's best rows are the page when they are distinct items without tied scores
     (the usual case: checked on the index's answer); else it goes the general way
@@ -318,12 +333,23 @@ def _page(snap: Snapshot, query: np.ndarray, want: int, allowed: np.ndarray | No
     edge = min(top + 1, fetch)  # ties are ordered by id (the general way), also at the end
     head, near = found[0, :top].tolist(), scores[0, :edge].tolist()
     if head[-1] >= 0 and all(a != b for a, b in itertools.pairwise(near)):
-        values = _read(snap, head, names)
-        if len(set(values[names.index("id")])) == top:
-            return head[offset:], near[offset:top], {
-                n: v[offset:] for n, v in zip(names, values, strict=True)}
+        results = _results(snap, prep, head, near[:top])
+        if len({r.id for r in results}) == top:
+            return results[offset:]
     hits = _best_items(snap, query, want, allowed)[0][offset:]
-    return [row for row, _ in hits], [c for _, c in hits], None
+    return _results(snap, prep, [row for row, _ in hits], [c for _, c in hits])
+
+
+def _results(snap: Snapshot, prep: _Prepared, rows: list[int], cos: list[float]
+             ) -> list[Result]:
+    """The `Result`s of a few rows: a generated function call a row where the columns
+    allow (`_Prepared.makers`), else read a column at a time."""
+    makers = prep.makers(snap.cells)
+    if makers is None:
+        return prep.results(dict(zip(prep.names, _read(snap, rows, prep.names), strict=True)),
+                            cos)
+    chunks, local = snap.cells.locate(rows, "id")
+    return [makers[ch](i, c) for ch, i, c in zip(chunks, local, cos, strict=True)]
 
 
 def _best_items(snap: Snapshot, queries: np.ndarray, want: int, allowed: np.ndarray | None

@@ -82,6 +82,21 @@ def chunk_reader(arr: pa.Array) -> Reader:
     return lambda i: read(i) if (valid[(i + off) >> 3] >> ((i + off) & 7)) & 1 else None
 
 
+def cell_source(arr: pa.Array, j: int) -> tuple[str, dict[str, Any]]:
+    """A Python expression of cell `i` of a chunk, and the objects it names (suffixed
+    `j`): memoryviews read inline for numbers and strings without nulls, else a call of
+    the chunk's reader. For generated row functions (`Cells.row_functions`)."""
+    view = _view(arr)
+    if view is not None and arr.null_count == 0 and len(arr):
+        kind, values, extra = view
+        if kind == "number":
+            return f"v{j}[i]", {f"v{j}": memoryview(values)}
+        if kind == "string":
+            return (f"str(d{j}[o{j}[i]:o{j}[i + 1]], 'utf-8')",
+                    {f"d{j}": extra, f"o{j}": memoryview(values)})
+    return f"r{j}(i)", {f"r{j}": chunk_reader(arr)}
+
+
 #: Datetimes a timestamp chunk's reader keeps (cleared when full).
 TIME_MEMO = 1024
 
@@ -152,6 +167,36 @@ class Cells:
     def _column_readers(self, col: int) -> list[Reader]:
         readers = self._readers[col] = [chunk_reader(c) for c in self._columns[col].chunks]
         return readers
+
+    def locate(self, rows: Sequence[int], name: str) -> tuple[list[int], list[int]]:
+        """The chunk of each row position in column `name`, and the row within it."""
+        bounds = self._bounds[self._index[name]]
+        if len(bounds) == 2:
+            return [0] * len(rows), list(rows)
+        chunks = [bisect_right(bounds, r) - 1 for r in rows]
+        return chunks, [r - bounds[c] for r, c in zip(rows, chunks, strict=True)]
+
+    def row_functions(self, names: Sequence[str], body: Callable[[list[str]], str],
+                      params: str = "i", scope: dict[str, Any] | None = None
+                      ) -> list[Callable[..., Any]] | None:
+        """Per chunk, a generated function of `params` (`i`, the row within the chunk,
+        first) returning the expression `body(cells)`, where `cells` are the Python
+        expressions of the named columns' cells of row `i` (`cell_source`; `scope`: the
+        other names the body uses). One call a row instead of one a cell, as dataclasses
+        generate their `__init__`. None when the columns are not chunked alike."""
+        cols = [self._index[n] for n in names]
+        if not cols or any(self._bounds[c] is not self._bounds[cols[0]] for c in cols):
+            return None
+        bounds = self._bounds[cols[0]]
+        made = []
+        for chunk in range(len(bounds) - 1):
+            cells, names_used = [], dict(scope or {})
+            for j, col in enumerate(cols):
+                source, objects = cell_source(self._columns[col].chunk(chunk), j)
+                cells.append(source)
+                names_used.update(objects)
+            made.append(eval(f"lambda {params}: {body(cells)}", names_used))
+        return made
 
     def take(self, rows: np.ndarray, names: Sequence[str]) -> dict[str, pa.Array]:
         """Each named column at the row positions, as Arrow arrays (a `take` per chunk:

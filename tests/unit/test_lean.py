@@ -57,6 +57,8 @@ def same(a, b):
     {"k": 10, "filters": {"price": {"lt": 20}}}, {"k": 5, "filters": {"bucket": 99}},
     {"k": 1000}])
 def test_lean_answers_as_the_planner(col, monkeypatch, options):
+    snap = col.snapshot()
+    assert lean._prepared(snap, col._env).makers(snap.cells), "a function a row, per chunk"
     calls = []
     real = lean.search
     monkeypatch.setattr(lean, "search", lambda *a: calls.append(1) or real(*a))
@@ -169,11 +171,19 @@ def test_cells_read_what_to_pylist_gives():
         taken = cells.take(np.array(rows, dtype=np.int64), t.column_names)
         assert repr({n: a.to_pylist() for n, a in taken.items()}) == \
             repr({n: [r[n] for r in expect] for n in t.column_names})
+        # a generated function a row (one per chunk): the same values
+        made = cells.row_functions(t.column_names, lambda cs: f"({', '.join(cs)},)")
+        chunks, local = cells.locate(rows, "i")
+        assert repr([made[c](i) for c, i in zip(chunks, local, strict=True)]) == \
+            repr([tuple(r.values()) for r in expect])
     dictionary = pa.chunked_array([pa.array(["a", "b"]).dictionary_encode(),
                                    pa.array(["c", "a"]).dictionary_encode()])
     by_chunk = Cells(pa.table({"d": dictionary})).take(np.array([3, 0, 2]), ["d"])["d"]
     assert by_chunk.to_pylist() == ["a", "a", "c"]
     assert cells.rows([4], ["s", "i"]) == [{"s": "zé", "i": -3}]
+    unlike = pa.table({"a": pa.chunked_array([[1, 2], [3]]), "b": pa.chunked_array([[1], [2, 3]])})
+    assert Cells(unlike).row_functions(["a", "b"], lambda cs: cs[0]) is None, "chunked apart"
+    assert Cells(unlike).row_functions(["b"], lambda cs: cs[0])[1](1) == 3
 
 
 def test_channels_annotate_only_where_they_may_change_results(tmp_path, col, monkeypatch):
