@@ -133,6 +133,7 @@ class Cells:
             self._bounds.append(same[0] if same else bounds)
         #: per column, its chunks' readers (made on the column's first read)
         self._readers: list[list[Reader] | None] = [None] * len(self._columns)
+        self._fixed_views: dict[int, list[np.ndarray] | None] = {}  # (see `_fixed`)
 
     def rows(self, rows: Sequence[int] | np.ndarray,
              names: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -163,6 +164,19 @@ class Cells:
             chunks, local = where
             out.append([readers[c](i) for c, i in zip(chunks, local, strict=True)])
         return out
+
+    def _fixed(self, col: int) -> list[np.ndarray] | None:
+        """A fixed-width column's chunks as numpy views (numbers and naive times without
+        nulls; made once), else None."""
+        fixed = self._fixed_views.get(col, False)
+        if fixed is False:
+            views = [_view(c) for c in self._columns[col].chunks]
+            fixed = self._fixed_views[col] = (
+                [v[1] for v in views] if all(
+                    v is not None and v[0] in ("number", "time") and not c.null_count
+                    for v, c in zip(views, self._columns[col].chunks, strict=True))
+                else None)
+        return fixed  # type: ignore[return-value]
 
     def _column_readers(self, col: int) -> list[Reader]:
         readers = self._readers[col] = [chunk_reader(c) for c in self._columns[col].chunks]
@@ -224,6 +238,12 @@ class Cells:
             parts, back = where
             if not parts:
                 out[name] = pa.array([], column.type)
+                continue
+            fixed = self._fixed(col)
+            if fixed is not None:  # numbers, times: a numpy gather per chunk, no Arrow take
+                values = np.concatenate([fixed[c][local] for c, local in parts])[back]
+                out[name] = pa.Array.from_buffers(column.type, len(values),
+                                                  [None, pa.py_buffer(values)])
                 continue
             try:
                 joined = pa.concat_arrays([column.chunk(c).take(numpy_column(local))
