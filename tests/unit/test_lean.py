@@ -181,6 +181,15 @@ def test_cells_read_what_to_pylist_gives():
     by_chunk = Cells(pa.table({"d": dictionary})).take(np.array([3, 0, 2]), ["d"])["d"]
     assert by_chunk.to_pylist() == ["a", "a", "c"]
     assert cells.rows([4], ["s", "i"]) == [{"s": "zé", "i": -3}]
+    full = pa.table({"i": pa.array([5, -1, 7], pa.int64()),
+                     "f": pa.array([0.5, 2, 3], pa.float32()),
+                     "t": pa.array([dt.datetime(2001, 1, 1), dt.datetime(1950, 5, 5),
+                                    dt.datetime(2030, 1, 1, 0, 0, 1)], pa.timestamp("ms"))})
+    chunked = pa.concat_tables([full.slice(1, 2), full, full.slice(2, 1)])  # no nulls
+    rows = np.array([4, 0, 2, 5, 1, 1])
+    taken = Cells(chunked).take(rows, chunked.column_names)  # a numpy gather each
+    assert {n: a.to_pylist() for n, a in taken.items()} == \
+        chunked.take(pa.array(rows)).to_pydict()
     unlike = pa.table({"a": pa.chunked_array([[1, 2], [3]]), "b": pa.chunked_array([[1], [2, 3]])})
     assert Cells(unlike).row_functions(["a", "b"], lambda cs: cs[0]) is None, "chunked apart"
     assert Cells(unlike).row_functions(["b"], lambda cs: cs[0])[1](1) == 3
