@@ -15,7 +15,8 @@ class RWLock:
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writing = False
         self._waiting_writers = 0
@@ -27,13 +28,13 @@ class RWLock:
         return self._reading
 
     def _acquire_read(self) -> None:
-        with self._cond:
+        with self._mutex:  # (the condition's own lock, entered without its Python wrapper)
             while self._writing or self._waiting_writers:
                 self._cond.wait()
             self._readers += 1
 
     def _release_read(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._readers -= 1
             if not self._readers and self._waiting_writers:  # only writers wait on it
                 self._cond.notify_all()

@@ -73,6 +73,9 @@ class Snapshot:
 
     @property
     def index(self) -> FlatIndex | IVFPQIndex:
+        index = self._index
+        if index is not None:  # (set once; a search reads it without the lock)
+            return index
         with self._lock:
             if self._index is None:
                 self._index = flat_index(self.vectors)
