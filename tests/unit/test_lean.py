@@ -190,6 +190,10 @@ def test_cells_read_what_to_pylist_gives():
     taken = Cells(chunked).take(rows, chunked.column_names)  # a numpy gather each
     assert {n: a.to_pylist() for n, a in taken.items()} == \
         chunked.take(pa.array(rows)).to_pydict()
+    empty_first = pa.concat_tables([full.slice(0, 0), full])  # (a segment's rows all gone)
+    assert Cells(empty_first).row_functions(["i", "t"], lambda cs: f"({cs[0]}, {cs[1]})")[1](2) \
+        == (7, dt.datetime(2030, 1, 1, 0, 0, 1))
+    assert Cells(empty_first).values([2, 0], ["f", "i"]) == [[3.0, 0.5], [7, 5]]
     unlike = pa.table({"a": pa.chunked_array([[1, 2], [3]]), "b": pa.chunked_array([[1], [2, 3]])})
     assert Cells(unlike).row_functions(["a", "b"], lambda cs: cs[0]) is None, "chunked apart"
     assert Cells(unlike).row_functions(["b"], lambda cs: cs[0])[1](1) == 3
