@@ -204,8 +204,7 @@ class MmsearchIndex(Method):
     def ids(self, answer):
         return self.keys[answer]
 
-    def batch_ids(self, answer):
-        return self.keys[answer]
+    batch_ids = ids
 
 
 class Faiss(Method):

@@ -158,9 +158,7 @@ class Cells:
             bounds = self._bounds[col]
             where = located.get(id(bounds))
             if where is None:
-                chunks = [bisect_right(bounds, r) - 1 for r in rows]
-                where = located[id(bounds)] = (chunks, [r - bounds[c] for r, c in
-                                                        zip(rows, chunks, strict=True)])
+                where = located[id(bounds)] = _locate(bounds, rows)
             chunks, local = where
             out.append([readers[c](i) for c, i in zip(chunks, local, strict=True)])
         return out
@@ -187,8 +185,7 @@ class Cells:
         bounds = self._bounds[self._index[name]]
         if len(bounds) == 2:
             return [0] * len(rows), list(rows)
-        chunks = [bisect_right(bounds, r) - 1 for r in rows]
-        return chunks, [r - bounds[c] for r, c in zip(rows, chunks, strict=True)]
+        return _locate(bounds, rows)
 
     def row_functions(self, names: Sequence[str], body: Callable[[list[str]], str],
                       params: str = "i", scope: dict[str, Any] | None = None
@@ -202,14 +199,17 @@ class Cells:
         if not cols or any(self._bounds[c] is not self._bounds[cols[0]] for c in cols):
             return None
         bounds = self._bounds[cols[0]]
-        made = []
+        made, compiled = [], {}  # (chunks read alike share one compiled source)
         for chunk in range(len(bounds) - 1):
             cells, names_used = [], dict(scope or {})
             for j, col in enumerate(cols):
                 source, objects = cell_source(self._columns[col].chunk(chunk), j)
                 cells.append(source)
                 names_used.update(objects)
-            made.append(eval(f"lambda {params}: {body(cells)}", names_used))
+            source = f"lambda {params}: {body(cells)}"
+            code = compiled.get(source) or compiled.setdefault(
+                source, compile(source, "<row function>", "eval"))
+            made.append(eval(code, names_used))
         return made
 
     def take(self, rows: np.ndarray, names: Sequence[str]) -> dict[str, pa.Array]:
@@ -259,6 +259,13 @@ class Cells:
         rows: Arrow's `take` per chunk, then one conversion per column)."""
         taken = self.take(rows, names)
         return [python_values(taken[n]) for n in names]
+
+
+def _locate(bounds: list[int], rows: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Each row position's chunk (by the chunks' start positions `bounds`) and its row
+    within that chunk."""
+    chunks = [bisect_right(bounds, r) - 1 for r in rows]
+    return chunks, [r - bounds[c] for r, c in zip(rows, chunks, strict=True)]
 
 
 def python_values(arr: pa.Array) -> list[Any]:
